@@ -1,0 +1,42 @@
+# One entry point for set-up, stubs, checks and tests. Every target works from a fresh clone:
+# the virtual environment is created and filled on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PROTOS := $(wildcard proto/infercept/v1/*.proto)
+STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
+
+.PHONY: setup proto lint test bench-executor clean
+
+setup: $(INSTALLED) $(STUBS)
+
+$(PY):
+	python3 -m venv $(VENV)
+
+# torch==2.13.0 first: it is the local CPU build; an unpinned torch would pull CUDA packages.
+$(INSTALLED): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# The gRPC stubs (and their type stubs) are generated from proto/, never edited by hand.
+proto: $(STUBS)
+client/%_pb2.py: proto/%.proto $(INSTALLED)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=client --grpc_python_out=client \
+		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=client \
+		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=client $<
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: lint
+	GRPC_VERBOSITY=ERROR $(PY) -m pytest -q
+
+bench-executor: setup
+	$(PY) -m benchmarks.executor_bench
+
+clean:
+	rm -rf $(VENV) client/infercept/v1/*_pb2*.py client/infercept/v1/*_pb2*.pyi

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for the ``infercept.v1`` protocol (``make proto`` writes them here)."""

@@ -1,0 +1,178 @@
+"""The executor's engine: carries out one StepPlan and returns its StepResult.
+
+One step: validate the whole plan (refuse it untouched if invalid), forget and register
+requests, update block tables, start the swaps, run one ragged forward pass (each layer first
+waiting for its own copies), sample, report. Not thread-safe: the server calls it from one thread.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+import torch
+from infercept.v1 import executor_pb2 as pb
+from infercept.wire import pack_f32
+
+from executor_svc import __version__
+from executor_svc.attention import create_backend
+from executor_svc.batch import build_batch
+from executor_svc.checkpoint import read_config
+from executor_svc.config import DEFAULT_CPU_DEVICE_BLOCKS, ExecutorConfig
+from executor_svc.kv_cache import KVPools, KVShape, device_blocks_that_fit
+from executor_svc.loading import load_model, resolve_model_dir
+from executor_svc.plan import PlanLimits, PlanRejected, RequestState, ValidatedPlan, validate_plan
+from executor_svc.sampler import Draw, sample
+from executor_svc.swap import SwapEngine
+
+log = structlog.get_logger(__name__)
+
+
+class Engine:
+    def __init__(self, config: ExecutorConfig) -> None:
+        self.config = config
+        self.device = config.torch_device()
+        model_dir = resolve_model_dir(config.model)
+        self.dtype = config.torch_dtype(self.device, read_config(model_dir).torch_dtype)
+        self.loaded = load_model(model_dir, self.device, self.dtype)
+        model_config = self.loaded.config
+        self.kv_shape = KVShape.for_model(model_config, config.block_size, self.dtype)
+        num_device_blocks = config.num_device_blocks or (
+            device_blocks_that_fit(self.kv_shape, self.device, config.gpu_memory_fraction)
+            if self.device.type == "cuda"
+            else DEFAULT_CPU_DEVICE_BLOCKS
+        )
+        num_host_blocks = num_device_blocks if config.num_host_blocks is None else config.num_host_blocks
+        self.pools = KVPools(self.kv_shape, num_device_blocks, num_host_blocks, self.device)
+        self.backend = create_backend(config.attention_backend, self.device)
+        self.swap = SwapEngine(self.pools)
+        self.requests: dict[int, RequestState] = {}
+        self.limits = PlanLimits(
+            num_device_blocks=num_device_blocks,
+            num_host_blocks=num_host_blocks,
+            block_size=config.block_size,
+            vocab_size=model_config.vocab_size,
+            max_model_len=min(config.max_model_len or 1 << 62, model_config.max_position_embeddings),
+            executor_seed=config.seed,
+        )
+        log.info(
+            "executor.ready",
+            model=str(self.loaded.directory),
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            backend=self.backend.name,
+            device_blocks=num_device_blocks,
+            host_blocks=num_host_blocks,
+        )
+
+    def describe(self) -> pb.DescribeResponse:
+        c = self.loaded.config
+        model = pb.ModelInfo(
+            name=self.config.model,
+            model_type=c.model_type,
+            num_layers=c.num_hidden_layers,
+            hidden_size=c.hidden_size,
+            num_attention_heads=c.num_attention_heads,
+            num_key_value_heads=c.num_key_value_heads,
+            head_dim=c.head_dim,
+            vocab_size=c.vocab_size,
+            max_model_len=self.limits.max_model_len,
+            bos_token_id=c.bos_token_id,
+            eos_token_ids=list(c.eos_token_ids),
+            num_parameters=sum(p.numel() for p in self.loaded.model.parameters()),
+        )
+        return pb.DescribeResponse(
+            model=model,
+            dtype=str(self.dtype).removeprefix("torch."),
+            device=str(self.device),
+            attention_backend=self.backend.name,
+            block_size_tokens=self.config.block_size,
+            num_device_blocks=self.pools.num_device_blocks,
+            num_host_blocks=self.pools.num_host_blocks,
+            kv_bytes_per_block=self.kv_shape.bytes_per_block,
+            tokenizer_json=self.loaded.tokenizer_json,
+            version=__version__,
+        )
+
+    def reset(self) -> int:
+        """Forget every request; returns how many there were."""
+        count = len(self.requests)
+        self.requests.clear()
+        return count
+
+    def step(self, plan: pb.StepPlan) -> pb.StepResult:
+        """Carry out `plan`. An invalid plan is refused (result.error) with nothing applied."""
+        began = time.perf_counter()
+        try:
+            validated = validate_plan(plan, self.requests, self.limits)
+        except PlanRejected as rejection:
+            log.warning("plan.refused", step_id=plan.step_id, code=rejection.code, reason=rejection.message)
+            return pb.StepResult(
+                step_id=plan.step_id,
+                error=pb.PlanError(code=rejection.code, message=rejection.message),
+            )
+        self._apply_bookkeeping(validated)
+        self.swap.start(validated.swap_out, validated.swap_in)
+        forward_began = time.perf_counter()
+        sampled = self._forward(validated)
+        forward_s = time.perf_counter() - forward_began
+        swap_times = self.swap.finish()
+        return pb.StepResult(
+            step_id=plan.step_id,
+            sampled=sampled,
+            num_batched_tokens=validated.num_tokens,
+            forward_s=forward_s,
+            swap_out_s=swap_times.swap_out_s,
+            swap_in_s=swap_times.swap_in_s,
+            step_s=time.perf_counter() - began,
+        )
+
+    def _apply_bookkeeping(self, plan: ValidatedPlan) -> None:
+        for request_id in plan.forget_ids:
+            del self.requests[request_id]
+        for request_id, sampling in plan.new_requests.items():
+            self.requests[request_id] = RequestState(sampling, block_table=[])
+        for request_id, table in plan.block_tables.items():
+            self.requests[request_id].block_table = table
+
+    def _forward(self, plan: ValidatedPlan) -> list[pb.SampledToken]:
+        src, dst = (torch.from_numpy(ids).to(self.device) for ids in plan.device_copies)
+        device_pool = self.pools.device
+
+        def before_layer(layer: int) -> None:
+            self.swap.wait_for_layer(layer)
+            if len(src):
+                device_pool[layer].index_copy_(0, dst, device_pool[layer].index_select(0, src))
+
+        if not plan.work:
+            for layer in range(self.kv_shape.num_layers):
+                before_layer(layer)
+            return []
+        batch = build_batch(plan.work, self.config.block_size, self.device)
+        meta = self.backend.prepare(batch.layout)
+        logits = self.loaded.model(
+            batch.input_ids,
+            batch.positions,
+            device_pool,
+            meta,
+            self.backend,
+            batch.logit_indices,
+            before_layer,
+        )
+        steps = batch.sampling_steps
+        draws = sample(
+            logits,
+            [self.requests[step.request_id].sampling for step in steps],
+            [step.context_len for step in steps],
+        )
+        return [
+            self._record(step.request_id, draw, logits[row] if step.return_logits else None)
+            for row, (step, draw) in enumerate(zip(steps, draws, strict=True))
+        ]
+
+    def _record(self, request_id: int, draw: Draw, logits: torch.Tensor | None) -> pb.SampledToken:
+        self.requests[request_id].last_sampled = draw.token_id
+        packed = pack_f32(logits.cpu().numpy()) if logits is not None else b""
+        return pb.SampledToken(
+            request_id=request_id, token_id=draw.token_id, logprob=draw.logprob, logits=packed
+        )
