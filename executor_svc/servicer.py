@@ -1,0 +1,82 @@
+"""The Executor gRPC service: a thin edge over the Engine.
+
+All engine work (steps, profiling, resets) runs on one dedicated thread, in arrival order, so the
+event loop stays free to move messages while the forward pass computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import structlog
+
+from executor_svc.engine import Engine
+from executor_svc.profiler import ProfilerBusy, get_profile
+from infercept.v1 import executor_pb2 as pb
+from infercept.v1 import executor_pb2_grpc
+
+log = structlog.get_logger(__name__)
+
+
+class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._description = engine.describe()
+        self._run_stream_open = False
+
+    async def Describe(
+        self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DescribeResponse:
+        return self._description
+
+    async def Profile(
+        self, request: pb.ProfileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ProfileResponse:
+        try:
+            return await self._on_engine_thread(get_profile, self._engine, request.refresh)
+        except ProfilerBusy as busy:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(busy))
+            raise  # abort raises; this keeps type checkers aware
+
+    async def Reset(self, request: pb.ResetRequest, context: grpc.aio.ServicerContext) -> pb.ResetResponse:
+        forgotten = await self._on_engine_thread(self._engine.reset)
+        log.info("executor.reset", forgotten_requests=forgotten)
+        return pb.ResetResponse(num_forgotten_requests=forgotten)
+
+    async def Run(
+        self, request_iterator: AsyncIterator[pb.StepPlan], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StepResult]:
+        if self._run_stream_open:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "another Run stream is open: one executor serves one scheduler",
+            )
+        self._run_stream_open = True
+        log.info("run.stream_opened", peer=context.peer())
+        try:
+            async for plan in request_iterator:
+                yield await self._on_engine_thread(self._step, plan)
+        finally:
+            self._run_stream_open = False
+            log.info("run.stream_closed", peer=context.peer())
+
+    def _step(self, plan: pb.StepPlan) -> pb.StepResult:
+        """engine.step, except that a failure inside it is reported in-band, not by dying."""
+        try:
+            return self._engine.step(plan)
+        except Exception as error:  # one bad iteration must not take the executor down
+            log.exception("step.failed", step_id=plan.step_id)
+            return pb.StepResult(
+                step_id=plan.step_id,
+                error=pb.PlanError(code="INTERNAL", message=f"{type(error).__name__}: {error}"),
+            )
+
+    async def _on_engine_thread(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(self._engine_thread, fn, *args)
+
+    def close(self) -> None:
+        self._engine_thread.shutdown(wait=True)
