@@ -11,8 +11,6 @@ import time
 
 import structlog
 import torch
-from infercept.v1 import executor_pb2 as pb
-from infercept.wire import pack_f32
 
 from executor_svc import __version__
 from executor_svc.attention import create_backend
@@ -24,6 +22,8 @@ from executor_svc.loading import load_model, resolve_model_dir
 from executor_svc.plan import PlanLimits, PlanRejected, RequestState, ValidatedPlan, validate_plan
 from executor_svc.sampler import Draw, sample
 from executor_svc.swap import SwapEngine
+from infercept.v1 import executor_pb2 as pb
+from infercept.wire import pack_f32
 
 log = structlog.get_logger(__name__)
 

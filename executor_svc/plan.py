@@ -12,10 +12,10 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from infercept.v1 import executor_pb2 as pb
-from infercept.wire import unpack_u32
 
 from executor_svc.sampler import SamplingParams, mix_seed
+from infercept.v1 import executor_pb2 as pb
+from infercept.wire import unpack_u32
 
 BlockIds = npt.NDArray[np.int64]
 

@@ -177,10 +177,8 @@ def _swap_costs(engine: Engine, repeats: int) -> tuple[float, float, float]:
     timings: dict[tuple[str, int], float] = {}
     for n in (1, most):
         ids = np.arange(n, dtype=np.int64)
-        timings["out", n] = _median_time(
-            lambda ids=ids: _swap(engine, (ids, ids), _NO_BLOCKS, "out"), repeats
-        )
-        timings["in", n] = _median_time(lambda ids=ids: _swap(engine, _NO_BLOCKS, (ids, ids), "in"), repeats)
+        timings["out", n] = _median_time(repeats, _swap, engine, (ids, ids), _NO_BLOCKS, "out")
+        timings["in", n] = _median_time(repeats, _swap, engine, _NO_BLOCKS, (ids, ids), "in")
     out_per_block = max((timings["out", most] - timings["out", 1]) / (most - 1), 0.0)
     in_per_block = max((timings["in", most] - timings["in", 1]) / (most - 1), 0.0)
     fixed = max(min(timings["out", 1] - out_per_block, timings["in", 1] - in_per_block), 0.0)

@@ -1,4 +1,8 @@
-"""Attention backends behind one interface, chosen by name."""
+"""Attention backends behind one interface, chosen by name.
+
+"torch" is always there. "triton" is registered when triton imports; it runs on CUDA, and on CPU
+only in the Triton interpreter (``TRITON_INTERPRET=1`` set before this package is imported).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,32 @@ from executor_svc.attention.torch_backend import TorchAttentionBackend
 
 BACKENDS: dict[str, type[AttentionBackend]] = {TorchAttentionBackend.name: TorchAttentionBackend}
 
+# Whether the registered triton backend's kernels can run on CPU (they were defined interpreted).
+TRITON_RUNS_ON_CPU = False
+try:
+    from executor_svc.attention import triton_backend
+except ImportError:  # no triton in this environment: the registry just lacks it
+    pass
+else:
+    BACKENDS[triton_backend.TritonAttentionBackend.name] = triton_backend.TritonAttentionBackend
+    TRITON_RUNS_ON_CPU = triton_backend.IS_INTERPRETED
+
 __all__ = ["BACKENDS", "AttentionBackend", "AttentionMetadata", "BatchLayout", "create_backend"]
 
 
 def create_backend(name: str, device: torch.device) -> AttentionBackend:
-    """The backend called `name`; "auto" picks the fastest one available on `device`."""
+    """The backend called `name`; "auto" picks the fastest one available on `device`.
+
+    Raises ValueError for an unknown name, or for "triton" on a non-CUDA device outside the
+    Triton interpreter.
+    """
     if name == "auto":
         name = "triton" if device.type == "cuda" and "triton" in BACKENDS else "torch"
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; available: {sorted(BACKENDS)}")
+    if name == "triton" and device.type != "cuda" and not TRITON_RUNS_ON_CPU:
+        raise ValueError(
+            f"the triton attention backend needs a CUDA device, not {device.type!r}; on CPU it runs "
+            "only in the Triton interpreter (set TRITON_INTERPRET=1 before starting; tests only)"
+        )
     return BACKENDS[name]()

@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable
 
 import numpy as np
+
 from infercept.v1 import executor_pb2 as pb
 from infercept.wire import pack_u32, unpack_f32
 
