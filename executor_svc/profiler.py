@@ -126,9 +126,7 @@ def _decode_samples(engine: Engine, repeats: int) -> list[pb.ForwardSample]:
     for batch in (b for b in _DECODE_BATCHES if b * blocks_each <= engine.limits.num_device_blocks):
         # Fill the KV once, with tables long enough for the decode token after the context.
         _run_batch(engine, num_requests=batch, chunk=context, context=0, table_tokens=context + 1)
-        seconds = _median_time(
-            lambda b=batch: _run_batch(engine, num_requests=b, chunk=1, context=context), repeats
-        )
+        seconds = _median_time(repeats, _run_batch, engine, batch, 1, context)
         _forget_all(engine)
         samples.append(
             pb.ForwardSample(
