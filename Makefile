@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard proto/infercept/v1/*.proto)
 STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
 
-.PHONY: setup proto lint test bench-executor clean
+.PHONY: setup proto lint test run-executor bench-executor clean
 
 setup: $(INSTALLED) $(STUBS)
 
@@ -34,6 +34,9 @@ lint: setup
 
 test: lint
 	GRPC_VERBOSITY=ERROR $(PY) -m pytest -q
+
+run-executor: setup
+	$(VENV)/bin/infercept-executor --listen 127.0.0.1:50061 --model default
 
 bench-executor: setup
 	$(PY) -m benchmarks.executor_bench

@@ -114,8 +114,7 @@ class LlamaConfig:
             "hidden_act": "silu",
             "bos_token_id": self.bos_token_id,
             "eos_token_id": eos,
-            "torch_dtype": self.torch_dtype or "float32",
-        }
+        } | ({"torch_dtype": self.torch_dtype} if self.torch_dtype else {})
 
 
 def _rope_theta(raw: dict[str, Any]) -> float:

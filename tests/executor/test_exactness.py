@@ -47,3 +47,14 @@ def test_greedy_tokens_and_logits_match_transformers(model_spec: tuple[ModelSpec
     assert_matches_reference(load_reference(model_dir), requests)
     # Greedy outputs vary with the prompt: the weights are not degenerate.
     assert len({tuple(r.tokens[r.num_prompt_tokens :]) for r in requests}) > 1
+
+
+def test_default_model_matches_transformers() -> None:
+    engine = Engine(
+        ExecutorConfig(model="default", device="cpu", block_size=16, num_device_blocks=40, num_host_blocks=16)
+    )
+    driver = PlanDriver(engine.step, block_size=16, num_device_blocks=40, num_host_blocks=16, seed=3)
+    prompts = [list(text.encode()) for text in ("What is 2+2?", "Call the weather tool for Paris", "x")]
+    requests = driver.run(prompts, num_new_tokens=24)
+    assert_matches_reference(load_reference(engine.loaded.directory), requests)
+    assert len({tuple(r.tokens[r.num_prompt_tokens :]) for r in requests}) == len(requests)

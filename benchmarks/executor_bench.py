@@ -1,0 +1,204 @@
+"""Executor benchmark: decode step time, prefill throughput, swap throughput, and the cost of
+paging (our paged forward against a dense torch forward of the same batch), for the default model
+and a larger random config. Everything is measured side by side in one run.
+
+    python -m benchmarks.executor_bench [--device cpu|cuda] [--repeats N] [--models default,large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from executor_svc.config import ExecutorConfig
+from executor_svc.engine import Engine
+from executor_svc.model import LlamaForCausalLM, apply_rotary
+from executor_svc.model_config import LlamaConfig
+from executor_svc.random_model import write_random_model
+from infercept.v1 import executor_pb2 as pb
+from infercept.wire import pack_u32
+
+LARGE_CONFIG = LlamaConfig(
+    vocab_size=4096, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
+    num_attention_heads=8, num_key_value_heads=4, head_dim=64, max_position_embeddings=4096,
+)  # fmt: skip
+CONTEXT_TOKENS = 512
+DECODE_BATCHES = (1, 8, 32, 64)
+PREFILL_TOKENS = 1024
+SWAP_BLOCKS = 64
+BLOCK_SIZE = 16
+
+
+def timed(run: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median seconds of run() after a warm-up."""
+    run()
+    samples = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        began = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        samples.append(time.perf_counter() - began)
+    return statistics.median(samples)
+
+
+class Bench:
+    """Drives one engine with hand-made plans over borrowed request ids."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._step_id = 0
+
+    def step(self, plan: pb.StepPlan) -> pb.StepResult:
+        self._step_id += 1
+        plan.step_id = self._step_id
+        result = self.engine.step(plan)
+        assert not result.HasField("error"), result.error.message
+        return result
+
+    def fill(self, batch: int, context: int) -> None:
+        """Register `batch` requests and prefill `context` tokens each, in consecutive blocks."""
+        self.engine.reset()
+        blocks_each = -(-(context + 1) // BLOCK_SIZE)
+        plan = pb.StepPlan()
+        rng = np.random.default_rng(0)
+        for i in range(batch):
+            plan.new_requests.add(request_id=i)
+            plan.block_table_updates.add(
+                request_id=i, appended_block_ids=pack_u32(range(i * blocks_each, (i + 1) * blocks_each))
+            )
+            tokens = rng.integers(0, self.engine.limits.vocab_size, context)
+            plan.work.add(request_id=i, token_ids=pack_u32(tokens), sample=True)
+        self.step(plan)
+
+    def decode(self, batch: int, context: int) -> None:
+        plan = pb.StepPlan()
+        for i in range(batch):
+            plan.work.add(request_id=i, start_position=context, use_last_sampled=True, sample=True)
+        self.step(plan)
+
+    def prefill(self, num_tokens: int) -> None:
+        self.engine.reset()
+        plan = pb.StepPlan(new_requests=[pb.NewRequest(request_id=0)])
+        plan.block_table_updates.add(
+            request_id=0, appended_block_ids=pack_u32(range(-(-num_tokens // BLOCK_SIZE)))
+        )
+        plan.work.add(request_id=0, token_ids=pack_u32(np.arange(num_tokens) % 200), sample=True)
+        self.step(plan)
+
+
+class DenseDecoder:
+    """The same weights decoding against contiguous per-request KV tensors: no paging, no gather."""
+
+    def __init__(self, model: LlamaForCausalLM, batch: int, context: int, device: torch.device) -> None:
+        c = model.config
+        dtype = model.lm_head.weight.dtype
+        self.model, self.context = model, context
+        shape = (c.num_hidden_layers, batch, c.num_key_value_heads, context + 1, c.head_dim)
+        self.keys = torch.randn(shape, dtype=dtype, device=device)
+        self.values = torch.randn(shape, dtype=dtype, device=device)
+        self.input_ids = torch.zeros(batch, dtype=torch.long, device=device)
+        self.positions = torch.full((batch,), context, dtype=torch.long, device=device)
+
+    @torch.inference_mode()
+    def step(self) -> torch.Tensor:
+        m = self.model
+        h = m.model.embed_tokens(self.input_ids)
+        cos, sin = m.rotary(self.positions, h.dtype)
+        for index, layer in enumerate(m.model.layers):
+            attn = layer.self_attn
+            x = layer.input_layernorm(h)
+            batch = x.shape[0]
+            q = apply_rotary(attn.q_proj(x).view(batch, attn.num_heads, attn.head_dim), cos, sin)
+            k = apply_rotary(attn.k_proj(x).view(batch, attn.num_kv_heads, attn.head_dim), cos, sin)
+            v = attn.v_proj(x).view(batch, attn.num_kv_heads, attn.head_dim)
+            self.keys[index, :, :, self.context] = k
+            self.values[index, :, :, self.context] = v
+            out = F.scaled_dot_product_attention(
+                q.unsqueeze(2), self.keys[index], self.values[index], enable_gqa=True
+            ).squeeze(2)
+            h = h + attn.o_proj(out.reshape(batch, -1))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return m.lm_head(m.model.norm(h)).argmax(-1)
+
+
+def bench_model(name: str, model: str, device: str, repeats: int) -> list[str]:
+    blocks_needed = max(DECODE_BATCHES) * -(-(CONTEXT_TOKENS + 1) // BLOCK_SIZE)
+    engine = Engine(
+        ExecutorConfig(
+            model=model, device=device, block_size=BLOCK_SIZE,
+            num_device_blocks=max(blocks_needed, PREFILL_TOKENS // BLOCK_SIZE + 1), num_host_blocks=SWAP_BLOCKS,
+        )
+    )  # fmt: skip
+    bench, dev = Bench(engine), engine.device
+    params = sum(p.numel() for p in engine.loaded.model.parameters()) / 1e6
+    lines = [f"\n## {name}: {params:.1f}M parameters, {engine.dtype}, {dev}, backend {engine.backend.name}"]
+    lines.append(
+        f"{'batch':>6} {'context':>8} {'paged ms':>9} {'dense ms':>9} {'paged/dense':>12} {'tok/s':>9}"
+    )
+    for batch in DECODE_BATCHES:
+        bench.fill(batch, CONTEXT_TOKENS)
+        # Each decode recomputes position CONTEXT_TOKENS: the same work every repeat.
+        paged_s = timed(lambda b=batch: bench.decode(b, CONTEXT_TOKENS), repeats, dev)
+        dense = DenseDecoder(engine.loaded.model, batch, CONTEXT_TOKENS, dev)
+        dense_s = timed(dense.step, repeats, dev)
+        lines.append(
+            f"{batch:>6} {CONTEXT_TOKENS:>8} {paged_s * 1e3:>9.2f} {dense_s * 1e3:>9.2f} "
+            f"{paged_s / dense_s:>12.2f} {batch / paged_s:>9.0f}"
+        )
+    prefill_s = timed(lambda: bench.prefill(PREFILL_TOKENS), repeats, dev)
+    lines.append(
+        f"prefill: {PREFILL_TOKENS} tokens in {prefill_s * 1e3:.1f} ms = {PREFILL_TOKENS / prefill_s:,.0f} tokens/s"
+    )
+    ids = np.arange(SWAP_BLOCKS, dtype=np.int64)
+    none = (ids[:0], ids[:0])
+    for way, out_map, in_map in (
+        ("out (device->host)", (ids, ids), none),
+        ("in (host->device)", none, (ids, ids)),
+    ):
+
+        def swap(
+            out_map: tuple[np.ndarray, np.ndarray] = out_map, in_map: tuple[np.ndarray, np.ndarray] = in_map
+        ) -> None:
+            engine.swap.start(out_map, in_map)
+            engine.swap.finish()
+
+        seconds = timed(swap, repeats, dev)
+        mib_s = SWAP_BLOCKS * engine.kv_shape.bytes_per_block / seconds / 2**20
+        lines.append(
+            f"swap {way}: {seconds / SWAP_BLOCKS * 1e6:.1f} us/block "
+            f"({engine.kv_shape.bytes_per_block / 1024:.0f} KiB/block, {mib_s:,.0f} MiB/s, {SWAP_BLOCKS} blocks per call)"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", default="default,large", help="comma list of: default, large")
+    args = parser.parse_args()
+    print(f"# executor benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in args.models.split(","):
+            model = "default"
+            if name == "large":
+                model = str(Path(scratch) / "large")
+                write_random_model(Path(model), LARGE_CONFIG, seed=0)
+            print("\n".join(bench_model(name, model, args.device, args.repeats)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
