@@ -62,7 +62,7 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path: Path) -> None:
     del state["model.layers.1.mlp.up_proj.weight"]
     state["model.extra.weight"] = torch.zeros(2)
     write_checkpoint(tmp_path, CONFIG, state)
-    with pytest.raises(CheckpointError, match="missing.*up_proj.*unexpected.*extra"):
+    with pytest.raises(CheckpointError, match=r"missing.*up_proj.*unexpected.*extra"):
         load_model(tmp_path, torch.device("cpu"))
 
 
