@@ -16,10 +16,12 @@ BACKENDS: dict[str, type[AttentionBackend]] = {TorchAttentionBackend.name: Torch
 # Whether the registered triton backend's kernels can run on CPU (they were defined interpreted).
 TRITON_RUNS_ON_CPU = False
 try:
-    from executor_svc.attention import triton_backend
+    import triton  # noqa: F401  (imported only to learn whether it can be)
 except ImportError:  # no triton in this environment: the registry just lacks it
     pass
 else:
+    from executor_svc.attention import triton_backend
+
     BACKENDS[triton_backend.TritonAttentionBackend.name] = triton_backend.TritonAttentionBackend
     TRITON_RUNS_ON_CPU = triton_backend.IS_INTERPRETED
 

@@ -81,7 +81,7 @@ class PlanDriver:
         work_items: list[DrivenRequest] = []
         for request in chosen:
             if not request.registered:
-                plan.new_requests.add(request_id=request.request_id, sampling=pb.SamplingParams())
+                plan.new_requests.add(request_id=request.request_id, sampling=pb.RequestSampling())
                 request.registered = True
             swap_in += self._swap_in(request, plan)
             if self._add_work(request, plan):

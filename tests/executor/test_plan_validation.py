@@ -109,11 +109,11 @@ BAD_PLANS = {
     "logits without sampling": ("INVALID_ARGUMENT", pb.StepPlan(work=[_work(1, 3, [1], return_logits=True)])),
     "negative temperature": (
         "INVALID_ARGUMENT",
-        pb.StepPlan(new_requests=[pb.NewRequest(request_id=3, sampling=pb.SamplingParams(temperature=-1))]),
+        pb.StepPlan(new_requests=[pb.NewRequest(request_id=3, sampling=pb.RequestSampling(temperature=-1))]),
     ),
     "top_p above one": (
         "INVALID_ARGUMENT",
-        pb.StepPlan(new_requests=[pb.NewRequest(request_id=3, sampling=pb.SamplingParams(top_p=1.5))]),
+        pb.StepPlan(new_requests=[pb.NewRequest(request_id=3, sampling=pb.RequestSampling(top_p=1.5))]),
     ),
     "position past the maximum length": (
         "OUT_OF_RANGE",

@@ -70,7 +70,7 @@ def _generate(
     engine.reset()
     plan = pb.StepPlan(step_id=0)
     for index, (rid, prompt) in enumerate(batch.items()):
-        sampling = pb.SamplingParams(
+        sampling = pb.RequestSampling(
             temperature=0.9, top_p=0.95, top_k=50, seed=1234 if rid == seeded else rid
         )
         plan.new_requests.add(request_id=rid, sampling=sampling)

@@ -1,0 +1,84 @@
+"""``infercept``: run the service stack (``serve``) and the demo (``demo``)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from infercept.launcher import LaunchError, launch
+
+
+def _stack_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    executor = ["--model", args.model, "--device", args.device, "--block-size", str(args.block_size)]
+    if args.num_device_blocks:
+        executor += ["--num-device-blocks", str(args.num_device_blocks)]
+    if args.num_host_blocks is not None:
+        executor += ["--num-host-blocks", str(args.num_host_blocks)]
+    scheduler = ["--policy", args.policy, "--max-batched-tokens", str(args.max_batched_tokens)]
+    return executor + shlex.split(args.executor_args), scheduler + shlex.split(args.scheduler_args)
+
+
+def add_stack_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="'default' or a Hugging Face-format directory")
+    p.add_argument("--device", default="auto", help="executor device: auto | cpu | cuda")
+    p.add_argument(
+        "--policy", default="vllm", help="scheduling policy (infercept-scheduler --help lists them)"
+    )
+    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
+    p.add_argument("--num-device-blocks", type=int, help="device KV blocks (default: the executor's)")
+    p.add_argument("--num-host-blocks", type=int, help="host KV blocks (default: the executor's)")
+    p.add_argument("--max-batched-tokens", type=int, default=512, help="token budget per iteration")
+    p.add_argument("--executor-args", default="", help="more flags for infercept-executor, one string")
+    p.add_argument("--scheduler-args", default="", help="more flags for infercept-scheduler, one string")
+    p.add_argument(
+        "--log-dir", type=Path, help="where the two services write their logs (default: a temp dir)"
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    executor_args, scheduler_args = _stack_args(args)
+    host, port = args.listen.rsplit(":", 1)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with launch(
+            executor_args, scheduler_args, host=host, scheduler_port=int(port), log_dir=args.log_dir
+        ) as stack:
+            print(
+                f"InferCept serving on {stack.scheduler_address} (executor {stack.executor_address}, logs {stack.log_dir})"
+            )
+            print("Ctrl-C stops both services.", flush=True)
+            stop.wait()
+    except KeyboardInterrupt:
+        pass
+    except LaunchError as error:
+        print(f"infercept serve: {error}", file=sys.stderr)
+        return 1
+    print("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="infercept", description="InferCept service: serving for augmented LLMs"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser(
+        "serve",
+        help="start an executor and a scheduler, wait until both serve, stop both on Ctrl-C",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve_parser.add_argument("--listen", default="127.0.0.1:50051", help="the scheduler's public host:port")
+    add_stack_flags(serve_parser)
+    serve_parser.set_defaults(run=serve)
+    args = parser.parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Starting an executor and a scheduler as two processes, waiting until both serve, stopping both.
+
+Each service is started with exec (never by forking a process that already runs gRPC), in its own
+session, so that the launcher decides the shutdown order: scheduler first, then executor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+STOP_TIMEOUT_S = 20.0
+
+
+class LaunchError(RuntimeError):
+    """A service did not come up; the message carries the end of its log."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """A running scheduler + executor pair."""
+
+    scheduler_address: str
+    executor_address: str
+    log_dir: Path
+
+
+@dataclasses.dataclass
+class _Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, num_lines: int = 30) -> str:
+        lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []
+        return "\n".join(lines[-num_lines:])
+
+
+@contextlib.contextmanager
+def launch(
+    executor_args: Sequence[str] = (),
+    scheduler_args: Sequence[str] = (),
+    *,
+    host: str = "127.0.0.1",
+    scheduler_port: int = 0,
+    executor_port: int = 0,
+    log_dir: Path | None = None,
+    startup_timeout_s: float = 180.0,
+) -> Iterator[Stack]:
+    """Run the two services for the duration of the `with` block (ports 0: any free ports)."""
+    logs = Path(log_dir or tempfile.mkdtemp(prefix="infercept-"))
+    logs.mkdir(parents=True, exist_ok=True)
+    services: list[_Service] = []
+    try:
+        executor = _start("executor", "executor_svc", f"{host}:{executor_port}", list(executor_args), logs)
+        services.append(executor)
+        executor_address = f"{host}:{_wait_serving(executor, logs, startup_timeout_s)}"
+        scheduler = _start(
+            "scheduler",
+            "scheduler_svc",
+            f"{host}:{scheduler_port}",
+            ["--executor", executor_address, *scheduler_args],
+            logs,
+        )
+        services.append(scheduler)
+        scheduler_address = f"{host}:{_wait_serving(scheduler, logs, startup_timeout_s)}"
+        yield Stack(scheduler_address, executor_address, logs)
+    finally:
+        for service in reversed(services):
+            _stop(service)
+
+
+def _start(name: str, module: str, listen: str, args: list[str], logs: Path) -> _Service:
+    port_file = logs / f"{name}.port"
+    port_file.unlink(missing_ok=True)
+    log_path = logs / f"{name}.log"
+    command = [sys.executable, "-m", module, "--listen", listen, "--port-file", str(port_file), *args]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return _Service(name, process, log_path)
+
+
+def _wait_serving(service: _Service, logs: Path, timeout_s: float) -> int:
+    """The service's port, once its health service answers SERVING."""
+    port_file = logs / f"{service.name}.port"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise LaunchError(
+                f"the {service.name} exited with {service.process.returncode}:\n{service.log_tail()}"
+            )
+        port = port_file.read_text().strip() if port_file.exists() else ""
+        if port and _is_serving(f"127.0.0.1:{port}"):
+            return int(port)
+        time.sleep(0.1)
+    raise LaunchError(f"the {service.name} did not serve within {timeout_s:.0f}s:\n{service.log_tail()}")
+
+
+def _is_serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=1.0
+            )
+        except grpc.RpcError:
+            return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _stop(service: _Service) -> None:
+    if service.process.poll() is not None:
+        return
+    service.process.send_signal(signal.SIGTERM)
+    try:
+        service.process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        service.process.kill()
+        service.process.wait()

@@ -1,0 +1,124 @@
+"""Checking a GenerateRequest and turning it into a Request, or refusing it precisely."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from tokenizers import Tokenizer
+
+from infercept.v1 import generation_pb2 as gen
+from scheduler_svc.config import ExecutorDescription
+from scheduler_svc.detokenizer import IncrementalDecoder
+from scheduler_svc.interception import ScriptedStop, ToolTrigger
+from scheduler_svc.request import Request, Sampling
+
+
+class RequestError(Exception):
+    """A request or tool result the server refuses; `code` is a gRPC status code name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def encode(tokenizer: Tokenizer | None, text: str, what: str) -> list[int]:
+    if tokenizer is None:
+        raise RequestError(
+            "FAILED_PRECONDITION", f"{what} is text, but the model has no tokenizer: send token ids"
+        )
+    return list(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def check_token_ids(token_ids: list[int], executor: ExecutorDescription, what: str) -> None:
+    if token_ids and max(token_ids) >= executor.vocab_size:
+        raise RequestError(
+            "INVALID_ARGUMENT",
+            f"{what}: token id {max(token_ids)} is outside the vocabulary [0, {executor.vocab_size})",
+        )
+
+
+def admit(
+    proto: gen.GenerateRequest,
+    request_id: int,
+    now: float,
+    executor: ExecutorDescription,
+    tokenizer: Tokenizer | None,
+) -> Request:
+    """A Request for `proto`, or RequestError saying what is wrong with it."""
+    if proto.prompt and proto.prompt_token_ids:
+        raise RequestError("INVALID_ARGUMENT", "give the prompt as text or as token ids, not both")
+    prompt = list(proto.prompt_token_ids) or (
+        encode(tokenizer, proto.prompt, "the prompt") if proto.prompt else []
+    )
+    if not prompt:
+        raise RequestError("INVALID_ARGUMENT", "the prompt is empty")
+    check_token_ids(prompt, executor, "prompt")
+    if len(prompt) >= executor.max_model_len:
+        raise RequestError(
+            "OUT_OF_RANGE",
+            f"the prompt has {len(prompt)} tokens; the maximum model length is {executor.max_model_len} "
+            "and at least one token must be generated",
+        )
+    return Request(
+        request_id=request_id,
+        arrival_s=now,
+        token_ids=prompt,
+        num_prompt_tokens=len(prompt),
+        sampling=_sampling(proto.sampling, tokenizer),
+        tools=tuple(_tool(spec, tokenizer) for spec in proto.tools),
+        script=deque(_scripted(call) for call in proto.script),
+        decoder=IncrementalDecoder(tokenizer),
+        segment_start=len(prompt),
+    )
+
+
+def _sampling(s: gen.SamplingParams, tokenizer: Tokenizer | None) -> Sampling:
+    if s.max_tokens <= 0:
+        raise RequestError("INVALID_ARGUMENT", f"sampling.max_tokens must be > 0, got {s.max_tokens}")
+    if not math.isfinite(s.temperature) or s.temperature < 0:
+        raise RequestError("INVALID_ARGUMENT", f"sampling.temperature must be >= 0, got {s.temperature}")
+    if not 0 <= s.top_p <= 1 or math.isnan(s.top_p):
+        raise RequestError("INVALID_ARGUMENT", f"sampling.top_p must be in (0, 1], got {s.top_p}")
+    if s.stop and tokenizer is None:
+        raise RequestError("FAILED_PRECONDITION", "stop strings need a tokenizer; the model has none")
+    return Sampling(
+        max_tokens=s.max_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p or 1.0,
+        top_k=s.top_k,
+        seed=s.seed if s.HasField("seed") else None,
+        stop=tuple(x for x in s.stop if x),
+        ignore_eos=s.ignore_eos,
+    )
+
+
+def _tool(spec: gen.ToolSpec, tokenizer: Tokenizer | None) -> ToolTrigger:
+    if not spec.name:
+        raise RequestError("INVALID_ARGUMENT", "a tool has no name")
+    if bool(spec.stop_string) == bool(spec.stop_token_ids):
+        raise RequestError(
+            "INVALID_ARGUMENT", f"tool {spec.name!r}: set exactly one of stop_string, stop_token_ids"
+        )
+    if spec.stop_string and tokenizer is None:
+        raise RequestError("FAILED_PRECONDITION", f"tool {spec.name!r}: a stop string needs a tokenizer")
+    if spec.expected_duration_s < 0:
+        raise RequestError("INVALID_ARGUMENT", f"tool {spec.name!r}: expected_duration_s must be >= 0")
+    return ToolTrigger(
+        name=spec.name,
+        stop_string=spec.stop_string,
+        stop_token_ids=tuple(spec.stop_token_ids),
+        opening_marker=spec.opening_marker,
+        expected_duration_s=spec.expected_duration_s,
+    )
+
+
+def _scripted(call: gen.ScriptedCall) -> ScriptedStop:
+    if call.after_tokens < 1:
+        raise RequestError("INVALID_ARGUMENT", "script: after_tokens must be >= 1")
+    if not call.tool:
+        raise RequestError("INVALID_ARGUMENT", "script: a scripted call has no tool name")
+    if call.expected_duration_s < 0:
+        raise RequestError("INVALID_ARGUMENT", "script: expected_duration_s must be >= 0")
+    return ScriptedStop(call.after_tokens, call.tool, call.expected_duration_s)

@@ -1,0 +1,159 @@
+"""Which KV blocks each request owns, on the device and on the host.
+
+A request's context is a run of logical blocks laid out as::
+
+    logical block:  0  1  2  3 | 4  5 | 6  7 ...
+                    [ device  ] [host] [ dropped: recomputed when needed ]
+
+Attention only ever reads the device prefix, so a block is usable only when every block before it
+is on the device. Swap-out moves blocks from the back of the device prefix to the front of the
+host segment; swap-in brings the whole host segment back; dropping frees a tail.
+
+Invariant (check_invariants): in each pool every block is either free or owned by exactly one
+request, and free + owned == total.
+
+Host blocks freed by a swap-in stay unusable until end_iteration(): the executor runs an
+iteration's swap-outs before its swap-ins, so reusing such a block for a swap-out in the same
+iteration would overwrite it before it is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+
+
+class BlockPool:
+    """A fixed set of block ids, handed out first-freed-first."""
+
+    def __init__(self, num_blocks: int) -> None:
+        self.num_total = num_blocks
+        self._free: deque[int] = deque(range(num_blocks))
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    def can_allocate(self, num_blocks: int) -> bool:
+        return num_blocks <= len(self._free)
+
+    def allocate(self, num_blocks: int) -> list[int]:
+        assert self.can_allocate(num_blocks), f"allocate({num_blocks}) with {len(self._free)} free"
+        return [self._free.popleft() for _ in range(num_blocks)]
+
+    def free(self, blocks: list[int]) -> None:
+        self._free.extend(blocks)
+
+    def free_ids(self) -> list[int]:
+        return list(self._free)
+
+
+@dataclasses.dataclass
+class BlockLayout:
+    device: list[int] = dataclasses.field(default_factory=list)  # logical blocks [0, len(device))
+    host: list[int] = dataclasses.field(default_factory=list)  # the logical blocks right after
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.device) + len(self.host)
+
+
+class BlockManager:
+    def __init__(self, num_device_blocks: int, num_host_blocks: int, block_size: int) -> None:
+        self.block_size = block_size
+        self.device = BlockPool(num_device_blocks)
+        self.host = BlockPool(num_host_blocks)
+        self.layouts: dict[int, BlockLayout] = {}
+        self._host_freed_this_iteration: list[int] = []
+
+    def layout(self, request_id: int) -> BlockLayout:
+        return self.layouts.setdefault(request_id, BlockLayout())
+
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    # Growing the device prefix (new tokens to compute).
+    def num_blocks_to_grow(self, request_id: int, num_tokens: int) -> int:
+        """Device blocks to add so that the device prefix covers `num_tokens` positions."""
+        return max(self.blocks_for(num_tokens) - len(self.layout(request_id).device), 0)
+
+    def can_grow(self, request_id: int, num_tokens: int) -> bool:
+        return self.device.can_allocate(self.num_blocks_to_grow(request_id, num_tokens))
+
+    def grow(self, request_id: int, num_tokens: int) -> list[int]:
+        layout = self.layout(request_id)
+        assert not layout.host, f"request {request_id} grows while its host segment is out"
+        new_blocks = self.device.allocate(self.num_blocks_to_grow(request_id, num_tokens))
+        layout.device += new_blocks
+        return new_blocks
+
+    # Swapping.
+    def can_swap_out(self, num_blocks: int) -> bool:
+        return self.host.can_allocate(num_blocks)
+
+    def swap_out(self, request_id: int, num_blocks: int) -> list[tuple[int, int]]:
+        """Move the last `num_blocks` device blocks to the front of the host segment.
+        Returns (device block, host block) pairs, in logical order."""
+        layout = self.layout(request_id)
+        assert 0 < num_blocks <= len(layout.device), f"swap_out({num_blocks}) of {len(layout.device)}"
+        moved = layout.device[-num_blocks:]
+        host_blocks = self.host.allocate(num_blocks)
+        del layout.device[-num_blocks:]
+        layout.host[:0] = host_blocks
+        self.device.free(moved)
+        return list(zip(moved, host_blocks, strict=True))
+
+    def can_swap_in(self, request_id: int) -> bool:
+        return self.device.can_allocate(len(self.layout(request_id).host))
+
+    def swap_in(self, request_id: int) -> list[tuple[int, int]]:
+        """Bring the whole host segment back after the device prefix.
+        Returns (host block, device block) pairs, in logical order."""
+        layout = self.layout(request_id)
+        device_blocks = self.device.allocate(len(layout.host))
+        pairs = list(zip(layout.host, device_blocks, strict=True))
+        self._host_freed_this_iteration += layout.host
+        layout.device += device_blocks
+        layout.host = []
+        return pairs
+
+    # Dropping.
+    def drop_after(self, request_id: int, num_device_blocks_kept: int) -> int:
+        """Keep the first `num_device_blocks_kept` device blocks; free the rest and the host
+        segment. Returns the number of blocks dropped."""
+        layout = self.layout(request_id)
+        dropped_device = layout.device[num_device_blocks_kept:]
+        self.device.free(dropped_device)
+        self.host.free(layout.host)
+        count = len(dropped_device) + len(layout.host)
+        del layout.device[num_device_blocks_kept:]
+        layout.host = []
+        return count
+
+    def free(self, request_id: int) -> None:
+        self.drop_after(request_id, 0)
+        del self.layouts[request_id]
+
+    def end_iteration(self) -> None:
+        """Host blocks read by this iteration's swap-ins become reusable."""
+        self.host.free(self._host_freed_this_iteration)
+        self._host_freed_this_iteration = []
+
+    def check_invariants(self) -> None:
+        """Every block is free or owned by exactly one request; free + owned == total."""
+        for name, pool, owned, pending in (
+            ("device", self.device, [b for layout in self.layouts.values() for b in layout.device], []),
+            (
+                "host",
+                self.host,
+                [b for layout in self.layouts.values() for b in layout.host],
+                self._host_freed_this_iteration,
+            ),
+        ):
+            everything = pool.free_ids() + owned + pending
+            assert len(everything) == pool.num_total, (
+                f"{name} pool: {pool.num_free} free + {len(owned)} owned + {len(pending)} pending != {pool.num_total}"
+            )
+            assert sorted(everything) == list(range(pool.num_total)), (
+                f"{name} pool: a block is lost or doubly owned"
+            )

@@ -1,0 +1,34 @@
+"""The scheduler's configuration: one frozen dataclass, validated once at start-up."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulerConfig:
+    policy: str = "vllm"
+    max_batched_tokens: int = 512  # tokens computed per iteration (decode tokens + chunks)
+    max_num_seqs: int = 256  # requests computed per iteration
+    max_live_requests: int = 4096  # beyond this, new requests get RESOURCE_EXHAUSTED
+    check_invariants: bool = False  # assert the block-manager invariant every iteration (tests)
+
+    def __post_init__(self) -> None:
+        for name in ("max_batched_tokens", "max_num_seqs", "max_live_requests"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorDescription:
+    """What the scheduler needs to know of its executor (from Describe)."""
+
+    block_size: int
+    num_device_blocks: int
+    num_host_blocks: int
+    vocab_size: int
+    max_model_len: int
+    eos_token_ids: tuple[int, ...]
+    model: str = ""
+    device: str = ""
+    dtype: str = ""

@@ -1,0 +1,67 @@
+"""Assembling one StepPlan as diffs against what the executor already knows."""
+
+from __future__ import annotations
+
+from infercept.v1 import executor_pb2 as pb
+from infercept.wire import pack_u32
+from scheduler_svc.request import Request
+
+BlockPairs = list[tuple[int, int]]
+
+
+class PlanBuilder:
+    def __init__(self, step_id: int) -> None:
+        self.plan = pb.StepPlan(step_id=step_id)
+        self._swap_out: BlockPairs = []
+        self._swap_in: BlockPairs = []
+
+    def forget(self, request_ids: list[int]) -> None:
+        self.plan.forget_request_ids.extend(request_ids)
+
+    def swap_out(self, pairs: BlockPairs) -> None:
+        self._swap_out += pairs
+
+    def swap_in(self, pairs: BlockPairs) -> None:
+        self._swap_in += pairs
+
+    def add_work(self, request: Request, start: int, end: int, sample: bool, device_table: list[int]) -> None:
+        """Compute positions [start, end) of `request`; register it and sync its table first."""
+        rid = request.request_id
+        if not request.executor_known:
+            s = request.sampling
+            sampling = pb.RequestSampling(
+                temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, seed=s.seed
+            )
+            self.plan.new_requests.add(request_id=rid, sampling=sampling)
+            request.executor_known, request.executor_table = True, []
+        if request.executor_table != device_table:
+            kept = _common_prefix(request.executor_table, device_table)
+            self.plan.block_table_updates.add(
+                request_id=rid, num_kept_blocks=kept, appended_block_ids=pack_u32(device_table[kept:])
+            )
+            request.executor_table = list(device_table)
+        self.plan.work.add(
+            request_id=rid,
+            start_position=start,
+            token_ids=pack_u32(request.token_ids[start:end]),
+            sample=sample,
+        )
+
+    def build(self) -> pb.StepPlan:
+        for block_map, pairs in ((self.plan.swap_out, self._swap_out), (self.plan.swap_in, self._swap_in)):
+            block_map.src_block_ids = pack_u32([src for src, _ in pairs])
+            block_map.dst_block_ids = pack_u32([dst for _, dst in pairs])
+        return self.plan
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.plan.work or self.plan.forget_request_ids or self._swap_out or self._swap_in)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

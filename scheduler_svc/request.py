@@ -1,0 +1,81 @@
+"""A request's state in the scheduler: every token, how much of it has KV, and where it stands."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections import deque
+
+from scheduler_svc.detokenizer import IncrementalDecoder
+from scheduler_svc.interception import ScriptedStop, ToolTrigger
+
+
+class Status(enum.Enum):
+    ACTIVE = "active"  # wants computation (prompt, decode, recompute or returned tokens)
+    PAUSED = "paused"  # inside a tool call
+    FINISHED = "finished"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    max_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    seed: int | None
+    stop: tuple[str, ...]
+    ignore_eos: bool
+
+
+@dataclasses.dataclass
+class PendingCall:
+    """The interception a paused request is waiting on."""
+
+    tool: str
+    call_text: str
+    paused_at_s: float
+    expected_duration_s: float  # 0 = unknown
+    context_action: str  # what was done with the context at the pause
+
+
+@dataclasses.dataclass(eq=False)
+class Request:
+    request_id: int
+    arrival_s: float  # queue position: FCFS order (the vllm policy moves it on resume)
+    token_ids: list[int]  # prompt, then generated and returned tokens in order
+    num_prompt_tokens: int
+    sampling: Sampling
+    tools: tuple[ToolTrigger, ...]
+    script: deque[ScriptedStop]
+    decoder: IncrementalDecoder
+    status: Status = Status.ACTIVE
+    num_computed: int = 0  # leading positions whose KV is valid (device prefix + host segment)
+    max_computed: int = 0  # positions below this were computed at least once
+    num_generated: int = 0
+    segment_start: int = 0  # index in token_ids where the tokens generated since the last resume begin
+    returned_ranges: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    num_returned: int = 0
+    num_recomputed: int = 0
+    num_interceptions: int = 0
+    pending_call: PendingCall | None = None
+    finish_reason: str = ""
+    executor_known: bool = False  # registered with the executor
+    executor_table: list[int] = dataclasses.field(default_factory=list)  # the block table it knows
+
+    @property
+    def num_pending(self) -> int:
+        """Tokens whose KV still has to be computed (the last sampled token counts)."""
+        return len(self.token_ids) - self.num_computed
+
+    @property
+    def segment_ids(self) -> list[int]:
+        return self.token_ids[self.segment_start :]
+
+    def count_kinds(self, start: int, end: int) -> dict[str, int]:
+        """How many of positions [start, end) are recomputed, prompt, returned or decode tokens."""
+        recompute = max(min(end, self.max_computed) - start, 0)
+        fresh_start = max(start, self.max_computed)
+        prompt = max(min(end, self.num_prompt_tokens) - fresh_start, 0)
+        returned = sum(max(min(end, hi) - max(fresh_start, lo), 0) for lo, hi in self.returned_ranges)
+        decode = (end - start) - recompute - prompt - returned
+        return {"recompute": recompute, "prompt": prompt, "returned": returned, "decode": decode}

@@ -1,0 +1,372 @@
+"""The scheduler core: a synchronous, deterministic object that decides every iteration.
+
+    plan   = scheduler.schedule(now)              # who computes what, which blocks move
+    result = executor.run(plan)
+    events = scheduler.update(plan, result, now)  # append tokens, finish, intercept
+
+Between iterations the server feeds it new requests (add), tool progress (tool_started, resume)
+and aborts. It never touches tensors; it holds every token, so a lost executor costs only
+recomputation (reset_executor_state).
+
+Each iteration: decode tokens of requests whose context is computed go first, then chunks of
+everyone else (prompts, recomputation of discarded context, tool-returned tokens), both by queue
+order (arrival time; a policy may move a resumed request), within the token budget. A request
+whose host segment is out is swapped back in before it computes. When device blocks run out, the
+newest requests holding device blocks are preempted by discarding their context (never one
+older than the request in need); when none can be, scheduling stops there (first come, first
+served).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import structlog
+from tokenizers import Tokenizer
+
+from infercept.v1 import executor_pb2 as pb
+from infercept.v1 import generation_pb2 as gen
+from scheduler_svc.admission import RequestError, admit, check_token_ids
+from scheduler_svc.block_manager import BlockManager
+from scheduler_svc.config import ExecutorDescription, SchedulerConfig
+from scheduler_svc.detokenizer import IncrementalDecoder
+from scheduler_svc.interception import find_stop_string
+from scheduler_svc.plan_builder import BlockPairs, PlanBuilder
+from scheduler_svc.policies import PauseAction, Policy, create_policy
+from scheduler_svc.request import PendingCall, Request, Status
+from scheduler_svc.stats import SchedulerStats
+
+log = structlog.get_logger(__name__)
+
+Event = tuple[int, gen.ServerEvent]  # (request id, event for its session)
+
+
+@dataclasses.dataclass
+class _Budget:
+    tokens: int
+    seqs: int
+
+    @property
+    def exhausted(self) -> bool:
+        return self.tokens <= 0 or self.seqs <= 0
+
+
+class Scheduler:
+    def __init__(
+        self, config: SchedulerConfig, executor: ExecutorDescription, tokenizer: Tokenizer | None
+    ) -> None:
+        self.config = config
+        self.executor = executor
+        self.tokenizer = tokenizer
+        self.policy: Policy = create_policy(config.policy)
+        self.blocks = BlockManager(executor.num_device_blocks, executor.num_host_blocks, executor.block_size)
+        self.requests: dict[int, Request] = {}
+        self.stats = SchedulerStats()
+        self._next_request_id = 1
+        self._step_id = 0
+        self._pending_swap_out: dict[int, BlockPairs] = {}  # request id -> pairs for the next plan
+        self._pending_forget: list[int] = []
+        self._last_now: float | None = None
+
+    # ----- inputs between iterations -----
+
+    def add(self, proto: gen.GenerateRequest, now: float) -> tuple[Request, list[Event]]:
+        """Admit a request (RequestError if it is invalid or the server is full)."""
+        if len(self.requests) >= self.config.max_live_requests:
+            raise RequestError(
+                "RESOURCE_EXHAUSTED", f"the server holds {len(self.requests)} live requests already"
+            )
+        request = admit(proto, self._next_request_id, now, self.executor, self.tokenizer)
+        self._next_request_id += 1
+        self.requests[request.request_id] = request
+        accepted = gen.Accepted(
+            request_id=str(request.request_id), num_prompt_tokens=request.num_prompt_tokens
+        )
+        return request, [(request.request_id, gen.ServerEvent(accepted=accepted))]
+
+    def tool_started(self, request_id: int, expected_duration_s: float) -> None:
+        request = self._paused(request_id)
+        if expected_duration_s > 0 and request.pending_call is not None:
+            request.pending_call.expected_duration_s = expected_duration_s
+
+    def resume(self, request_id: int, returned_ids: list[int], now: float) -> list[Event]:
+        """Append a tool's returned tokens and let the request compute again."""
+        request = self._paused(request_id)
+        check_token_ids(returned_ids, self.executor, "tool result")
+        new_len = len(request.token_ids) + len(returned_ids)
+        if new_len >= self.executor.max_model_len:
+            raise RequestError(
+                "OUT_OF_RANGE",
+                f"the tool result brings the context to {new_len} tokens; the maximum model length is "
+                f"{self.executor.max_model_len} and at least one more token must fit",
+            )
+        start = len(request.token_ids)
+        request.token_ids += returned_ids
+        request.returned_ranges.append((start, new_len))
+        request.num_returned += len(returned_ids)
+        request.segment_start = new_len
+        request.decoder = IncrementalDecoder(self.tokenizer)
+        request.arrival_s = self.policy.arrival_on_resume(request, now)
+        request.status, request.pending_call = Status.ACTIVE, None
+        layout = self.blocks.layout(request_id)
+        resumed = gen.Resumed(
+            num_returned_tokens=len(returned_ids),
+            num_device_blocks_kept=len(layout.device),
+            num_blocks_swapped_in=len(layout.host),
+            # Everything computed before that is no longer in the device prefix or host segment.
+            num_recomputed_tokens=max(request.max_computed - request.num_computed, 0),
+        )
+        return [(request_id, gen.ServerEvent(resumed=resumed))]
+
+    def abort(self, request_id: int) -> list[Event]:
+        request = self.requests.get(request_id)
+        if request is None:
+            raise RequestError("NOT_FOUND", f"no live request {request_id}")
+        self.stats.aborted_requests += 1
+        return self._finish(request, "abort")
+
+    # ----- the iteration -----
+
+    def has_work(self) -> bool:
+        """Whether schedule() would produce a non-empty plan (or could, given memory)."""
+        return bool(self._pending_forget or self._pending_swap_out) or any(
+            r.status is Status.ACTIVE for r in self.requests.values()
+        )
+
+    def schedule(self, now: float) -> pb.StepPlan:
+        self._account_paused_time(now)
+        self._step_id += 1
+        builder = PlanBuilder(self._step_id)
+        builder.forget(self._pending_forget)
+        for pairs in self._pending_swap_out.values():
+            builder.swap_out(pairs)
+        self._pending_forget, self._pending_swap_out = [], {}
+        budget = _Budget(self.config.max_batched_tokens, self.config.max_num_seqs)
+        scheduled: set[int] = set()
+        active = sorted(
+            (r for r in self.requests.values() if r.status is Status.ACTIVE),
+            key=lambda r: (r.arrival_s, r.request_id),
+        )
+        is_decode = [
+            r.num_pending == 1 and r.num_computed > 0 and not self.blocks.layout(r.request_id).host
+            for r in active
+        ]
+        for group in (
+            [r for r, d in zip(active, is_decode, strict=True) if d],
+            [r for r, d in zip(active, is_decode, strict=True) if not d],
+        ):
+            for request in group:
+                if budget.exhausted or not self._schedule_one(request, builder, budget, scheduled):
+                    break
+        self.blocks.end_iteration()
+        if self.config.check_invariants:
+            self.blocks.check_invariants()
+        return builder.build()
+
+    def update(self, plan: pb.StepPlan, result: pb.StepResult, now: float) -> list[Event]:
+        """Apply the executor's result of `plan`: append sampled tokens, finish, intercept."""
+        assert result.step_id == plan.step_id, f"result {result.step_id} for plan {plan.step_id}"
+        self.stats.iterations += 1
+        events: list[Event] = []
+        for sampled in result.sampled:
+            request = self.requests.get(sampled.request_id)
+            if request is not None and request.status is Status.ACTIVE:  # else aborted meanwhile
+                events += self._append_token(request, sampled.token_id, now)
+        return events
+
+    def reset_executor_state(self) -> None:
+        """The executor lost everything (restart or Reset): recompute every context from scratch."""
+        for request in self.requests.values():
+            self.blocks.drop_after(request.request_id, 0)
+            request.num_computed = 0
+            request.executor_known, request.executor_table = False, []
+        self._pending_swap_out, self._pending_forget = {}, []
+        self.blocks.end_iteration()
+
+    # ----- scheduling one request -----
+
+    def _schedule_one(
+        self, request: Request, builder: PlanBuilder, budget: _Budget, scheduled: set[int]
+    ) -> bool:
+        rid = request.request_id
+        layout = self.blocks.layout(rid)
+        if layout.host:
+            if not self._make_room(request, len(layout.host), scheduled):
+                return False
+            pairs = self.blocks.swap_in(rid)
+            builder.swap_in(pairs)
+            self.stats.swap_in_blocks += len(pairs)
+        start = request.num_computed
+        end = start + min(request.num_pending, budget.tokens)
+        if not self._make_room(request, self.blocks.num_blocks_to_grow(rid, end), scheduled):
+            # Chunked prefill: compute what fits in the blocks it has and the free ones.
+            end = min(end, (len(layout.device) + self.blocks.device.num_free) * self.blocks.block_size)
+            if end <= start:
+                return False
+        self.blocks.grow(rid, end)
+        builder.add_work(
+            request, start, end, sample=end == len(request.token_ids), device_table=layout.device
+        )
+        kinds = request.count_kinds(start, end)
+        self.stats.tokens_by_kind.update(kinds)
+        request.num_recomputed += kinds["recompute"]
+        request.max_computed = max(request.max_computed, end)
+        request.num_computed = end
+        budget.tokens -= end - start
+        budget.seqs -= 1
+        scheduled.add(rid)
+        return True
+
+    def _make_room(self, request: Request, num_blocks: int, scheduled: set[int]) -> bool:
+        """Preempt newer requests (newest first) until `num_blocks` device blocks are free."""
+        while not self.blocks.device.can_allocate(num_blocks):
+            victims = [
+                r
+                for r in self.requests.values()
+                if r.request_id not in scheduled
+                and r is not request
+                and (r.arrival_s, r.request_id) > (request.arrival_s, request.request_id)
+                and self.blocks.layout(r.request_id).device
+            ]
+            if not victims:
+                return False
+            self._preempt(max(victims, key=lambda r: (r.arrival_s, r.request_id)))
+        return True
+
+    def _preempt(self, victim: Request) -> None:
+        """Discard the victim's context; it recomputes when its turn comes."""
+        self._drop_context(victim)
+        self.stats.preemptions += 1
+        log.debug("request.preempted", request_id=victim.request_id, status=victim.status.value)
+
+    def _drop_context(self, request: Request) -> None:
+        self._pending_swap_out.pop(request.request_id, None)
+        self.blocks.drop_after(request.request_id, 0)
+        request.num_computed = 0
+
+    # ----- after a token -----
+
+    def _append_token(self, request: Request, token_id: int, now: float) -> list[Event]:
+        request.token_ids.append(token_id)
+        request.num_generated += 1
+        text = request.decoder.push(token_id)
+        events = [
+            (request.request_id, gen.ServerEvent(tokens=gen.TokenDelta(token_ids=[token_id], text=text)))
+        ]
+        reason = self._finish_reason(request, token_id, text)
+        if reason:
+            return events + self._finish(request, reason)
+        return events + self._maybe_intercept(request, text, now)
+
+    def _finish_reason(self, request: Request, token_id: int, text: str) -> str:
+        if token_id in self.executor.eos_token_ids and not request.sampling.ignore_eos:
+            return "eos"
+        if find_stop_string(request.decoder.text, text, request.sampling.stop):
+            return "stop"
+        if request.num_generated >= request.sampling.max_tokens:
+            return "length"
+        if len(request.token_ids) >= self.executor.max_model_len:
+            return "max_model_len"
+        return ""
+
+    def _maybe_intercept(self, request: Request, text: str, now: float) -> list[Event]:
+        num_segment_tokens = len(request.token_ids) - request.segment_start
+        if request.script and request.script[0].after_tokens == num_segment_tokens:
+            stop = request.script.popleft()
+            return self._pause(request, stop.tool, request.decoder.text, stop.expected_duration_s, now)
+        for tool in request.tools:
+            call_text = tool.match(request.decoder.text, request.segment_ids, text)
+            if call_text is not None:
+                return self._pause(request, tool.name, call_text, tool.expected_duration_s, now)
+        return []
+
+    def _pause(
+        self, request: Request, tool: str, call_text: str, expected_s: float, now: float
+    ) -> list[Event]:
+        rid = request.request_id
+        action = self.policy.on_pause(request, self.blocks, now)
+        num_device = len(self.blocks.layout(rid).device)
+        if action is PauseAction.SWAP and not (num_device and self.blocks.can_swap_out(num_device)):
+            action = PauseAction.DISCARD
+        if action is PauseAction.SWAP:
+            self._pending_swap_out[rid] = self.blocks.swap_out(rid, num_device)
+            self.stats.swap_out_blocks += num_device
+        elif action is PauseAction.DISCARD:
+            self._drop_context(request)
+        request.status = Status.PAUSED
+        request.pending_call = PendingCall(tool, call_text, now, expected_s, action.value)
+        request.num_interceptions += 1
+        self.stats.interceptions_by_tool[tool] += 1
+        intercepted = gen.Intercepted(
+            tool=tool,
+            call_text=call_text,
+            num_context_tokens=len(request.token_ids),
+            index=request.num_interceptions - 1,
+            context_action=action.value,
+        )
+        return [(rid, gen.ServerEvent(intercepted=intercepted))]
+
+    def _finish(self, request: Request, reason: str) -> list[Event]:
+        rid = request.request_id
+        request.status, request.finish_reason = Status.FINISHED, reason
+        self._pending_swap_out.pop(rid, None)
+        self.blocks.free(rid)
+        if request.executor_known:
+            self._pending_forget.append(rid)
+        del self.requests[rid]
+        self.stats.finished_requests += 1
+        usage = gen.Usage(
+            prompt_tokens=request.num_prompt_tokens,
+            generated_tokens=request.num_generated,
+            returned_tokens=request.num_returned,
+            recomputed_tokens=request.num_recomputed,
+            interceptions=request.num_interceptions,
+        )
+        return [(rid, gen.ServerEvent(finished=gen.Finished(finish_reason=reason, usage=usage)))]
+
+    # ----- helpers -----
+
+    def _paused(self, request_id: int) -> Request:
+        request = self.requests.get(request_id)
+        if request is None:
+            raise RequestError("NOT_FOUND", f"no live request {request_id}")
+        if request.status is not Status.PAUSED:
+            raise RequestError("FAILED_PRECONDITION", f"request {request_id} has no interception pending")
+        return request
+
+    def _account_paused_time(self, now: float) -> None:
+        if self._last_now is not None and now > self._last_now:
+            held = sum(
+                len(self.blocks.layout(r.request_id).device)
+                for r in self.requests.values()
+                if r.status is Status.PAUSED
+            )
+            self.stats.paused_device_block_seconds += held * (now - self._last_now)
+        self._last_now = now
+
+    def stats_proto(self) -> gen.Stats:
+        by_state = {"waiting": 0, "running": 0, "paused": 0}
+        for r in self.requests.values():
+            if r.status is Status.PAUSED:
+                by_state["paused"] += 1
+            else:
+                by_state["running" if r.num_computed and r.num_pending == 1 else "waiting"] += 1
+        by_state["finished"] = self.stats.finished_requests
+        kinds = self.stats.tokens_by_kind
+        return gen.Stats(
+            prompt_tokens=kinds["prompt"],
+            decode_tokens=kinds["decode"],
+            returned_tokens=kinds["returned"],
+            recomputed_tokens=kinds["recompute"],
+            swap_out_blocks=self.stats.swap_out_blocks,
+            swap_in_blocks=self.stats.swap_in_blocks,
+            device_blocks_free=self.blocks.device.num_free,
+            device_blocks_total=self.blocks.device.num_total,
+            host_blocks_free=self.blocks.host.num_free,
+            host_blocks_total=self.blocks.host.num_total,
+            requests_by_state=by_state,
+            interceptions_by_tool=dict(self.stats.interceptions_by_tool),
+            paused_device_block_seconds=self.stats.paused_device_block_seconds,
+            iterations=self.stats.iterations,
+            aborted_requests=self.stats.aborted_requests,
+        )

@@ -1,0 +1,135 @@
+"""The public Generation service: a thin edge between client sessions and the step loop.
+
+A request's errors become gRPC statuses here; the loop and the other requests carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+import structlog
+
+from infercept.v1 import generation_pb2 as gen
+from infercept.v1 import generation_pb2_grpc
+from scheduler_svc import __version__
+from scheduler_svc.admission import RequestError, encode
+from scheduler_svc.step_loop import SessionItem, StepLoop
+
+log = structlog.get_logger(__name__)
+
+
+def _status(error: RequestError) -> grpc.StatusCode:
+    return grpc.StatusCode[error.code]
+
+
+class GenerationServicer(generation_pb2_grpc.GenerationServicer):
+    def __init__(self, loop: StepLoop, info: gen.ServerInfo) -> None:
+        self._loop = loop
+        self._info = info
+
+    async def Session(
+        self, request_iterator: AsyncIterator[gen.ClientEvent], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gen.ServerEvent]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("event") != "generate":
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "a session must start with a GenerateRequest"
+            )
+            return
+        try:
+            request_id, queue = self._loop.submit(first.generate)
+        except RequestError as error:
+            await context.abort(_status(error), error.message)
+            return
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            log.info("request.accepted", program_id=first.generate.program_id or None)
+            reader = asyncio.create_task(self._read_client(request_iterator, request_id, queue))
+            try:
+                async for event in self._events(queue, context):
+                    yield event
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+                self._loop.close_session(request_id)
+
+    async def _events(
+        self, queue: asyncio.Queue[SessionItem], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gen.ServerEvent]:
+        while True:
+            item = await queue.get()
+            if isinstance(item, RequestError):
+                await context.abort(_status(item), item.message)
+                return
+            yield item
+            if item.HasField("finished"):
+                log.info("request.finished", reason=item.finished.finish_reason)
+                return
+
+    async def _read_client(
+        self,
+        request_iterator: AsyncIterator[gen.ClientEvent],
+        request_id: int,
+        queue: asyncio.Queue[SessionItem],
+    ) -> None:
+        """Apply the client's later events; a bad one ends the session with its status."""
+        try:
+            async for event in request_iterator:
+                kind = event.WhichOneof("event")
+                if kind == "generate":
+                    raise RequestError("FAILED_PRECONDITION", "one request per session: open a new stream")
+                if kind == "tool_started":
+                    self._loop.tool_started(request_id, event.tool_started.expected_duration_s)
+                elif kind == "tool_result":
+                    result = event.tool_result
+                    ids = list(result.token_ids) or encode(
+                        self._loop.core.tokenizer, result.text, "the tool result"
+                    )
+                    self._loop.resume(request_id, ids)
+            # The client will send nothing more: a paused request could never resume.
+            if self._loop.is_paused(request_id):
+                raise RequestError(
+                    "FAILED_PRECONDITION", "the client closed its side while a tool result is pending"
+                )
+        except RequestError as error:
+            log.info("request.refused_input", code=error.code, reason=error.message)
+            queue.put_nowait(error)
+
+    async def Abort(self, request: gen.AbortRequest, context: grpc.aio.ServicerContext) -> gen.AbortResponse:
+        try:
+            self._loop.abort(int(request.request_id))
+        except ValueError:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no live request {request.request_id!r}")
+        except RequestError as error:
+            await context.abort(_status(error), error.message)
+        return gen.AbortResponse()
+
+    async def GetServerInfo(
+        self, request: gen.ServerInfoRequest, context: grpc.aio.ServicerContext
+    ) -> gen.ServerInfo:
+        return self._info
+
+    async def GetStats(self, request: gen.StatsRequest, context: grpc.aio.ServicerContext) -> gen.Stats:
+        return self._loop.core.stats_proto()
+
+
+def server_info(loop: StepLoop, version: str = __version__) -> gen.ServerInfo:
+    core = loop.core
+    e = core.executor
+    return gen.ServerInfo(
+        model=e.model,
+        vocab_size=e.vocab_size,
+        max_model_len=e.max_model_len,
+        eos_token_ids=list(e.eos_token_ids),
+        policy=core.policy.name,
+        block_size_tokens=e.block_size,
+        num_device_blocks=e.num_device_blocks,
+        num_host_blocks=e.num_host_blocks,
+        max_batched_tokens=core.config.max_batched_tokens,
+        version=version,
+        device=e.device,
+        dtype=e.dtype,
+    )

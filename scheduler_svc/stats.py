@@ -1,0 +1,21 @@
+"""Server-wide counters since start."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+
+@dataclasses.dataclass
+class SchedulerStats:
+    tokens_by_kind: Counter[str] = dataclasses.field(
+        default_factory=Counter
+    )  # prompt/decode/returned/recompute
+    swap_out_blocks: int = 0
+    swap_in_blocks: int = 0
+    interceptions_by_tool: Counter[str] = dataclasses.field(default_factory=Counter)
+    paused_device_block_seconds: float = 0.0
+    iterations: int = 0
+    finished_requests: int = 0
+    aborted_requests: int = 0
+    preemptions: int = 0

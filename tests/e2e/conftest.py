@@ -1,0 +1,30 @@
+"""A real two-process stack (executor + scheduler) on free ports, shared per module."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infercept.launcher import Stack, launch
+
+# Small pools, so that preemption and the host-pool fallback really happen.
+NUM_DEVICE_BLOCKS, NUM_HOST_BLOCKS, BLOCK_SIZE = 64, 16, 16
+
+
+def stack_args(policy: str, max_batched_tokens: int = 256) -> tuple[list[str], list[str]]:
+    executor = ["--model", "default", "--device", "cpu", "--block-size", str(BLOCK_SIZE)]
+    executor += ["--num-device-blocks", str(NUM_DEVICE_BLOCKS), "--num-host-blocks", str(NUM_HOST_BLOCKS)]
+    scheduler = ["--policy", policy, "--max-batched-tokens", str(max_batched_tokens), "--check-invariants"]
+    return executor, scheduler
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    executor_args, scheduler_args = stack_args("swap")
+    logs: Path = tmp_path_factory.mktemp("stack")
+    with launch(executor_args, scheduler_args, log_dir=logs) as running:
+        yield running
