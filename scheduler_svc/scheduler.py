@@ -100,6 +100,7 @@ class Scheduler:
                 f"the tool result brings the context to {new_len} tokens; the maximum model length is "
                 f"{self.executor.max_model_len} and at least one more token must fit",
             )
+        self._account_paused_time(now)  # the pause ends now, even if no iteration ran during it
         start = len(request.token_ids)
         request.token_ids += returned_ids
         request.returned_ranges.append((start, new_len))
@@ -166,6 +167,7 @@ class Scheduler:
     def update(self, plan: pb.StepPlan, result: pb.StepResult, now: float) -> list[Event]:
         """Apply the executor's result of `plan`: append sampled tokens, finish, intercept."""
         assert result.step_id == plan.step_id, f"result {result.step_id} for plan {plan.step_id}"
+        self._account_paused_time(now)  # before this update's pauses start
         self.stats.iterations += 1
         events: list[Event] = []
         for sampled in result.sampled:

@@ -1,8 +1,62 @@
 """InferCept client library and the pieces every process shares (wire helpers, logging).
 
+    from infercept import Client, SamplingParams, ScriptedCall
+
+    with Client("127.0.0.1:50051") as client:
+        result = client.generate(
+            prompt_token_ids=[1, 2, 3],
+            sampling=SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True),
+            script=[ScriptedCall(after_tokens=17, tool="qa", wait_s=0.2, returned_token_ids=[5, 9, 2])],
+        )
+
+Modules, one concept each:
+    types         SamplingParams, ScriptedCall: what a request asks for
+    tools         Tool: a tool the model calls, its trigger and its function
+    events        the typed server events a stream yields (Accepted ... Finished), Usage
+    result        GenerateResult and Interception: what a finished request returns
+    server_info   ServerInfo, and protobuf messages as dicts (server_stats)
+    errors        InferceptError and the translation of gRPC statuses
+    session       the Session protocol without I/O, shared by both clients
+    sync_client   Client and its Stream (blocking)
+    async_client  AsyncClient and its AsyncStream (asyncio, grpc.aio)
+    channel       gRPC channel options
+    wire, logs    packed id arrays and logging set-up, shared by the services
+
 The generated gRPC stubs live under ``infercept.v1`` (run ``make proto``).
 """
 
 from __future__ import annotations
 
+from infercept.async_client import AsyncClient, AsyncStream
+from infercept.errors import InferceptError
+from infercept.events import Accepted, Event, Finished, Intercepted, Resumed, TokenDelta, Usage
+from infercept.result import GenerateResult, Interception
+from infercept.server_info import ServerInfo
+from infercept.sync_client import Client, Stream
+from infercept.tools import Tool, ToolOutput
+from infercept.types import SamplingParams, ScriptedCall
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Accepted",
+    "AsyncClient",
+    "AsyncStream",
+    "Client",
+    "Event",
+    "Finished",
+    "GenerateResult",
+    "InferceptError",
+    "Intercepted",
+    "Interception",
+    "Resumed",
+    "SamplingParams",
+    "ScriptedCall",
+    "ServerInfo",
+    "Stream",
+    "TokenDelta",
+    "Tool",
+    "ToolOutput",
+    "Usage",
+    "__version__",
+]

@@ -1,0 +1,248 @@
+"""AsyncClient: the asyncio client (grpc.aio). Sync tools run in worker threads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from infercept.channel import channel_options
+from infercept.errors import CANCELLED, InferceptError, translated_rpc_errors
+from infercept.events import Event
+from infercept.result import GenerateResult
+from infercept.server_info import ServerInfo, message_to_dict
+from infercept.session import PendingCall, SessionState, tool_failed
+from infercept.tools import Tool
+from infercept.types import SamplingParams, ScriptedCall
+from infercept.v1 import generation_pb2 as pb
+from infercept.v1 import generation_pb2_grpc
+
+_CLOSED_MESSAGE = "the stream (or its client) was closed before the request finished"
+
+
+class AsyncStream:
+    """The events of one request as they arrive, answering interceptions automatically (see
+    Stream): `async for event in stream`. The request is sent when iteration starts; an
+    AsyncStream is iterated once. Leaving the iteration before Finished, cancelling the task
+    that iterates, or close() cancels the RPC, and the server aborts the request."""
+
+    def __init__(
+        self, stub: generation_pb2_grpc.GenerationAsyncStub, state: SessionState, timeout_s: float | None
+    ):
+        self._stub = stub
+        self._state = state
+        self._timeout_s = timeout_s
+        self._closed = asyncio.Event()
+        self._call: grpc.aio.StreamStreamCall[pb.ClientEvent, pb.ServerEvent] | None = None
+        self._is_started = False
+
+    @property
+    def request_id(self) -> str:
+        """The server's id once Accepted has arrived, else ""."""
+        return self._state.request_id
+
+    @property
+    def result(self) -> GenerateResult:
+        """The finished request. Raises RuntimeError before Finished has arrived."""
+        return self._state.result()
+
+    def close(self) -> None:
+        """Cancel the request unless it has finished. Idempotent; call it from the loop's thread."""
+        self._closed.set()
+        if self._call is not None and not self._state.is_finished:
+            self._call.cancel()
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        if self._is_started:
+            raise RuntimeError("an AsyncStream can be iterated only once")
+        if self._closed.is_set():
+            raise InferceptError(CANCELLED, _CLOSED_MESSAGE)
+        self._is_started = True
+        call = self._call = self._stub.Session(None, timeout=self._timeout_s)
+        try:
+            with translated_rpc_errors():
+                await _write(call, self._state.open(time.monotonic()))
+                async for message in call:
+                    event = self._state.on_message(message, time.monotonic())
+                    if event is None:
+                        continue
+                    yield event
+                    if self._state.pending_call is not None:
+                        await self._answer(call, self._state.pending_call)
+                    elif self._state.is_finished:
+                        await call.done_writing()  # the server then ends the RPC
+            self._state.check_finished()
+        except InferceptError as error:
+            if self._closed.is_set():  # whatever the cancelled call reported, close() ended it
+                raise InferceptError(CANCELLED, _CLOSED_MESSAGE) from error
+            raise
+        finally:
+            if not self._state.is_finished:
+                call.cancel()
+
+    async def _answer(
+        self, call: grpc.aio.StreamStreamCall[pb.ClientEvent, pb.ServerEvent], pending: PendingCall
+    ) -> None:
+        await _write(call, self._state.start_call(time.monotonic()))
+        output = await self._run(pending)
+        await _write(call, self._state.finish_call(output, time.monotonic()))
+
+    async def _run(self, pending: PendingCall) -> object:
+        if pending.script is not None:
+            # A real wait of at least wait_s (the loop's timers may fire a hair early), which
+            # close() cuts short.
+            deadline_s = time.monotonic() + pending.script.wait_s
+            while (remaining_s := deadline_s - time.monotonic()) > 0:
+                with contextlib.suppress(asyncio.TimeoutError):  # the builtin one only from 3.11
+                    await asyncio.wait_for(self._closed.wait(), timeout=remaining_s)
+                if self._closed.is_set():
+                    raise InferceptError(CANCELLED, _CLOSED_MESSAGE)
+            return pending.script.output
+        tool = pending.tool
+        assert tool is not None, "a pending call has a script entry or a tool"
+        try:
+            if tool.is_async:
+                returned = tool.fn(pending.event.call_text)
+            else:
+                returned = await asyncio.to_thread(tool.fn, pending.event.call_text)
+            # A plain function may still return an awaitable; await it here, on the loop.
+            return await returned if inspect.isawaitable(returned) else returned
+        except Exception as error:
+            raise tool_failed(pending, error) from error
+
+
+async def _write(
+    call: grpc.aio.StreamStreamCall[pb.ClientEvent, pb.ServerEvent], message: pb.ClientEvent
+) -> None:
+    # The RPC may have ended while a tool ran (a deadline, the server gone); the next read
+    # reports how, so a write to an ended call is dropped, as the sync client's outbox does.
+    with contextlib.suppress(asyncio.InvalidStateError):
+        await call.write(message)
+
+
+class AsyncClient:
+    """An asyncio client of an InferCept server::
+
+        async with AsyncClient("127.0.0.1:50051") as client:
+            result = await client.generate(prompt="2+2=", sampling=SamplingParams(max_tokens=8))
+
+    The channel opens on first use, in the running event loop; use the client from that loop
+    only. close() (or leaving the `async with` block) cancels every request still running."""
+
+    def __init__(self, address: str, *, options: Sequence[tuple[str, Any]] = ()) -> None:
+        """address: "host:port". options: extra gRPC channel options (override the defaults)."""
+        self.address = address
+        self._options = channel_options(options)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub_: generation_pb2_grpc.GenerationAsyncStub | None = None
+        self._streams: weakref.WeakSet[AsyncStream] = weakref.WeakSet()
+        self._is_closed = False
+
+    async def generate(
+        self,
+        prompt: str | None = None,
+        *,
+        prompt_token_ids: Sequence[int] | None = None,
+        sampling: SamplingParams | None = None,
+        tools: Sequence[Tool] = (),
+        script: Sequence[ScriptedCall] = (),
+        program_id: str = "",
+        timeout_s: float | None = None,
+    ) -> GenerateResult:
+        """Run one request to its end and return the result; arguments as Client.generate.
+        Tools may be sync (run via asyncio.to_thread) or async. Raises InferceptError."""
+        stream = self.stream(
+            prompt,
+            prompt_token_ids=prompt_token_ids,
+            sampling=sampling,
+            tools=tools,
+            script=script,
+            program_id=program_id,
+            timeout_s=timeout_s,
+        )
+        async for _ in stream:
+            pass
+        return stream.result
+
+    def stream(
+        self,
+        prompt: str | None = None,
+        *,
+        prompt_token_ids: Sequence[int] | None = None,
+        sampling: SamplingParams | None = None,
+        tools: Sequence[Tool] = (),
+        script: Sequence[ScriptedCall] = (),
+        program_id: str = "",
+        timeout_s: float | None = None,
+    ) -> AsyncStream:
+        """Like generate(), but returns an AsyncStream of the request's events (sent when
+        iterated); its `result` holds the GenerateResult once Finished has been yielded."""
+        state = SessionState(
+            prompt=prompt,
+            prompt_token_ids=prompt_token_ids,
+            sampling=sampling,
+            tools=tools,
+            script=script,
+            program_id=program_id,
+        )
+        stream = AsyncStream(self._stub(), state, timeout_s)
+        self._streams.add(stream)
+        return stream
+
+    async def abort(self, request_id: str, *, timeout_s: float | None = None) -> None:
+        """Abort a live request by id (its stream ends with finish_reason "abort").
+        Raises InferceptError("NOT_FOUND") if the server has no such live request."""
+        with translated_rpc_errors():
+            await self._stub().Abort(pb.AbortRequest(request_id=request_id), timeout=timeout_s)
+
+    async def server_info(self, *, timeout_s: float | None = None) -> ServerInfo:
+        """Model, policy and capacity of the server."""
+        with translated_rpc_errors():
+            return ServerInfo.from_proto(
+                await self._stub().GetServerInfo(pb.ServerInfoRequest(), timeout=timeout_s)
+            )
+
+    async def server_stats(self, *, timeout_s: float | None = None) -> dict[str, Any]:
+        """Server-wide counters since start, as Client.server_stats."""
+        with translated_rpc_errors():
+            return message_to_dict(await self._stub().GetStats(pb.StatsRequest(), timeout=timeout_s))
+
+    async def close(self) -> None:
+        """Cancel the running requests and close the channel. Idempotent."""
+        self._is_closed = True
+        for stream in list(self._streams):
+            stream.close()
+        if self._channel is not None:
+            await self._channel.close(None)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _stub(self) -> generation_pb2_grpc.GenerationAsyncStub:
+        if self._is_closed:
+            raise InferceptError(CANCELLED, "the client is closed")
+        if self._stub_ is None:
+            self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
+            # GenerationStub over an aio channel is the async stub (GenerationAsyncStub exists
+            # only for type checkers).
+            self._stub_ = generation_pb2_grpc.GenerationStub(self._channel)
+        return self._stub_

@@ -1,0 +1,254 @@
+"""The Session protocol of one request without I/O: the messages to send, and the result.
+
+Client and AsyncClient drive a SessionState the same way and differ only in how they wait:
+
+    send(state.open(now))
+    for message in the server's stream:
+        event = state.on_message(message, now)       # may raise InferceptError
+        if state.pending_call is not None:            # the request was intercepted
+            send(state.start_call(now))               # ToolStarted, with the duration hint
+            output = run it                           # sleep wait_s, or call the tool's fn
+            send(state.finish_call(output, now))      # ToolResult; generation resumes
+        elif state.is_finished:
+            half-close; the server then ends the RPC
+    state.check_finished(); return state.result()
+
+Which answers an interception: the next unused ScriptedCall if it names the intercepted tool
+(it is then used up), otherwise the Tool of that name. A Tool and a ScriptedCall that share a
+name can therefore take each other's calls; give them different names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import operator
+from collections.abc import Iterable, Mapping, Sequence
+
+from infercept.errors import PROTOCOL_ERROR, TOOL_FAILED, UNKNOWN_TOOL, InferceptError
+from infercept.events import Accepted, Event, Finished, Intercepted, Resumed, TokenDelta, event_from_proto
+from infercept.result import GenerateResult, Interception
+from infercept.tools import Tool
+from infercept.types import SamplingParams, ScriptedCall
+from infercept.v1 import generation_pb2 as pb
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingCall:
+    """An interception the client must answer, and what answers it: a script entry or a tool."""
+
+    event: Intercepted
+    script: ScriptedCall | None
+    tool: Tool | None
+
+    @property
+    def expected_duration_s(self) -> float:
+        if self.script is not None:
+            return self.script.wait_s
+        assert self.tool is not None, "a pending call has a script entry or a tool"
+        return self.tool.expected_duration_s
+
+
+def build_request(
+    prompt: str | None,
+    prompt_token_ids: Sequence[int] | None,
+    sampling: SamplingParams | None,
+    tools: Sequence[Tool],
+    script: Sequence[ScriptedCall],
+    program_id: str,
+) -> pb.GenerateRequest:
+    """The GenerateRequest, values passed through for the server to validate. Raises
+    InferceptError("INVALID_ARGUMENT") only for values protobuf cannot encode (negative ids)."""
+    try:
+        return pb.GenerateRequest(
+            prompt=prompt or "",
+            prompt_token_ids=list(prompt_token_ids or ()),
+            sampling=(sampling or SamplingParams()).to_proto(),
+            tools=[tool.to_proto() for tool in tools],
+            script=[call.to_proto() for call in script],
+            program_id=program_id,
+        )
+    except (TypeError, ValueError) as error:
+        raise InferceptError("INVALID_ARGUMENT", f"cannot encode the request: {error}") from error
+
+
+def tool_failed(call: PendingCall, error: BaseException) -> InferceptError:
+    """The error for a tool whose fn raised `error`."""
+    return InferceptError(
+        TOOL_FAILED,
+        f"tool {call.event.tool!r} raised {type(error).__name__}: {error}; the request was aborted",
+    )
+
+
+def encode_tool_output(
+    call: PendingCall, output: object
+) -> tuple[pb.ToolResult, tuple[int, ...], str | None]:
+    """The ToolResult for a tool's return value, with the returned ids and text it carries.
+    Raises InferceptError(TOOL_FAILED) for anything but a str or a sequence of token ids."""
+    if isinstance(output, str):
+        return pb.ToolResult(text=output), (), output
+    if inspect.iscoroutine(output):
+        output.close()  # never awaited: close it so Python does not warn later
+        raise InferceptError(TOOL_FAILED, f"tool {call.event.tool!r} is async; async tools need AsyncClient")
+    if isinstance(output, Iterable) and not isinstance(output, bytes | Mapping):
+        try:
+            token_ids = tuple(operator.index(token_id) for token_id in output)
+            return pb.ToolResult(token_ids=token_ids), token_ids, None
+        except (TypeError, ValueError) as error:
+            raise InferceptError(
+                TOOL_FAILED, f"tool {call.event.tool!r} returned token ids that cannot be sent: {error}"
+            ) from error
+    raise InferceptError(
+        TOOL_FAILED,
+        f"tool {call.event.tool!r} returned {type(output).__name__}, not a str or a sequence of token ids",
+    )
+
+
+class SessionState:
+    """Protocol state and result assembly of one Session stream. Times are passed in (`now`,
+    time.monotonic() seconds) so the same object serves both clients and plain tests."""
+
+    def __init__(
+        self,
+        *,
+        prompt: str | None = None,
+        prompt_token_ids: Sequence[int] | None = None,
+        sampling: SamplingParams | None = None,
+        tools: Sequence[Tool] = (),
+        script: Sequence[ScriptedCall] = (),
+        program_id: str = "",
+    ) -> None:
+        self.request = build_request(prompt, prompt_token_ids, sampling, tools, script, program_id)
+        self.tools = tuple(tools)
+        self.script = tuple(script)
+        self._tools_by_name = {tool.name: tool for tool in reversed(self.tools)}  # the first wins
+        self._num_script_used = 0
+        self.pending_call: PendingCall | None = None
+        self._call_started_s: float | None = None
+        # What the result is assembled from.
+        self._request_id = ""
+        self._num_prompt_tokens = 0
+        self._output_token_ids: list[int] = []
+        self._text_parts: list[str] = []
+        self._interceptions: list[Interception] = []
+        self._finished: Finished | None = None
+        self._arrival_s = 0.0
+        self._first_token_s: float | None = None
+        self._finish_s = 0.0
+
+    @property
+    def request_id(self) -> str:
+        """The server's id once Accepted has arrived, else ""."""
+        return self._request_id
+
+    @property
+    def is_finished(self) -> bool:
+        return self._finished is not None
+
+    def open(self, now: float) -> pb.ClientEvent:
+        """The first message of the stream; `now` becomes the request's arrival time."""
+        self._arrival_s = now
+        return pb.ClientEvent(generate=self.request)
+
+    def on_message(self, message: pb.ServerEvent, now: float) -> Event | None:
+        """Take one server message. Returns its typed event, or None for one to skip (an unknown
+        kind, anything after Finished). Raises InferceptError for an Intercepted no script entry
+        or tool answers (UNKNOWN_TOOL) or one that arrives while a call is pending."""
+        event = event_from_proto(message)
+        if self._finished is not None:
+            return None
+        if isinstance(event, Accepted):
+            self._request_id, self._num_prompt_tokens = event.request_id, event.num_prompt_tokens
+        elif isinstance(event, TokenDelta):
+            if event.token_ids and self._first_token_s is None:
+                self._first_token_s = now
+            self._output_token_ids.extend(event.token_ids)
+            self._text_parts.append(event.text)
+        elif isinstance(event, Intercepted):
+            self.pending_call = self._resolve(event)
+        elif isinstance(event, Resumed):
+            self._attach_resumed(event)
+        elif isinstance(event, Finished):
+            self._finished, self._finish_s = event, now
+        return event
+
+    def start_call(self, now: float) -> pb.ClientEvent:
+        """ToolStarted for the pending call, which the client starts running at `now`."""
+        assert self.pending_call is not None, "start_call needs a pending interception"
+        self._call_started_s = now
+        return pb.ClientEvent(
+            tool_started=pb.ToolStarted(expected_duration_s=self.pending_call.expected_duration_s)
+        )
+
+    def finish_call(self, output: object, now: float) -> pb.ClientEvent:
+        """ToolResult for the pending call, whose tool returned `output` at `now`. Raises
+        InferceptError(TOOL_FAILED) if output is not a str or token ids."""
+        call, started_s = self.pending_call, self._call_started_s
+        assert call is not None and started_s is not None, "finish_call needs a started call"
+        result, returned_ids, returned_text = encode_tool_output(call, output)
+        self._interceptions.append(
+            Interception(
+                index=call.event.index,
+                tool=call.event.tool,
+                call_text=call.event.call_text,
+                is_scripted=call.script is not None,
+                context_action=call.event.context_action,
+                num_context_tokens=call.event.num_context_tokens,
+                output_offset=len(self._output_token_ids),
+                started_s=started_s,
+                wait_s=now - started_s,
+                returned_token_ids=returned_ids,
+                returned_text=returned_text,
+            )
+        )
+        self._output_token_ids.extend(returned_ids)
+        if returned_text is not None:
+            self._text_parts.append(returned_text)
+        self.pending_call, self._call_started_s = None, None
+        return pb.ClientEvent(tool_result=result)
+
+    def check_finished(self) -> None:
+        """Raise InferceptError(PROTOCOL_ERROR) if the stream ended without Finished."""
+        if self._finished is None:
+            raise InferceptError(PROTOCOL_ERROR, "the server ended the Session stream without Finished")
+
+    def result(self) -> GenerateResult:
+        """The finished request. Raises RuntimeError before Finished has arrived."""
+        if self._finished is None:
+            raise RuntimeError("the request has not finished")
+        return GenerateResult(
+            request_id=self._request_id,
+            num_prompt_tokens=self._num_prompt_tokens,
+            prompt_token_ids=list(self.request.prompt_token_ids) if self.request.prompt_token_ids else None,
+            output_token_ids=list(self._output_token_ids),
+            text="".join(self._text_parts),
+            interceptions=list(self._interceptions),
+            finish_reason=self._finished.finish_reason,
+            usage=self._finished.usage,
+            arrival_s=self._arrival_s,
+            first_token_s=self._first_token_s,
+            finish_s=self._finish_s,
+            tool_time_s=sum(interception.wait_s for interception in self._interceptions),
+        )
+
+    def _resolve(self, event: Intercepted) -> PendingCall:
+        if self.pending_call is not None:
+            raise InferceptError(
+                PROTOCOL_ERROR,
+                f"the server intercepted as {event.tool!r} before the previous call was answered",
+            )
+        if self._num_script_used < len(self.script) and self.script[self._num_script_used].tool == event.tool:
+            self._num_script_used += 1
+            return PendingCall(event, self.script[self._num_script_used - 1], None)
+        tool = self._tools_by_name.get(event.tool)
+        if tool is None:
+            raise InferceptError(
+                UNKNOWN_TOOL,
+                f"the server intercepted as tool {event.tool!r}, which neither the next scripted call nor a Tool answers",
+            )
+        return PendingCall(event, None, tool)
+
+    def _attach_resumed(self, event: Resumed) -> None:
+        # Resumed follows the ToolResult of the latest interception.
+        if self._interceptions and self._interceptions[-1].resumed is None:
+            self._interceptions[-1] = dataclasses.replace(self._interceptions[-1], resumed=event)
