@@ -85,9 +85,9 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
                     self._loop.tool_started(request_id, event.tool_started.expected_duration_s)
                 elif kind == "tool_result":
                     result = event.tool_result
-                    ids = list(result.token_ids) or encode(
-                        self._loop.core.tokenizer, result.text, "the tool result"
-                    )
+                    ids = list(result.token_ids)
+                    if not ids and result.text:  # an empty result returns nothing
+                        ids = encode(self._loop.core.tokenizer, result.text, "the tool result")
                     self._loop.resume(request_id, ids)
             # The client will send nothing more: a paused request could never resume.
             if self._loop.is_paused(request_id):
