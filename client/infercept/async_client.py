@@ -111,7 +111,8 @@ class AsyncStream:
                     await asyncio.wait_for(self._closed.wait(), timeout=remaining_s)
                 if self._closed.is_set():
                     raise InferceptError(CANCELLED, _CLOSED_MESSAGE)
-            return pending.script.output
+            if pending.tool is None:
+                return pending.script.output
         tool = pending.tool
         assert tool is not None, "a pending call has a script entry or a tool"
         try:

@@ -14,8 +14,9 @@ Client and AsyncClient drive a SessionState the same way and differ only in how 
     state.check_finished(); return state.result()
 
 Which answers an interception: the next unused ScriptedCall if it names the intercepted tool
-(it is then used up), otherwise the Tool of that name. A Tool and a ScriptedCall that share a
-name can therefore take each other's calls; give them different names.
+(it is then used up), otherwise the Tool of that name. A ScriptedCall that carries no return
+value of its own and shares its name with a Tool only says *when*: after its wait, that Tool is
+run on the call text and returns the result (demos of real tools on a model that writes no calls).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from infercept.v1 import generation_pb2 as pb
 
 @dataclasses.dataclass(frozen=True)
 class PendingCall:
-    """An interception the client must answer, and what answers it: a script entry or a tool."""
+    """An interception the client must answer, and what answers it: a script entry, a tool, or
+    both (a script entry with no output of its own gives the timing, the tool the result)."""
 
     event: Intercepted
     script: ScriptedCall | None
@@ -238,8 +240,10 @@ class SessionState:
                 f"the server intercepted as {event.tool!r} before the previous call was answered",
             )
         if self._num_script_used < len(self.script) and self.script[self._num_script_used].tool == event.tool:
+            script = self.script[self._num_script_used]
             self._num_script_used += 1
-            return PendingCall(event, self.script[self._num_script_used - 1], None)
+            has_own_output = script.returned_text is not None or bool(script.returned_token_ids)
+            return PendingCall(event, script, None if has_own_output else self._tools_by_name.get(event.tool))
         tool = self._tools_by_name.get(event.tool)
         if tool is None:
             raise InferceptError(

@@ -118,7 +118,8 @@ class Stream:
             while (remaining_s := deadline_s - time.monotonic()) > 0:
                 if self._closed.wait(remaining_s):
                     raise InferceptError(CANCELLED, _CLOSED_MESSAGE)
-            return call.script.output
+            if call.tool is None:
+                return call.script.output
         assert call.tool is not None, "a pending call has a script entry or a tool"
         try:
             return call.tool.fn(call.event.call_text)

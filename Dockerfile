@@ -1,0 +1,87 @@
+# One image for both InferCept services; docker-compose.yml picks the program per container:
+#   executor   infercept-executor  (model weights + paged KV cache; CUDA, CPU fallback)
+#   scheduler  infercept-scheduler (public gRPC API, request state, policies; never imports torch)
+#
+#   docker build -t infercept:local .
+#   docker build -t infercept:local --build-arg BASE_IMAGE=pytorch/pytorch:<tag>-runtime .
+#
+# Needs BuildKit (the default builder since Docker Engine 23 and always used by Compose v2) for the
+# pip cache mount below.
+
+# An official PyTorch CUDA runtime image: CUDA, cuDNN, torch and triton, Python >= 3.10 under
+# /opt/conda. pyproject.toml asks for torch as a range (torch>=2.4), so pip keeps this torch; the
+# build checks that it did. CUDA 12.8 runs on Hopper (H100/H200), Ampere and Blackwell; the host
+# needs an NVIDIA driver that supports it (or CUDA minor-version compatibility).
+ARG BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
+FROM ${BASE_IMAGE}
+
+LABEL org.opencontainers.image.title="infercept" \
+      org.opencontainers.image.description="InferCept service: LLM serving for augmented LLMs (scheduler + executor)"
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+# Triton (the executor's CUDA attention backend) compiles a small C launcher with the host C
+# compiler on first use; the PyTorch *runtime* images ship without one.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /opt/infercept/src
+COPY pyproject.toml README.md ./
+COPY proto/ proto/
+COPY client/ client/
+COPY executor_svc/ executor_svc/
+COPY scheduler_svc/ scheduler_svc/
+
+# 1. The stub generators (grpcio-tools, mypy-protobuf; the `test` extra's) are installed first, so
+#    that the protobuf runtime pip picks is one the generated code accepts.
+# 2. The gRPC stubs are generated from proto/ with exactly the Makefile's `proto` command (never
+#    copied from the build context: .dockerignore keeps a host's stubs out).
+# 3. The project is installed (not editable) with the stubs inside it; torch must not change.
+# 4. The generators are removed again and the installed packages are imported as a smoke test.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    set -eux; \
+    torch_before="$(python -c 'import torch; print(torch.__version__)')"; \
+    python -m pip install "grpcio-tools>=1.60" "mypy-protobuf>=3.6"; \
+    for proto in proto/infercept/v1/*.proto; do \
+        python -m grpc_tools.protoc -Iproto --python_out=client --grpc_python_out=client \
+            --plugin=protoc-gen-mypy="$(command -v protoc-gen-mypy)" --mypy_out=client \
+            --plugin=protoc-gen-mypy_grpc="$(command -v protoc-gen-mypy_grpc)" --mypy_grpc_out=client \
+            "$proto"; \
+    done; \
+    python -m pip install .; \
+    python -m pip uninstall -y grpcio-tools mypy-protobuf; \
+    torch_after="$(python -c 'import torch; print(torch.__version__)')"; \
+    test "$torch_before" = "$torch_after"; \
+    cd /; \
+    python -c "import infercept.healthcheck, infercept.v1.executor_pb2_grpc, infercept.v1.generation_pb2_grpc"; \
+    infercept-executor --help > /dev/null; \
+    infercept-scheduler --help > /dev/null
+
+# Run as an unprivileged user. The model cache (the built-in default model's files and the
+# measured cost-model profiles) and Triton's compiled kernels live in one directory, a volume, so
+# that they survive container restarts. Docker copies the directory's ownership into a new named
+# volume, so the user can write there.
+ARG INFERCEPT_UID=10001
+RUN useradd --create-home --uid "${INFERCEPT_UID}" --user-group --shell /usr/sbin/nologin infercept \
+    && mkdir -p /var/cache/infercept \
+    && chown infercept:infercept /var/cache/infercept
+ENV INFERCEPT_CACHE_DIR=/var/cache/infercept \
+    TRITON_CACHE_DIR=/var/cache/infercept/triton
+VOLUME ["/var/cache/infercept"]
+
+USER infercept
+WORKDIR /home/infercept
+
+# 50051: the scheduler's public API (infercept.v1.Generation). 50061: the executor's internal API,
+# meant for its one scheduler only.
+EXPOSE 50051 50061
+
+# No HEALTHCHECK here: the two services listen on different ports, so docker-compose.yml sets one
+# per service (`python -m infercept.healthcheck 127.0.0.1:PORT`).
+# Exec form, so the program itself gets SIGTERM (directly, or forwarded by Compose's `init: true`)
+# and stops gracefully. Compose replaces this command per service.
+CMD ["infercept-executor", "--listen", "0.0.0.0:50061"]
