@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard proto/infercept/v1/*.proto)
 STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
 
-.PHONY: setup proto lint test run-executor bench-executor clean
+.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler clean
 
 setup: $(INSTALLED) $(STUBS)
 
@@ -34,6 +34,13 @@ lint: setup
 
 test: lint
 	GRPC_VERBOSITY=ERROR $(PY) -m pytest -q
+
+# The main job: both services on the default model, augmented requests with real tools, a transcript.
+demo: setup
+	$(VENV)/bin/infercept demo --device cpu
+
+serve: setup
+	$(VENV)/bin/infercept serve
 
 run-executor: setup
 	$(VENV)/bin/infercept-executor --listen 127.0.0.1:50061 --model default

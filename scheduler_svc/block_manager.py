@@ -52,6 +52,9 @@ class BlockPool:
 class BlockLayout:
     device: list[int] = dataclasses.field(default_factory=list)  # logical blocks [0, len(device))
     host: list[int] = dataclasses.field(default_factory=list)  # the logical blocks right after
+    # Leading device blocks the executor's copy of the table still agrees with: the plan builder
+    # sends the table as "keep these, append the rest" without comparing lists.
+    num_synced: int = 0
 
     @property
     def num_blocks(self) -> int:
@@ -67,7 +70,10 @@ class BlockManager:
         self._host_freed_this_iteration: list[int] = []
 
     def layout(self, request_id: int) -> BlockLayout:
-        return self.layouts.setdefault(request_id, BlockLayout())
+        layout = self.layouts.get(request_id)
+        if layout is None:
+            layout = self.layouts[request_id] = BlockLayout()
+        return layout
 
     def blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
@@ -81,9 +87,10 @@ class BlockManager:
         return self.device.can_allocate(self.num_blocks_to_grow(request_id, num_tokens))
 
     def grow(self, request_id: int, num_tokens: int) -> list[int]:
+        """Append the device blocks the prefix needs to cover `num_tokens` positions."""
         layout = self.layout(request_id)
         assert not layout.host, f"request {request_id} grows while its host segment is out"
-        new_blocks = self.device.allocate(self.num_blocks_to_grow(request_id, num_tokens))
+        new_blocks = self.device.allocate(max(-(-num_tokens // self.block_size) - len(layout.device), 0))
         layout.device += new_blocks
         return new_blocks
 
@@ -99,6 +106,7 @@ class BlockManager:
         moved = layout.device[-num_blocks:]
         host_blocks = self.host.allocate(num_blocks)
         del layout.device[-num_blocks:]
+        layout.num_synced = min(layout.num_synced, len(layout.device))
         layout.host[:0] = host_blocks
         self.device.free(moved)
         return list(zip(moved, host_blocks, strict=True))
@@ -127,6 +135,7 @@ class BlockManager:
         self.host.free(layout.host)
         count = len(dropped_device) + len(layout.host)
         del layout.device[num_device_blocks_kept:]
+        layout.num_synced = min(layout.num_synced, len(layout.device))
         layout.host = []
         return count
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,11 +16,12 @@ class ToolTrigger:
     opening_marker: str = ""
     expected_duration_s: float = 0.0
 
-    def match(self, segment_text: str, segment_ids: list[int], new_text: str) -> str | None:
+    def match(self, segment_text: str, segment_ids: Sequence[int], new_text: str) -> str | None:
         """The call text if the generated segment just completed this tool's trigger, else None.
 
-        segment_text/ids: what was generated since the last resume; new_text: the part of the
-        text the last token completed (a stop string is only looked for where it could end)."""
+        segment_text/ids: what was generated since the last resume (ids: at least the last
+        len(stop_token_ids) of them); new_text: the part of the text the last token completed
+        (a stop string is only looked for where it could end)."""
         if self.stop_token_ids:
             n = len(self.stop_token_ids)
             if tuple(segment_ids[-n:]) == self.stop_token_ids:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from infercept.v1 import executor_pb2 as pb
 from infercept.wire import pack_u32
+from scheduler_svc.block_manager import BlockLayout
 from scheduler_svc.request import Request
 
 BlockPairs = list[tuple[int, int]]
@@ -24,7 +25,7 @@ class PlanBuilder:
     def swap_in(self, pairs: BlockPairs) -> None:
         self._swap_in += pairs
 
-    def add_work(self, request: Request, start: int, end: int, sample: bool, device_table: list[int]) -> None:
+    def add_work(self, request: Request, start: int, end: int, sample: bool, layout: BlockLayout) -> None:
         """Compute positions [start, end) of `request`; register it and sync its table first."""
         rid = request.request_id
         if not request.executor_known:
@@ -33,13 +34,14 @@ class PlanBuilder:
                 temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, seed=s.seed
             )
             self.plan.new_requests.add(request_id=rid, sampling=sampling)
-            request.executor_known, request.executor_table = True, []
-        if request.executor_table != device_table:
-            kept = _common_prefix(request.executor_table, device_table)
+            request.executor_known, layout.num_synced = True, 0
+        device = layout.device
+        if layout.num_synced != len(device) or not device:
+            kept = layout.num_synced
             self.plan.block_table_updates.add(
-                request_id=rid, num_kept_blocks=kept, appended_block_ids=pack_u32(device_table[kept:])
+                request_id=rid, num_kept_blocks=kept, appended_block_ids=pack_u32(device[kept:])
             )
-            request.executor_table = list(device_table)
+            layout.num_synced = len(device)
         self.plan.work.add(
             request_id=rid,
             start_position=start,
@@ -56,12 +58,3 @@ class PlanBuilder:
     @property
     def is_empty(self) -> bool:
         return not (self.plan.work or self.plan.forget_request_ids or self._swap_out or self._swap_in)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -60,19 +60,16 @@ class Request:
     pending_call: PendingCall | None = None
     finish_reason: str = ""
     executor_known: bool = False  # registered with the executor
-    executor_table: list[int] = dataclasses.field(default_factory=list)  # the block table it knows
 
     @property
     def num_pending(self) -> int:
         """Tokens whose KV still has to be computed (the last sampled token counts)."""
         return len(self.token_ids) - self.num_computed
 
-    @property
-    def segment_ids(self) -> list[int]:
-        return self.token_ids[self.segment_start :]
-
     def count_kinds(self, start: int, end: int) -> dict[str, int]:
         """How many of positions [start, end) are recomputed, prompt, returned or decode tokens."""
+        if start >= self.max_computed and start >= self.num_prompt_tokens and not self.returned_ranges:
+            return {"recompute": 0, "prompt": 0, "returned": 0, "decode": end - start}  # plain decode
         recompute = max(min(end, self.max_computed) - start, 0)
         fresh_start = max(start, self.max_computed)
         prompt = max(min(end, self.num_prompt_tokens) - fresh_start, 0)

@@ -181,7 +181,7 @@ class Scheduler:
         for request in self.requests.values():
             self.blocks.drop_after(request.request_id, 0)
             request.num_computed = 0
-            request.executor_known, request.executor_table = False, []
+            request.executor_known = False
         self._pending_swap_out, self._pending_forget = {}, []
         self.blocks.end_iteration()
 
@@ -206,11 +206,10 @@ class Scheduler:
             if end <= start:
                 return False
         self.blocks.grow(rid, end)
-        builder.add_work(
-            request, start, end, sample=end == len(request.token_ids), device_table=layout.device
-        )
+        builder.add_work(request, start, end, sample=end == len(request.token_ids), layout=layout)
         kinds = request.count_kinds(start, end)
-        self.stats.tokens_by_kind.update(kinds)
+        for kind, count in kinds.items():
+            self.stats.tokens_by_kind[kind] += count
         request.num_recomputed += kinds["recompute"]
         request.max_computed = max(request.max_computed, end)
         request.num_computed = end
@@ -277,7 +276,11 @@ class Scheduler:
             stop = request.script.popleft()
             return self._pause(request, stop.tool, request.decoder.text, stop.expected_duration_s, now)
         for tool in request.tools:
-            call_text = tool.match(request.decoder.text, request.segment_ids, text)
+            # Only a token-id trigger's length of the segment's ids is ever compared.
+            tail = request.token_ids[
+                max(request.segment_start, len(request.token_ids) - len(tool.stop_token_ids)) :
+            ]
+            call_text = tool.match(request.decoder.text, tail, text)
             if call_text is not None:
                 return self._pause(request, tool.name, call_text, tool.expected_duration_s, now)
         return []

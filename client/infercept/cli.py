@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from infercept import demo
 from infercept.launcher import LaunchError, launch
 
 
@@ -75,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--listen", default="127.0.0.1:50051", help="the scheduler's public host:port")
     add_stack_flags(serve_parser)
     serve_parser.set_defaults(run=serve)
+    demo_parser = commands.add_parser(
+        "demo",
+        help="start the stack, run augmented requests with real Python tools, print the transcript, stop",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    demo.add_flags(demo_parser)
+    demo_parser.set_defaults(run=demo.run)
     args = parser.parse_args(argv)
     code: int = args.run(args)
     return code

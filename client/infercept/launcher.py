@@ -59,25 +59,34 @@ def launch(
 ) -> Iterator[Stack]:
     """Run the two services for the duration of the `with` block (ports 0: any free ports)."""
     logs = Path(log_dir or tempfile.mkdtemp(prefix="infercept-"))
-    logs.mkdir(parents=True, exist_ok=True)
-    services: list[_Service] = []
-    try:
-        executor = _start("executor", "executor_svc", f"{host}:{executor_port}", list(executor_args), logs)
-        services.append(executor)
-        executor_address = f"{host}:{_wait_serving(executor, logs, startup_timeout_s)}"
-        scheduler = _start(
+    with (
+        run_service(
+            "executor", f"{host}:{executor_port}", executor_args, logs, startup_timeout_s
+        ) as executor,
+        run_service(
             "scheduler",
-            "scheduler_svc",
             f"{host}:{scheduler_port}",
-            ["--executor", executor_address, *scheduler_args],
+            ["--executor", executor, *scheduler_args],
             logs,
-        )
-        services.append(scheduler)
-        scheduler_address = f"{host}:{_wait_serving(scheduler, logs, startup_timeout_s)}"
-        yield Stack(scheduler_address, executor_address, logs)
+            startup_timeout_s,
+        ) as scheduler,
+    ):
+        yield Stack(scheduler, executor, logs)
+
+
+@contextlib.contextmanager
+def run_service(
+    name: str, listen: str, args: Sequence[str], log_dir: Path, startup_timeout_s: float = 180.0
+) -> Iterator[str]:
+    """Run one service ("executor" or "scheduler") until the block ends; yields its address.
+    Raises LaunchError (with the end of its log) if it does not come up."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    service = _start(name, f"{name}_svc", listen, list(args), log_dir)
+    try:
+        port = _wait_serving(service, log_dir, startup_timeout_s)
+        yield f"{listen.rsplit(':', 1)[0]}:{port}"
     finally:
-        for service in reversed(services):
-            _stop(service)
+        _stop(service)
 
 
 def _start(name: str, module: str, listen: str, args: list[str], logs: Path) -> _Service:

@@ -6,6 +6,8 @@ which is several times smaller and faster than repeated varints.
 
 from __future__ import annotations
 
+import array
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,10 +22,19 @@ def pack_u32(values: Sequence[int] | npt.NDArray[np.integer]) -> bytes:
 
     Raises ValueError for a negative value or one that does not fit in 32 bits.
     """
-    array = np.asarray(values, dtype=np.int64)
-    if array.size and (array.min() < 0 or array.max() >= 2**32):
-        raise ValueError(f"ids must be in [0, 2**32): got min {array.min()}, max {array.max()}")
-    return array.astype(U32).tobytes()
+    if isinstance(values, list | tuple | range):
+        # The array module is several times faster than numpy for the short lists of a plan.
+        try:
+            packed = array.array("I", values)
+        except OverflowError:
+            raise ValueError(f"ids must be in [0, 2**32): got {min(values)}..{max(values)}") from None
+        if sys.byteorder == "big":
+            packed.byteswap()
+        return packed.tobytes()
+    array_ = np.asarray(values, dtype=np.int64)
+    if array_.size and (array_.min() < 0 or array_.max() >= 2**32):
+        raise ValueError(f"ids must be in [0, 2**32): got min {array_.min()}, max {array_.max()}")
+    return array_.astype(U32).tobytes()
 
 
 def unpack_u32(data: bytes) -> npt.NDArray[np.int64]:

@@ -1,0 +1,150 @@
+"""Scheduler benchmark: the scheduler core's own CPU time per iteration (schedule + update) with
+64, 256 and 1024 running requests, and the plan/result round trip over the executor's Run stream.
+
+    python -m benchmarks.scheduler_bench [--iterations N]
+
+The core is driven with fabricated executor results (every sampled request gets a token), so the
+figures are the scheduler's cost alone: block tables, budgets, plan building, packing, token
+appends, detokenizing and trigger checks. The round trip is measured against a real executor
+process: wall time of one plan on the stream minus the executor's own step time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from executor_svc.byte_tokenizer import build_byte_tokenizer
+from infercept.launcher import run_service
+from infercept.logs import configure_logging
+from infercept.v1 import executor_pb2 as pb
+from infercept.v1 import generation_pb2 as gen
+from infercept.wire import pack_u32
+from scheduler_svc.config import ExecutorDescription, SchedulerConfig
+from scheduler_svc.executor_client import ExecutorClient
+from scheduler_svc.scheduler import Scheduler
+
+CONTEXT_TOKENS = 256
+REQUEST_COUNTS = (64, 256, 1024)
+
+
+def fabricated_result(plan: pb.StepPlan) -> pb.StepResult:
+    result = pb.StepResult(step_id=plan.step_id)
+    for work in plan.work:
+        if work.sample:
+            result.sampled.add(
+                request_id=work.request_id, token_id=(work.request_id * 7 + work.start_position) % 256
+            )
+    return result
+
+
+def decoding_scheduler(num_requests: int) -> Scheduler:
+    """A scheduler with `num_requests` requests past their prompts, decoding."""
+    description = ExecutorDescription(
+        block_size=16,
+        # Early requests decode while later prompts prefill: room for 1024 tokens each.
+        num_device_blocks=num_requests * 64,
+        num_host_blocks=0,
+        vocab_size=258,
+        max_model_len=4096,
+        eos_token_ids=(257,),
+    )
+    # A budget that prefills every prompt at once: the timed iterations are pure decode.
+    config = SchedulerConfig(
+        policy="preserve", max_batched_tokens=num_requests * CONTEXT_TOKENS, max_num_seqs=num_requests
+    )
+    scheduler = Scheduler(config, description, build_byte_tokenizer())
+    sampling = gen.SamplingParams(max_tokens=100_000, ignore_eos=True, stop=["</answer>"])
+    tools = [gen.ToolSpec(name="calc", stop_string="</calc>")]
+    for i in range(num_requests):
+        prompt = [(i + j) % 256 for j in range(CONTEXT_TOKENS)]
+        scheduler.add(gen.GenerateRequest(prompt_token_ids=prompt, sampling=sampling, tools=tools), now=0.0)
+    while any(r.num_generated == 0 for r in scheduler.requests.values()):
+        plan = scheduler.schedule(0.0)
+        scheduler.update(plan, fabricated_result(plan), 0.0)
+    return scheduler
+
+
+def time_iterations(scheduler: Scheduler, iterations: int) -> tuple[float, float, int]:
+    """Median CPU seconds of schedule and of update per iteration, and the plan's size in bytes."""
+    schedule_s, update_s, size = [], [], 0
+    for i in range(iterations):
+        began = time.process_time()
+        plan = scheduler.schedule(float(i))
+        scheduled = time.process_time()
+        scheduler.update(plan, fabricated_result(plan), float(i))
+        schedule_s.append(scheduled - began)
+        update_s.append(time.process_time() - scheduled)
+        size = plan.ByteSize()
+    return statistics.median(schedule_s), statistics.median(update_s), size
+
+
+async def round_trips(address: str, batch_sizes: tuple[int, ...], repeats: int) -> list[str]:
+    client = ExecutorClient(address)
+    await client.wait_until_serving(60.0)
+    await client.reset()
+    lines = [f"{'requests':>9} {'round trip ms':>14} {'executor step ms':>17} {'overhead ms':>12}"]
+    step_id = 0
+    for batch in batch_sizes:
+        await client.reset()
+        step_id += 1
+        plan = pb.StepPlan(step_id=step_id)
+        for rid in range(batch):
+            plan.new_requests.add(request_id=rid)
+            plan.block_table_updates.add(request_id=rid, appended_block_ids=pack_u32([rid]))
+            plan.work.add(request_id=rid, token_ids=pack_u32([1]), sample=True)
+        await client.run(plan)
+        walls, steps = [], []
+        for _ in range(repeats):
+            step_id += 1
+            decode = pb.StepPlan(step_id=step_id)
+            for rid in range(batch):
+                decode.work.add(request_id=rid, start_position=1, token_ids=pack_u32([2]), sample=True)
+            began = time.perf_counter()
+            result = await client.run(decode)
+            walls.append(time.perf_counter() - began)
+            steps.append(result.step_s)
+        wall, step = statistics.median(walls), statistics.median(steps)
+        lines.append(f"{batch:>9} {wall * 1e3:>14.2f} {step * 1e3:>17.2f} {(wall - step) * 1e3:>12.2f}")
+    await client.close()
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--iterations", type=int, default=200)
+    args = parser.parse_args()
+    configure_logging("warning")
+    print("# scheduler core: CPU time per decode iteration (fabricated executor results)")
+    print(f"{'requests':>9} {'schedule ms':>12} {'update ms':>10} {'total ms':>9} {'plan KiB':>9}")
+    for count in REQUEST_COUNTS:
+        scheduler = decoding_scheduler(count)
+        schedule_s, update_s, size = time_iterations(scheduler, args.iterations)
+        total_ms = (schedule_s + update_s) * 1e3
+        print(
+            f"{count:>9} {schedule_s * 1e3:>12.3f} {update_s * 1e3:>10.3f} {total_ms:>9.3f} {size / 1024:>9.1f}"
+        )
+    print("\n# plan/result round trip over the Run stream (real executor process, default model, CPU)")
+    with tempfile.TemporaryDirectory() as logs:
+        args_ = [
+            "--model",
+            "default",
+            "--device",
+            "cpu",
+            "--num-device-blocks",
+            "1100",
+            "--num-host-blocks",
+            "0",
+        ]
+        with run_service("executor", "127.0.0.1:0", args_, Path(logs)) as address:
+            print("\n".join(asyncio.run(round_trips(address, (1, 64, 256, 1024), repeats=20))))
+
+
+if __name__ == "__main__":
+    main()
