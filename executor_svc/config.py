@@ -9,6 +9,8 @@ import torch
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Without a GPU to size the pool from, a CPU executor gets this many blocks unless told.
 DEFAULT_CPU_DEVICE_BLOCKS = 1024
+# Default cap of the host pool (pinned memory on CUDA) when --num-host-blocks is not given.
+DEFAULT_HOST_POOL_BYTES = 16 * 2**30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +21,7 @@ class ExecutorConfig:
     block_size: int = 16  # tokens per KV block
     num_device_blocks: int | None = None  # None: from gpu_memory_fraction on CUDA
     gpu_memory_fraction: float = 0.9  # share of the GPU's memory weights + KV may use
-    num_host_blocks: int | None = None  # None: as many as device blocks
+    num_host_blocks: int | None = None  # None: as many as device blocks, at most 16 GiB
     seed: int = 0  # seeds requests that bring no seed of their own
     attention_backend: str = "auto"  # "auto" | "torch" | "triton"
     max_model_len: int | None = None  # None: the model's max_position_embeddings

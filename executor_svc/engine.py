@@ -16,7 +16,7 @@ from executor_svc import __version__
 from executor_svc.attention import create_backend
 from executor_svc.batch import build_batch
 from executor_svc.checkpoint import read_config
-from executor_svc.config import DEFAULT_CPU_DEVICE_BLOCKS, ExecutorConfig
+from executor_svc.config import DEFAULT_CPU_DEVICE_BLOCKS, DEFAULT_HOST_POOL_BYTES, ExecutorConfig
 from executor_svc.kv_cache import KVPools, KVShape, device_blocks_that_fit
 from executor_svc.loading import load_model, resolve_model_dir
 from executor_svc.plan import PlanLimits, PlanRejected, RequestState, ValidatedPlan, validate_plan
@@ -42,7 +42,10 @@ class Engine:
             if self.device.type == "cuda"
             else DEFAULT_CPU_DEVICE_BLOCKS
         )
-        num_host_blocks = num_device_blocks if config.num_host_blocks is None else config.num_host_blocks
+        num_host_blocks = config.num_host_blocks
+        if num_host_blocks is None:
+            # As many as the device has, but never more pinned memory than DEFAULT_HOST_POOL_BYTES.
+            num_host_blocks = min(num_device_blocks, DEFAULT_HOST_POOL_BYTES // self.kv_shape.bytes_per_block)
         self.pools = KVPools(self.kv_shape, num_device_blocks, num_host_blocks, self.device)
         self.backend = create_backend(config.attention_backend, self.device)
         self.swap = SwapEngine(self.pools)

@@ -41,7 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="on CUDA, size the device pool to this share of memory",
     )
     p.add_argument(
-        "--num-host-blocks", type=int, help="host KV blocks for swapped-out context (default: = device)"
+        "--num-host-blocks",
+        type=int,
+        help="host KV blocks for swapped-out context (default: as many as device blocks, at most 16 GiB)",
     )
     p.add_argument("--max-model-len", type=int, help="longest context served (default: the model's)")
     p.add_argument("--attention-backend", default="auto", help="auto | torch | triton")
