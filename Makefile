@@ -48,5 +48,8 @@ run-executor: setup
 bench-executor: setup
 	$(PY) -m benchmarks.executor_bench
 
+bench-scheduler: setup
+	$(PY) -m benchmarks.scheduler_bench
+
 clean:
 	rm -rf $(VENV) client/infercept/v1/*_pb2*.py client/infercept/v1/*_pb2*.pyi
