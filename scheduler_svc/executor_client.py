@@ -66,8 +66,7 @@ class ExecutorClient:
             num_device_blocks=response.num_device_blocks,
             num_host_blocks=response.num_host_blocks,
             vocab_size=m.vocab_size,
-            # A context can never outgrow the device pool: attention needs all of it there.
-            max_model_len=min(m.max_model_len, response.num_device_blocks * response.block_size_tokens),
+            max_model_len=m.max_model_len,
             eos_token_ids=tuple(m.eos_token_ids),
             model=m.name,
             device=response.device,

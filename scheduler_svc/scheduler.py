@@ -56,7 +56,10 @@ class Scheduler:
         self, config: SchedulerConfig, executor: ExecutorDescription, tokenizer: Tokenizer | None
     ) -> None:
         self.config = config
-        self.executor = executor
+        # A context can never outgrow the device pool (attention needs all of it there), so the
+        # served maximum length is capped by the pool's capacity.
+        capacity = executor.num_device_blocks * executor.block_size
+        self.executor = dataclasses.replace(executor, max_model_len=min(executor.max_model_len, capacity))
         self.tokenizer = tokenizer
         self.policy: Policy = create_policy(config.policy)
         self.blocks = BlockManager(executor.num_device_blocks, executor.num_host_blocks, executor.block_size)
@@ -119,7 +122,10 @@ class Scheduler:
         )
         return [(request_id, gen.ServerEvent(resumed=resumed))]
 
-    def abort(self, request_id: int) -> list[Event]:
+    def abort(self, request_id: int, now: float | None = None) -> list[Event]:
+        """End a live request with Finished(abort) and free its blocks (NOT_FOUND if none)."""
+        if now is not None:
+            self._account_paused_time(now)
         request = self.requests.get(request_id)
         if request is None:
             raise RequestError("NOT_FOUND", f"no live request {request_id}")

@@ -64,14 +64,14 @@ class StepLoop:
 
     def abort(self, request_id: int) -> None:
         """Abort a live request (RequestError NOT_FOUND if none); its session gets Finished(abort)."""
-        self._dispatch(self.core.abort(request_id))
+        self._dispatch(self.core.abort(request_id, self.clock()))
         self._wake.set()
 
     def close_session(self, request_id: int) -> None:
         """The session is gone: abort its request if it is still live, and drop its queue."""
         self._sessions.pop(request_id, None)
         if request_id in self.core.requests:
-            self.core.abort(request_id)
+            self.core.abort(request_id, self.clock())
             self._wake.set()
             log.info("request.aborted", request_id=request_id, reason="session closed")
 

@@ -1,0 +1,247 @@
+"""Driving the scheduler core with fabricated executor results, in-process and without sockets.
+
+`FakeExecutor` obeys a StepPlan the way the real executor would, but instead of tensors it keeps,
+for every KV slot, which (request, position, token) was written there. Before computing a work
+item it checks that every position the item attends to holds exactly that request's token at that
+position, so a wrong swap, a stale block table or a missed recomputation fails the test where it
+happens. The token it "samples" is chosen by a rule the test controls.
+
+`Harness` wires a Scheduler to a FakeExecutor and a clock: `step()` is one schedule → run →
+update iteration.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from infercept.v1 import executor_pb2 as pb
+from infercept.v1 import generation_pb2 as gen
+from infercept.wire import unpack_u32
+from scheduler_svc.config import ExecutorDescription, SchedulerConfig
+from scheduler_svc.scheduler import Scheduler
+
+BLOCK_SIZE = 4
+VOCAB_SIZE = 300
+EOS = 257
+
+TokenRule = Callable[[int, int], int]  # (request id, position of the sampled token) -> token id
+Slot = tuple[int, int, int]  # (request id, position, token id) written into one KV slot
+
+
+def counting_rule(request_id: int, position: int) -> int:
+    """A token that depends on who samples it and where; never an end-of-sequence token."""
+    return 1 + (request_id * 31 + position * 7) % 200
+
+
+def ids(data: bytes) -> list[int]:
+    return [int(x) for x in unpack_u32(data)]
+
+
+def executor_description(
+    num_device_blocks: int = 64, num_host_blocks: int = 64, max_model_len: int = 128
+) -> ExecutorDescription:
+    return ExecutorDescription(
+        block_size=BLOCK_SIZE,
+        num_device_blocks=num_device_blocks,
+        num_host_blocks=num_host_blocks,
+        vocab_size=VOCAB_SIZE,
+        max_model_len=max_model_len,
+        eos_token_ids=(EOS,),
+    )
+
+
+def generate_request(
+    prompt_ids: Iterable[int] = (1, 2, 3, 4, 5),
+    max_tokens: int = 8,
+    script: Iterable[tuple[int, str]] = (),
+    **sampling: Any,
+) -> gen.GenerateRequest:
+    """A GenerateRequest with token ids; `script` lists (after_tokens, tool) pairs."""
+    return gen.GenerateRequest(
+        prompt_token_ids=list(prompt_ids),
+        sampling=gen.SamplingParams(max_tokens=max_tokens, **sampling),
+        script=[gen.ScriptedCall(after_tokens=n, tool=tool) for n, tool in script],
+    )
+
+
+def fake_step(plan: pb.StepPlan, rule: TokenRule = counting_rule) -> pb.StepResult:
+    """A StepResult for `plan` with no KV model: one token per sampling work item, by `rule`."""
+    result = pb.StepResult(step_id=plan.step_id)
+    for work in plan.work:
+        end = work.start_position + len(ids(work.token_ids))
+        result.num_batched_tokens += end - work.start_position
+        if work.sample:
+            result.sampled.add(request_id=work.request_id, token_id=rule(work.request_id, end))
+    return result
+
+
+class FakeExecutor:
+    """Applies plans to a simulated paged KV cache and checks every read against what was written."""
+
+    def __init__(self, desc: ExecutorDescription, rule: TokenRule = counting_rule) -> None:
+        self.rule = rule
+        self.block_size = desc.block_size
+        self.device: list[list[Slot | None]] = [
+            [None] * desc.block_size for _ in range(desc.num_device_blocks)
+        ]
+        self.host: list[list[Slot | None]] = [[None] * desc.block_size for _ in range(desc.num_host_blocks)]
+        self.tables: dict[int, list[int]] = {}
+        # The one true token at each position of each request: the first one ever sent or sampled.
+        self.truth: dict[int, dict[int, int]] = defaultdict(dict)
+
+    def run(self, plan: pb.StepPlan) -> pb.StepResult:
+        for rid in plan.forget_request_ids:
+            assert rid in self.tables, f"forget of unknown request {rid}"
+            del self.tables[rid]
+        for new in plan.new_requests:
+            assert new.request_id not in self.tables, f"request {new.request_id} registered twice"
+            self.tables[new.request_id] = []
+        for update in plan.block_table_updates:
+            old = self.tables[update.request_id]
+            assert update.num_kept_blocks <= len(old), f"keeps {update.num_kept_blocks} of {len(old)}"
+            table = old[: update.num_kept_blocks] + ids(update.appended_block_ids)
+            assert len(set(table)) == len(table), f"table {table} repeats a block"
+            self.tables[update.request_id] = table
+        for block_map in (plan.swap_out, plan.swap_in):
+            assert len(set(ids(block_map.dst_block_ids))) == len(ids(block_map.dst_block_ids)), (
+                "a block written twice"
+            )
+        # Swap-outs run before swap-ins (a block freed by a swap-out may be a swap-in target).
+        for src, dst in zip(ids(plan.swap_out.src_block_ids), ids(plan.swap_out.dst_block_ids), strict=True):
+            self.host[dst] = list(self.device[src])
+        for src, dst in zip(ids(plan.swap_in.src_block_ids), ids(plan.swap_in.dst_block_ids), strict=True):
+            self.device[dst] = list(self.host[src])
+        result = pb.StepResult(step_id=plan.step_id)
+        written: set[int] = set()
+        for work in plan.work:
+            result.num_batched_tokens += self._compute(work, written)
+        for work in plan.work:
+            if work.sample:
+                rid, position = work.request_id, work.start_position + len(ids(work.token_ids))
+                token = self.rule(rid, position)
+                self.truth[rid].setdefault(position, token)
+                result.sampled.add(request_id=rid, token_id=token)
+        return result
+
+    def _compute(self, work: pb.SequenceWork, written: set[int]) -> int:
+        rid, start, tokens = work.request_id, work.start_position, ids(work.token_ids)
+        table, truth = self.tables[rid], self.truth[rid]
+        assert tokens, f"request {rid}: empty work"
+        assert len(table) * self.block_size >= start + len(tokens), f"request {rid}: table {table} too short"
+        for position in range(start):  # the context attention reads
+            slot = self.device[table[position // self.block_size]][position % self.block_size]
+            assert slot == (rid, position, truth.get(position)), (
+                f"request {rid} position {position} reads {slot}"
+            )
+        blocks = set(table[start // self.block_size : -(-(start + len(tokens)) // self.block_size)])
+        assert not blocks & written, f"request {rid} writes blocks {blocks & written} another request writes"
+        written |= blocks
+        for offset, token in enumerate(tokens):
+            position = start + offset
+            assert truth.setdefault(position, token) == token, f"request {rid} position {position} changed"
+            self.device[table[position // self.block_size]][position % self.block_size] = (
+                rid,
+                position,
+                token,
+            )
+        return len(tokens)
+
+
+class Harness:
+    """A Scheduler, a FakeExecutor and a clock that advances one second per iteration."""
+
+    def __init__(
+        self,
+        policy: str = "vllm",
+        *,
+        max_batched_tokens: int = 64,
+        num_device_blocks: int = 64,
+        num_host_blocks: int = 64,
+        max_model_len: int = 128,
+        max_num_seqs: int = 256,
+        rule: TokenRule = counting_rule,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        self.desc = executor_description(num_device_blocks, num_host_blocks, max_model_len)
+        config = SchedulerConfig(
+            policy=policy,
+            max_batched_tokens=max_batched_tokens,
+            max_num_seqs=max_num_seqs,
+            check_invariants=True,
+        )
+        self.scheduler = Scheduler(config, self.desc, tokenizer)
+        self.executor = FakeExecutor(self.desc, rule)
+        self.now = 0.0
+        self.plans: list[pb.StepPlan] = []
+        self.events: dict[int, list[gen.ServerEvent]] = defaultdict(list)
+
+    def add(self, proto: gen.GenerateRequest) -> int:
+        request, events = self.scheduler.add(proto, self.now)
+        self._record(events)
+        return request.request_id
+
+    def schedule(self, dt: float = 1.0) -> pb.StepPlan:
+        self.now += dt
+        plan = self.scheduler.schedule(self.now)
+        self.plans.append(plan)
+        return plan
+
+    def update(self, plan: pb.StepPlan) -> list[tuple[int, gen.ServerEvent]]:
+        events = self.scheduler.update(plan, self.executor.run(plan), self.now)
+        self._record(events)
+        return events
+
+    def step(self, dt: float = 1.0) -> pb.StepPlan:
+        plan = self.schedule(dt)
+        self.update(plan)
+        return plan
+
+    def resume(self, request_id: int, returned_ids: list[int]) -> None:
+        self._record(self.scheduler.resume(request_id, returned_ids, self.now))
+
+    def abort(self, request_id: int) -> None:
+        self._record(self.scheduler.abort(request_id))
+
+    def run(self, max_steps: int = 500) -> None:
+        """Iterate until no request wants computation (paused requests may remain)."""
+        for _ in range(max_steps):
+            if not self.scheduler.has_work():
+                return
+            self.step()
+        raise AssertionError(f"still busy after {max_steps} steps")
+
+    def run_until_paused(self, request_id: int, max_steps: int = 200) -> gen.Intercepted:
+        """Iterate until `request_id` is intercepted; return the interception."""
+        for _ in range(max_steps):
+            for rid, event in self.update(self.schedule()):
+                if rid == request_id and event.HasField("intercepted"):
+                    return event.intercepted
+        raise AssertionError(f"request {request_id} not intercepted within {max_steps} steps")
+
+    def _record(self, events: list[tuple[int, gen.ServerEvent]]) -> None:
+        for rid, event in events:
+            self.events[rid].append(event)
+
+    # ----- what the sessions saw -----
+
+    def finished(self, request_id: int) -> gen.Finished:
+        last = self.events[request_id][-1]
+        assert last.HasField("finished"), f"request {request_id} has not finished: {last}"
+        return last.finished
+
+    def tokens(self, request_id: int) -> list[int]:
+        """Every token streamed to the session, in order."""
+        return [t for e in self.events[request_id] if e.HasField("tokens") for t in e.tokens.token_ids]
+
+    def text(self, request_id: int) -> str:
+        return "".join(e.tokens.text for e in self.events[request_id] if e.HasField("tokens"))
+
+    def interceptions(self, request_id: int) -> list[gen.Intercepted]:
+        return [e.intercepted for e in self.events[request_id] if e.HasField("intercepted")]
+
+    def work(self, plan: pb.StepPlan, request_id: int) -> pb.SequenceWork | None:
+        return next((w for w in plan.work if w.request_id == request_id), None)
