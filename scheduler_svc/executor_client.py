@@ -11,13 +11,12 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from infercept import serving
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
 from scheduler_svc.config import ExecutorDescription
 
 log = structlog.get_logger(__name__)
-
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 
 class ExecutorUnavailable(RuntimeError):
@@ -27,13 +26,7 @@ class ExecutorUnavailable(RuntimeError):
 class ExecutorClient:
     def __init__(self, address: str) -> None:
         self.address = address
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+        self._channel = grpc.aio.insecure_channel(address, options=serving.MESSAGE_OPTIONS)
         self._stub = executor_pb2_grpc.ExecutorStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._call: grpc.aio.StreamStreamCall[pb.StepPlan, pb.StepResult] | None = None

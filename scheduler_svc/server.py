@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import signal
 
 import grpc
 import structlog
-from grpc_health.v1 import _async as health_aio  # the asyncio servicer (health.aio)
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import _async as health_aio
 from tokenizers import Tokenizer
 
+from infercept import serving
 from infercept.v1 import generation_pb2, generation_pb2_grpc
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.executor_client import ExecutorClient
@@ -39,8 +37,7 @@ class SchedulerServer:
         await self.server.start()
         self._loop_task = asyncio.create_task(self.loop.run_forever(), name="step-loop")
         self._loop_task.add_done_callback(_crash_if_failed)
-        for service in ("", SERVICE_NAME):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await serving.set_serving(self.health, SERVICE_NAME)
 
     async def stop(self, grace_s: float = GRACE_S) -> None:
         await self.health.enter_graceful_shutdown()
@@ -68,14 +65,9 @@ async def create_server(
     await executor.reset()
     tokenizer = Tokenizer.from_str(describe.tokenizer_json) if describe.tokenizer_json else None
     loop = StepLoop(Scheduler(config, description, tokenizer), executor)
-    server = grpc.aio.server()
+    server, health_servicer = serving.new_server(SERVICE_NAME)
     generation_pb2_grpc.add_GenerationServicer_to_server(GenerationServicer(loop, server_info(loop)), server)
-    health_servicer = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(listen)
-    if port == 0:
-        raise OSError(f"could not bind {listen}")
+    port = serving.bind(server, listen)
     log.info(
         "scheduler.ready",
         executor=executor_address,
@@ -97,13 +89,7 @@ async def serve(
     """Serve until SIGINT or SIGTERM, then stop gracefully."""
     scheduler_server = await create_server(config, listen, executor_address, executor_timeout_s)
     await scheduler_server.start()
-    log.info("scheduler.listening", address=f"{listen.rsplit(':', 1)[0]}:{scheduler_server.port}")
-    if port_file:
-        with open(port_file, "w") as f:
-            f.write(f"{scheduler_server.port}\n")
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    await stop.wait()
+    log.info("scheduler.listening", address=serving.announce(listen, scheduler_server.port, port_file))
+    await serving.wait_for_stop_signal()
     log.info("scheduler.stopping")
     await scheduler_server.stop()
