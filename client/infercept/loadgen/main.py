@@ -1,0 +1,158 @@
+"""``infercept-loadgen``: drive a live deployment with an augmented-LLM workload and write the
+paper's metrics as a results JSON (metrics.results_record's schema).
+
+    infercept-loadgen --target 127.0.0.1:50051 --workload mixed --rate 2 --duration 600 \\
+        --warmup 60 --seed 0 --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from infercept.async_client import AsyncClient
+from infercept.errors import InferceptError
+from infercept.loadgen.metrics import results_record, server_delta, summarize
+from infercept.loadgen.runner import RunResult, run_plans
+from infercept.loadgen.spec import RequestPlan
+from infercept.loadgen.workloads import WORKLOADS, Assumptions, generate_plans, load_trace
+
+SERVER_INFO_TIMEOUT_S = 30.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="infercept-loadgen",
+        description="Poisson arrivals of augmented requests (synthetic scripts with real tool waits) "
+        "against an InferCept server; prints a summary and writes the results JSON.",
+    )
+    p.add_argument("--target", default="127.0.0.1:50051", help="the server, HOST:PORT")
+    p.add_argument(
+        "--workload", default="mixed", help=f"one of {', '.join(WORKLOADS)}, or a trace .json file"
+    )
+    p.add_argument("--rate", type=float, default=1.0, help="arrival rate, requests/s")
+    p.add_argument("--duration", type=float, default=60.0, help="measurement window, s")
+    p.add_argument("--warmup", type=float, default=0.0, help="arrivals before the window, s (not measured)")
+    p.add_argument("--seed", type=int, default=0, help="seeds arrivals, requests and token ids (>= 0)")
+    p.add_argument("--out", type=Path, default=Path("results.json"), help="where the results JSON goes")
+    p.add_argument(
+        "--max-model-len", type=int, help="longest context drawn (default: the server's maximum model length)"
+    )
+    p.add_argument("--policy-label", help="the results' policy (default: the server's policy)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.rate <= 0 or args.duration <= 0 or args.warmup < 0 or args.seed < 0:
+        print(
+            "infercept-loadgen: --rate and --duration must be > 0, --warmup and --seed >= 0", file=sys.stderr
+        )
+        return 2
+    if args.workload not in WORKLOADS and not Path(args.workload).is_file():
+        print(
+            f"infercept-loadgen: {args.workload!r} is neither a workload ({', '.join(WORKLOADS)}) "
+            "nor a trace file",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        record = asyncio.run(run(args))
+    except (InferceptError, ValueError, OSError) as error:
+        print(f"infercept-loadgen: {error}", file=sys.stderr)
+        return 1
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"results: {args.out}")
+    return 0
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the load described by the parsed flags; print the summary; return the results record."""
+    async with AsyncClient(args.target) as client:
+        info = await client.server_info(timeout_s=SERVER_INFO_TIMEOUT_S)
+        max_model_len = args.max_model_len or info.max_model_len
+        plans, assumptions = make_plans(args, max_model_len)
+        print(
+            f"infercept-loadgen: {len(plans)} requests of {args.workload} at {args.rate:g}/s, "
+            f"warm-up {args.warmup:g} s, window {args.duration:g} s, against {args.target} "
+            f"({info.model}, policy {info.policy}, max length {max_model_len})",
+            flush=True,
+        )
+        result = await run_plans(
+            client,
+            plans,
+            warmup_s=args.warmup,
+            duration_s=args.duration,
+            vocab_size=info.vocab_size,
+            seed=args.seed,
+        )
+    record = results_record(
+        tool="loadgen",
+        policy=args.policy_label or info.policy,
+        workload=args.workload,
+        rate=args.rate,
+        duration_s=args.duration,
+        seed=args.seed,
+        summary=summarize(result.records, window_s=args.duration),
+        server=server_delta(result.stats_before, result.stats_after),
+        assumptions={**assumptions, "warmup_s": args.warmup, "vocab_size": info.vocab_size},
+    )
+    print(format_summary(record, result))
+    return record
+
+
+def make_plans(args: argparse.Namespace, max_model_len: int) -> tuple[list[RequestPlan], dict[str, Any]]:
+    """The plans of warm-up and window, and the assumptions that shaped them."""
+    span_s = args.warmup + args.duration
+    defaults = Assumptions()
+    run_assumptions = {
+        "max_model_len": max_model_len,
+        "prompt_and_returned_ids": "uniform in [0, vocab_size), seeded by (seed, request index)",
+        "sampling": "greedy, ignore_eos, max_tokens = the plan's generated tokens",
+    }
+    if args.workload in WORKLOADS:
+        plans = generate_plans(args.workload, args.rate, span_s, args.seed, max_model_len, defaults)
+        return plans, {**defaults.as_dict(), **run_assumptions}
+    plans = load_trace(args.workload, args.rate, args.seed, duration_s=span_s, max_model_len=max_model_len)
+    trace_assumptions = {
+        "trace": args.workload,
+        "arrivals": "poisson",
+        "trace_order": "file order, cycled",
+        "clipping": "scale every part to max_model_len; floors of 1 token",
+    }
+    return plans, {**trace_assumptions, **run_assumptions}
+
+
+def format_summary(record: dict[str, Any], result: RunResult) -> str:
+    """One screen: what ran, what completed, latency, throughput, the server's work."""
+
+    def stats(d: dict[str, float | None], unit: str) -> str:
+        parts = [f"{key} {value:.4g}" if value is not None else f"{key} -" for key, value in d.items()]
+        return "  ".join(parts) + f"  ({unit})"
+
+    server = record["server"]
+    errors = ", ".join(f"{count} {code}" for code, count in sorted(result.errors.items())) or "none"
+    lines = [
+        f"workload {record['workload']}  rate {record['rate']:g}/s  window {record['duration_s']:g} s  "
+        f"policy {record['policy']}  seed {record['seed']}",
+        f"requests   {record['submitted']} submitted, {record['completed']} completed "
+        f"({record['completed_per_s']:.3g}/s), {result.num_unfinished} still running at the end "
+        f"(cancelled), failed: {errors}; {result.num_warmup_requests} warm-up requests not measured",
+        f"latency    {stats(record['normalized_latency_s_per_token'], 's/token, normalized')}",
+        f"TTFT       {stats(record['ttft_s'], 's')}",
+        f"throughput {record['output_tokens_per_s']:.1f} generated tokens/s",
+        f"server     {server['forward_tokens']} forward tokens, {server['recomputed_tokens']} recomputed "
+        f"({server['recompute_share']:.1%}), swapped blocks {server['swap_out_blocks']} out / "
+        f"{server['swap_in_blocks']} in, {server['paused_device_block_seconds']:.1f} paused "
+        "device block-s",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""infercept-loadgen against a real two-process stack: it measures, reports and ends on time."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infercept.launcher import Stack, launch
+from infercept.loadgen.main import main
+
+SCHEMA_KEYS = [
+    "tool", "policy", "workload", "rate", "duration_s", "seed", "submitted", "completed",
+    "completed_per_s", "normalized_latency_s_per_token", "ttft_s", "output_tokens_per_s", "server",
+    "assumptions",
+]  # fmt: skip
+SERVER_KEYS = [
+    "forward_tokens", "recomputed_tokens", "recompute_share", "swap_out_blocks", "swap_in_blocks",
+    "paused_device_block_seconds",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    executor = ["--model", "default", "--device", "cpu", "--block-size", "16"]
+    executor += ["--num-device-blocks", "64", "--num-host-blocks", "16"]
+    scheduler = ["--policy", "swap", "--max-batched-tokens", "256"]
+    with launch(executor, scheduler, log_dir=tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+def test_a_generated_workload_runs_and_writes_the_results(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.json"
+    args = ["--target", stack.scheduler_address, "--workload", "math", "--rate", "2", "--duration", "6"]
+    args += ["--warmup", "1", "--seed", "0", "--max-model-len", "256", "--out", str(out)]
+    started = time.monotonic()
+    assert main(args) == 0
+    elapsed_s = time.monotonic() - started
+    record = json.loads(out.read_text())
+    assert list(record) == SCHEMA_KEYS and list(record["server"]) == SERVER_KEYS
+    assert (record["tool"], record["policy"], record["workload"]) == ("loadgen", "swap", "math")
+    assert (record["rate"], record["duration_s"], record["seed"]) == (2.0, 6.0, 0)
+    assert 0 < record["completed"] <= record["submitted"]
+    assert record["completed_per_s"] == pytest.approx(record["completed"] / 6)
+    assert record["normalized_latency_s_per_token"]["p50"] > 0 and record["ttft_s"]["mean"] > 0
+    assert record["output_tokens_per_s"] > 0
+    assert record["server"]["forward_tokens"] > 0
+    assumptions = record["assumptions"]
+    assert assumptions["max_model_len"] == 256 and assumptions["warmup_s"] == 1.0
+    assert assumptions["family"] == "lognormal" and assumptions["vocab_size"] == 258
+    printed = capsys.readouterr().out
+    assert "still running at the end (cancelled)" in printed and f"results: {out}" in printed
+    # Requests still running at the window's end are cancelled, not waited for.
+    assert elapsed_s < 7 + 10
+
+
+def test_a_trace_runs_with_a_policy_label(stack: Stack, tmp_path: Path) -> None:
+    trace = tmp_path / "trace.json"
+    segments = [
+        {"prompt_tokens": 30, "completion_tokens": 8, "api_time": 0.1, "api_token_length": 5},
+        {"prompt_tokens": 43, "completion_tokens": 6},
+    ]
+    trace.write_text(json.dumps({"r1": segments, "r2": segments[1:]}))
+    out = tmp_path / "results.json"
+    args = ["--target", stack.scheduler_address, "--workload", str(trace), "--rate", "4", "--duration", "3"]
+    args += ["--policy-label", "mine", "--out", str(out)]
+    assert main(args) == 0
+    record = json.loads(out.read_text())
+    assert (record["policy"], record["workload"]) == ("mine", str(trace))
+    assert record["completed"] > 0 and record["assumptions"]["trace"] == str(trace)
+
+
+def test_bad_flags_are_refused_before_connecting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--target", "127.0.0.1:1", "--workload", "poetry", "--out", str(tmp_path / "r.json")]) == 2
+    assert "neither a workload" in capsys.readouterr().err
+    assert main(["--target", "127.0.0.1:1", "--rate", "0"]) == 2
