@@ -13,7 +13,8 @@ from infercept import demo
 from infercept.launcher import LaunchError, launch
 
 
-def _stack_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+def stack_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The executor and scheduler command lines for the stack flags of add_stack_flags."""
     executor = ["--model", args.model, "--device", args.device, "--block-size", str(args.block_size)]
     if args.num_device_blocks:
         executor += ["--num-device-blocks", str(args.num_device_blocks)]
@@ -41,7 +42,7 @@ def add_stack_flags(p: argparse.ArgumentParser) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    executor_args, scheduler_args = _stack_args(args)
+    executor_args, scheduler_args = stack_args(args)
     host, port = args.listen.rsplit(":", 1)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from infercept.async_client import AsyncClient
+from infercept.cli import add_stack_flags
 from infercept.errors import InferceptError
+from infercept.launcher import LaunchError
 from infercept.loadgen.metrics import results_record, server_delta, summarize
+from infercept.loadgen.report import DEFAULT_SLO_S_PER_TOKEN, plot_latency, sweep_table
 from infercept.loadgen.runner import RunResult, run_plans
 from infercept.loadgen.spec import RequestPlan
 from infercept.loadgen.workloads import WORKLOADS, Assumptions, generate_plans, load_trace
@@ -44,11 +47,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-model-len", type=int, help="longest context drawn (default: the server's maximum model length)"
     )
     p.add_argument("--policy-label", help="the results' policy (default: the server's policy)")
+    p.add_argument(
+        "--duration-scale",
+        type=float,
+        default=1.0,
+        help="multiply every drawn tool-call duration (1: the paper's Table 1)",
+    )
+    sweep = p.add_argument_group("sweep: several rates (and, with --launch, several policies)")
+    sweep.add_argument("--rates", help="comma-separated rates, requests/s (instead of --rate)")
+    sweep.add_argument("--policies", help="comma-separated policies; needs --launch (a fresh stack each)")
+    sweep.add_argument(
+        "--launch", action="store_true", help="start a local executor + scheduler instead of --target"
+    )
+    sweep.add_argument(
+        "--slo", type=float, default=DEFAULT_SLO_S_PER_TOKEN, help="SLO, mean normalized s/token"
+    )
+    sweep.add_argument("--plot", type=Path, help="write the latency-against-rate plot (PNG) here")
+    add_stack_flags(p.add_argument_group("--launch: the local stack"))
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.rates or args.policies or args.launch:
+        return run_sweep(args)
     if args.rate <= 0 or args.duration <= 0 or args.warmup < 0 or args.seed < 0:
         print(
             "infercept-loadgen: --rate and --duration must be > 0, --warmup and --seed >= 0", file=sys.stderr
@@ -109,7 +131,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def make_plans(args: argparse.Namespace, max_model_len: int) -> tuple[list[RequestPlan], dict[str, Any]]:
     """The plans of warm-up and window, and the assumptions that shaped them."""
     span_s = args.warmup + args.duration
-    defaults = Assumptions()
+    defaults = Assumptions(duration_scale=args.duration_scale)
     run_assumptions = {
         "max_model_len": max_model_len,
         "prompt_and_returned_ids": "uniform in [0, vocab_size), seeded by (seed, request index)",
@@ -152,6 +174,25 @@ def format_summary(record: dict[str, Any], result: RunResult) -> str:
         "device block-s",
     ]
     return "\n".join(lines)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """Every policy x rate; one table, a JSON list, and the plot."""
+    from infercept.loadgen.sweep import sweep
+
+    try:
+        records = sweep(args)
+    except (InferceptError, ValueError, OSError, LaunchError) as error:
+        print(f"infercept-loadgen: {error}", file=sys.stderr)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(records, indent=2) + "\n")
+    print("\n" + sweep_table(records, args.slo))
+    print(f"\nresults: {args.out}")
+    if args.plot:
+        plot_latency(records, args.plot, args.slo)
+        print(f"plot: {args.plot}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""Sweep results for people: a table, each policy's max sustainable rate, and the paper's plot.
+
+Records are results-schema dicts (see metrics.results_record), from the load generator or the
+simulator alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# Mean normalized latency a rate must stay within to be "sustainable". About 5-7x the unloaded
+# value of GPT-J-6B on an A100 (the paper's setup); set it for your model and hardware.
+DEFAULT_SLO_S_PER_TOKEN = 0.2
+
+Record = dict[str, Any]
+
+
+def mean_latency(record: Record) -> float | None:
+    value = record["normalized_latency_s_per_token"]["mean"]
+    return None if value is None else float(value)
+
+
+def max_sustainable_rates(records: Sequence[Record], slo_s_per_token: float) -> dict[str, float | None]:
+    """Per policy, the highest rate whose mean normalized latency is within the SLO, provided
+    every lower measured rate is within it too (None if even the lowest is not)."""
+    best: dict[str, float | None] = {}
+    for policy in _policies(records):
+        best[policy] = None
+        for record in sorted(_of(records, policy), key=lambda r: r["rate"]):
+            latency = mean_latency(record)
+            if latency is None or latency > slo_s_per_token:
+                break
+            best[policy] = float(record["rate"])
+    return best
+
+
+def sweep_table(records: Sequence[Record], slo_s_per_token: float) -> str:
+    """Policy x rate: mean and p90 normalized latency, completed/s, recompute share; then each
+    policy's max sustainable rate and its ratio to vllm's."""
+    lines = [
+        f"{'policy':<18} {'rate/s':>7} {'norm lat mean':>14} {'p90':>8} {'done/s':>8} {'recompute':>10} "
+        f"{'swap out':>9} {'completed':>10}"
+    ]
+    for policy in _policies(records):
+        for r in sorted(_of(records, policy), key=lambda r: r["rate"]):
+            lat = r["normalized_latency_s_per_token"]
+            lines.append(
+                f"{policy:<18} {r['rate']:>7.2f} {_fmt(lat['mean']):>14} {_fmt(lat['p90']):>8} "
+                f"{r['completed_per_s']:>8.3f} {r['server']['recompute_share']:>10.1%} "
+                f"{r['server']['swap_out_blocks']:>9} {r['completed']:>4}/{r['submitted']:<5}"
+            )
+    rates = max_sustainable_rates(records, slo_s_per_token)
+    baseline = rates.get("vllm")
+    lines.append(f"\nmax sustainable rate (mean normalized latency <= {slo_s_per_token:g} s/token):")
+    for policy, rate in rates.items():
+        ratio = f"  ({rate / baseline:.2f}x vllm)" if rate and baseline else ""
+        lines.append(f"  {policy:<18} {'none' if rate is None else f'{rate:g}/s'}{ratio}")
+    return "\n".join(lines)
+
+
+def plot_latency(records: Sequence[Record], path: Path, slo_s_per_token: float) -> None:
+    """Mean normalized latency against request rate, one line per policy (the paper's figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for policy in _policies(records):
+        points = sorted(
+            (r["rate"], mean_latency(r)) for r in _of(records, policy) if mean_latency(r) is not None
+        )
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=policy)
+    axes.axhline(
+        slo_s_per_token, color="grey", linestyle="--", linewidth=1, label=f"SLO {slo_s_per_token:g} s/token"
+    )
+    first = records[0]
+    axes.set_title(f"{first['workload']} workload ({first['tool']})")
+    axes.set_xlabel("request rate (requests/s)")
+    axes.set_ylabel("mean normalized latency (s/token)")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _policies(records: Sequence[Record]) -> list[str]:
+    return list(dict.fromkeys(r["policy"] for r in records))
+
+
+def _of(records: Sequence[Record], policy: str) -> list[Record]:
+    return [r for r in records if r["policy"] == policy]
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
