@@ -24,7 +24,7 @@ def stack_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     return executor + shlex.split(args.executor_args), scheduler + shlex.split(args.scheduler_args)
 
 
-def add_stack_flags(p: argparse.ArgumentParser) -> None:
+def add_stack_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--model", default="default", help="'default' or a Hugging Face-format directory")
     p.add_argument("--device", default="auto", help="executor device: auto | cpu | cuda")
     p.add_argument(

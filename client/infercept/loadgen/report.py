@@ -70,9 +70,9 @@ def plot_latency(records: Sequence[Record], path: Path, slo_s_per_token: float) 
     figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for policy in _policies(records):
         points = sorted(
-            (r["rate"], mean_latency(r)) for r in _of(records, policy) if mean_latency(r) is not None
+            (float(r["rate"]), latency) for r in _of(records, policy) if (latency := mean_latency(r))
         )
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=policy)
+        axes.plot([rate for rate, _ in points], [latency for _, latency in points], marker="o", label=policy)
     axes.axhline(
         slo_s_per_token, color="grey", linestyle="--", linewidth=1, label=f"SLO {slo_s_per_token:g} s/token"
     )
