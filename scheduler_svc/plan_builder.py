@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+
 from infercept.v1 import executor_pb2 as pb
 from infercept.wire import pack_u32
 from scheduler_svc.block_manager import BlockLayout
 from scheduler_svc.request import Request
 
 BlockPairs = list[tuple[int, int]]
+_ONE_U32 = struct.Struct("<I")  # packed u32, one value
 
 
 class PlanBuilder:
@@ -42,12 +45,10 @@ class PlanBuilder:
                 request_id=rid, num_kept_blocks=kept, appended_block_ids=pack_u32(device[kept:])
             )
             layout.num_synced = len(device)
-        self.plan.work.add(
-            request_id=rid,
-            start_position=start,
-            token_ids=pack_u32(request.token_ids[start:end]),
-            sample=sample,
-        )
+        # One token (a decode step) is the common case: pack it without building an array.
+        tokens = request.token_ids
+        packed = _ONE_U32.pack(tokens[start]) if end - start == 1 else pack_u32(tokens[start:end])
+        self.plan.work.add(request_id=rid, start_position=start, token_ids=packed, sample=sample)
 
     def build(self) -> pb.StepPlan:
         for block_map, pairs in ((self.plan.swap_out, self._swap_out), (self.plan.swap_in, self._swap_in)):

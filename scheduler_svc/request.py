@@ -66,9 +66,20 @@ class Request:
         """Tokens whose KV still has to be computed (the last sampled token counts)."""
         return len(self.token_ids) - self.num_computed
 
+    def kind_at(self, position: int) -> str:
+        """What computing `position` is: "recompute", "prompt", "returned" or "decode"."""
+        if position < self.max_computed:
+            return "recompute"
+        if position < self.num_prompt_tokens:
+            return "prompt"
+        if any(lo <= position < hi for lo, hi in self.returned_ranges):
+            return "returned"
+        return "decode"
+
     def count_kinds(self, start: int, end: int) -> dict[str, int]:
         """How many of positions [start, end) are recomputed, prompt, returned or decode tokens."""
-        if start >= self.max_computed and start >= self.num_prompt_tokens and not self.returned_ranges:
+        last_returned = self.returned_ranges[-1][1] if self.returned_ranges else 0
+        if start >= self.max_computed and start >= self.num_prompt_tokens and start >= last_returned:
             return {"recompute": 0, "prompt": 0, "returned": 0, "decode": end - start}  # plain decode
         recompute = max(min(end, self.max_computed) - start, 0)
         fresh_start = max(start, self.max_computed)

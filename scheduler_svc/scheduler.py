@@ -41,6 +41,11 @@ log = structlog.get_logger(__name__)
 Event = tuple[int, gen.ServerEvent]  # (request id, event for its session)
 
 
+def _queue_key(request: Request) -> tuple[float, int]:
+    """Queue order: arrival time, ties broken by admission order."""
+    return request.arrival_s, request.request_id
+
+
 @dataclasses.dataclass
 class _Budget:
     tokens: int
@@ -70,6 +75,11 @@ class Scheduler:
         self._pending_swap_out: dict[int, BlockPairs] = {}  # request id -> pairs for the next plan
         self._pending_forget: list[int] = []
         self._last_now: float | None = None
+        # Kept incrementally so that an iteration costs O(active), not O(live) requests:
+        self._active: dict[int, Request] = {}  # requests that want computation
+        self._paused_held: dict[int, int] = {}  # paused request id -> device blocks it holds
+        self._paused_held_blocks = 0
+        self._holders: list[Request] | None = None  # this iteration's preemption candidates
 
     # ----- inputs between iterations -----
 
@@ -82,6 +92,7 @@ class Scheduler:
         request = admit(proto, self._next_request_id, now, self.executor, self.tokenizer)
         self._next_request_id += 1
         self.requests[request.request_id] = request
+        self._active[request.request_id] = request
         accepted = gen.Accepted(
             request_id=str(request.request_id), num_prompt_tokens=request.num_prompt_tokens
         )
@@ -112,6 +123,8 @@ class Scheduler:
         request.decoder = IncrementalDecoder(self.tokenizer)
         request.arrival_s = self.policy.arrival_on_resume(request, now)
         request.status, request.pending_call = Status.ACTIVE, None
+        self._release_paused_hold(request_id)
+        self._active[request_id] = request
         layout = self.blocks.layout(request_id)
         resumed = gen.Resumed(
             num_returned_tokens=len(returned_ids),
@@ -136,9 +149,7 @@ class Scheduler:
 
     def has_work(self) -> bool:
         """Whether schedule() would produce a non-empty plan (or could, given memory)."""
-        return bool(self._pending_forget or self._pending_swap_out) or any(
-            r.status is Status.ACTIVE for r in self.requests.values()
-        )
+        return bool(self._pending_forget or self._pending_swap_out or self._active)
 
     def schedule(self, now: float) -> pb.StepPlan:
         self._account_paused_time(now)
@@ -150,21 +161,22 @@ class Scheduler:
         self._pending_forget, self._pending_swap_out = [], {}
         budget = _Budget(self.config.max_batched_tokens, self.config.max_num_seqs)
         scheduled: set[int] = set()
-        active = sorted(
-            (r for r in self.requests.values() if r.status is Status.ACTIVE),
-            key=lambda r: (r.arrival_s, r.request_id),
-        )
-        is_decode = [
-            r.num_pending == 1 and r.num_computed > 0 and not self.blocks.layout(r.request_id).host
-            for r in active
-        ]
-        for group in (
-            [r for r, d in zip(active, is_decode, strict=True) if d],
-            [r for r, d in zip(active, is_decode, strict=True) if not d],
-        ):
-            for request in group:
-                if budget.exhausted or not self._schedule_one(request, builder, budget, scheduled):
-                    break
+        self._holders = None
+        active = sorted(self._active.values(), key=_queue_key)
+        layouts = self.blocks.layouts
+        decodes: list[Request] = []
+        others: list[Request] = []
+        for r in active:
+            one_pending = len(r.token_ids) - r.num_computed == 1
+            (decodes if one_pending and r.num_computed and not layouts[r.request_id].host else others).append(
+                r
+            )
+        for request in decodes:
+            if budget.exhausted or not self._schedule_decode(request, builder, budget, scheduled):
+                break
+        for request in others:
+            if budget.exhausted or not self._schedule_one(request, builder, budget, scheduled):
+                break
         self.blocks.end_iteration()
         if self.config.check_invariants:
             self.blocks.check_invariants()
@@ -224,21 +236,53 @@ class Scheduler:
         scheduled.add(rid)
         return True
 
+    def _schedule_decode(
+        self, request: Request, builder: PlanBuilder, budget: _Budget, scheduled: set[int]
+    ) -> bool:
+        """_schedule_one for the common case, kept cheap: one pending token, context on the device."""
+        rid, position = request.request_id, request.num_computed
+        if position == 0:  # preempted earlier in this iteration: its context must be recomputed
+            return self._schedule_one(request, builder, budget, scheduled)
+        layout = self.blocks.layouts[rid]
+        if position == len(layout.device) * self.blocks.block_size:  # the token opens a new block
+            if not self._make_room(request, 1, scheduled):
+                return False
+            layout.device += self.blocks.device.allocate(1)
+        builder.add_work(request, position, position + 1, sample=True, layout=layout)
+        kind = request.kind_at(position)
+        self.stats.tokens_by_kind[kind] += 1
+        if kind == "recompute":
+            request.num_recomputed += 1
+        request.max_computed = max(request.max_computed, position + 1)
+        request.num_computed = position + 1
+        budget.tokens -= 1
+        budget.seqs -= 1
+        scheduled.add(rid)
+        return True
+
     def _make_room(self, request: Request, num_blocks: int, scheduled: set[int]) -> bool:
         """Preempt newer requests (newest first) until `num_blocks` device blocks are free."""
         while not self.blocks.device.can_allocate(num_blocks):
-            victims = [
-                r
-                for r in self.requests.values()
-                if r.request_id not in scheduled
-                and r is not request
-                and (r.arrival_s, r.request_id) > (request.arrival_s, request.request_id)
-                and self.blocks.layout(r.request_id).device
-            ]
-            if not victims:
+            victim = self._next_victim(request, scheduled)
+            if victim is None:
                 return False
-            self._preempt(max(victims, key=lambda r: (r.arrival_s, r.request_id)))
+            self._preempt(victim)
         return True
+
+    def _next_victim(self, request: Request, scheduled: set[int]) -> Request | None:
+        """The newest request holding device blocks that is newer than `request` and not
+        computing this iteration, or None."""
+        if self._holders is None:  # built once per iteration, only when memory runs out
+            self._holders = sorted(
+                (r for r in self.requests.values() if self.blocks.layout(r.request_id).device), key=_queue_key
+            )
+        key = _queue_key(request)
+        while self._holders and _queue_key(self._holders[-1]) > key:
+            candidate = self._holders.pop()
+            # Computing this iteration, or already preempted/finished: never a victim now.
+            if candidate.request_id not in scheduled and self.blocks.layout(candidate.request_id).device:
+                return candidate
+        return None
 
     def _preempt(self, victim: Request) -> None:
         """Discard the victim's context; it recomputes when its turn comes."""
@@ -247,6 +291,7 @@ class Scheduler:
         log.debug("request.preempted", request_id=victim.request_id, status=victim.status.value)
 
     def _drop_context(self, request: Request) -> None:
+        self._release_paused_hold(request.request_id)
         self._pending_swap_out.pop(request.request_id, None)
         self.blocks.drop_after(request.request_id, 0)
         request.num_computed = 0
@@ -257,18 +302,21 @@ class Scheduler:
         request.token_ids.append(token_id)
         request.num_generated += 1
         text = request.decoder.push(token_id)
-        events = [
-            (request.request_id, gen.ServerEvent(tokens=gen.TokenDelta(token_ids=[token_id], text=text)))
-        ]
+        delta = gen.ServerEvent()  # filled in place: half the cost of nested constructors
+        delta.tokens.token_ids.append(token_id)
+        delta.tokens.text = text
+        events = [(request.request_id, delta)]
         reason = self._finish_reason(request, token_id, text)
         if reason:
             return events + self._finish(request, reason)
-        return events + self._maybe_intercept(request, text, now)
+        if request.script or request.tools:
+            events += self._maybe_intercept(request, text, now)
+        return events
 
     def _finish_reason(self, request: Request, token_id: int, text: str) -> str:
         if token_id in self.executor.eos_token_ids and not request.sampling.ignore_eos:
             return "eos"
-        if find_stop_string(request.decoder.text, text, request.sampling.stop):
+        if request.sampling.stop and find_stop_string(request.decoder.text, text, request.sampling.stop):
             return "stop"
         if request.num_generated >= request.sampling.max_tokens:
             return "length"
@@ -305,6 +353,10 @@ class Scheduler:
         elif action is PauseAction.DISCARD:
             self._drop_context(request)
         request.status = Status.PAUSED
+        del self._active[rid]
+        if held := len(self.blocks.layout(rid).device):
+            self._paused_held[rid] = held
+            self._paused_held_blocks += held
         request.pending_call = PendingCall(tool, call_text, now, expected_s, action.value)
         request.num_interceptions += 1
         self.stats.interceptions_by_tool[tool] += 1
@@ -320,6 +372,8 @@ class Scheduler:
     def _finish(self, request: Request, reason: str) -> list[Event]:
         rid = request.request_id
         request.status, request.finish_reason = Status.FINISHED, reason
+        self._active.pop(rid, None)
+        self._release_paused_hold(rid)
         self._pending_swap_out.pop(rid, None)
         self.blocks.free(rid)
         if request.executor_known:
@@ -347,13 +401,12 @@ class Scheduler:
 
     def _account_paused_time(self, now: float) -> None:
         if self._last_now is not None and now > self._last_now:
-            held = sum(
-                len(self.blocks.layout(r.request_id).device)
-                for r in self.requests.values()
-                if r.status is Status.PAUSED
-            )
-            self.stats.paused_device_block_seconds += held * (now - self._last_now)
+            self.stats.paused_device_block_seconds += self._paused_held_blocks * (now - self._last_now)
         self._last_now = now
+
+    def _release_paused_hold(self, request_id: int) -> None:
+        """The request no longer holds device blocks as a paused request."""
+        self._paused_held_blocks -= self._paused_held.pop(request_id, 0)
 
     def stats_proto(self) -> gen.Stats:
         by_state = {"waiting": 0, "running": 0, "paused": 0}
