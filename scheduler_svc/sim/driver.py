@@ -1,0 +1,246 @@
+"""The discrete-event loop: the real scheduler core driven on a virtual clock.
+
+Events are request arrivals (at plan.arrival_s) and tool returns (a call lasts its segment's
+duration_s from the iteration that intercepted the request). While there is work, iterations run
+back to back, each advancing the clock by the virtual executor's step time; events that happen
+during an iteration reach the scheduler at their own times, before that iteration's update, as
+they would on the real server. When nothing can run, the clock jumps to the next event.
+
+    schedule(t) ──▶ executor.run(plan) ──▶ arrivals and tool returns in (t, t + step_s],
+                                           each at its own time ──▶ update(t + step_s)
+
+A request is what the load generator sends for its plan: the prompt and returned tokens as ids,
+the calls as a synthetic script whose duration hints are the drawn durations (also sent as
+ToolStarted when the call starts).
+
+Measurement window [warmup_s, warmup_s + duration_s): requests arriving before it are not
+measured, requests unfinished at its end are not completed, and the simulation stops at the first
+iteration boundary at or past its end. Server stats are taken at the first iteration boundary at
+or past its start and at the stop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import math
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from infercept.loadgen.spec import RequestPlan, RequestRecord
+from infercept.server_info import message_to_dict
+from infercept.v1 import generation_pb2 as gen
+from scheduler_svc.admission import RequestError
+from scheduler_svc.config import ExecutorDescription, SchedulerConfig
+from scheduler_svc.scheduler import Event, Scheduler
+from scheduler_svc.sim.cost_model import CostProfile
+from scheduler_svc.sim.virtual_executor import SAMPLED_TOKEN_ID, VOCAB_SIZE, VirtualExecutor
+
+
+@dataclasses.dataclass
+class _Progress:
+    """One planned request as the simulation goes."""
+
+    plan: RequestPlan
+    request_id: int = 0  # the scheduler's id, once admitted
+    num_calls: int = 0  # interceptions so far (index of the next segment's call)
+    first_token_s: float | None = None
+    finish_s: float | None = None
+    tool_time_s: float = 0.0
+    usage: gen.Usage | None = None  # the server's counts, once finished
+    error: str = ""  # gRPC status code name if the server refused it
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationResult:
+    records: list[RequestRecord]  # requests arriving inside the window, in plan order
+    stats_before: dict[str, Any]  # scheduler stats at the window's start (client server_stats keys)
+    stats_after: dict[str, Any]  # ... and at the stop
+    window_start_s: float
+    window_end_s: float
+    end_s: float  # virtual time at the stop
+    num_iterations: int
+    errors: dict[str, int]  # refused or failed requests (all, not only measured) by status code
+
+
+def executor_description(profile: CostProfile) -> ExecutorDescription:
+    """What the scheduler is told of the virtual executor."""
+    return ExecutorDescription(
+        block_size=profile.block_size_tokens,
+        num_device_blocks=profile.num_device_blocks,
+        num_host_blocks=profile.num_host_blocks,
+        vocab_size=VOCAB_SIZE,
+        max_model_len=profile.max_model_len,
+        eos_token_ids=(),
+        model=profile.name,
+        device="virtual",
+    )
+
+
+def generate_request(plan: RequestPlan) -> gen.GenerateRequest:
+    """The request a load generator sends for `plan`: token-id prompt, a synthetic script."""
+    script = [
+        gen.ScriptedCall(after_tokens=s.generated_tokens, tool=s.tool or "", expected_duration_s=s.duration_s)
+        for s in plan.segments[:-1]
+    ]
+    return gen.GenerateRequest(
+        prompt_token_ids=[SAMPLED_TOKEN_ID] * plan.prompt_tokens,
+        sampling=gen.SamplingParams(max_tokens=plan.max_tokens, ignore_eos=True),
+        script=script,
+    )
+
+
+class Simulation:
+    """One run of `plans` against a fresh scheduler on a virtual executor."""
+
+    def __init__(
+        self,
+        plans: Iterable[RequestPlan],
+        profile: CostProfile,
+        config: SchedulerConfig,
+        overlap_swaps: bool = False,
+    ) -> None:
+        self.scheduler = Scheduler(config, executor_description(profile), tokenizer=None)
+        self.executor = VirtualExecutor(profile, overlap_swaps)
+        self.now = 0.0
+        self.num_iterations = 0
+        self._progress = [_Progress(plan) for plan in sorted(plans, key=lambda p: (p.arrival_s, p.index))]
+        self._next_arrival = 0  # index into _progress
+        self._tool_returns: list[tuple[float, int, int]] = []  # heap of (time, tie-break, request id)
+        self._num_tool_calls = 0
+        self._live: dict[int, _Progress] = {}  # by request id
+
+    def run(self, warmup_s: float, duration_s: float) -> SimulationResult:
+        window_start, window_end = warmup_s, warmup_s + duration_s
+        stats_before: dict[str, Any] | None = None
+        while self.now < window_end:
+            if stats_before is None and self.now >= window_start:
+                stats_before = self._stats()
+            if self.scheduler.has_work() and self._step():
+                continue
+            # Nothing can run until something happens.
+            next_s = self._next_event_s()
+            if next_s >= window_end:
+                break
+            if stats_before is None and next_s >= window_start:
+                stats_before = self._stats()  # nothing changes while the clock jumps
+            self.now = next_s
+            self._deliver(next_s)
+        stats_after = self._stats()
+        return SimulationResult(
+            records=[
+                self._record(p, window_end)
+                for p in self._progress
+                if window_start <= p.plan.arrival_s < window_end
+            ],
+            stats_before=stats_before or stats_after,
+            stats_after=stats_after,
+            window_start_s=window_start,
+            window_end_s=window_end,
+            end_s=self.now,
+            num_iterations=self.num_iterations,
+            errors=dict(Counter(p.error for p in self._progress if p.error)),
+        )
+
+    # ----- the iteration -----
+
+    def _step(self) -> bool:
+        """One iteration; False if the plan did nothing (no work fits), so time must pass."""
+        plan = self.scheduler.schedule(self.now)
+        result = self.executor.run(plan)
+        end_s = self.now + result.step_s
+        self._deliver(end_s)
+        events = self.scheduler.update(plan, result, end_s)
+        self.num_iterations += 1
+        self.now = end_s
+        self._handle(events, end_s)
+        return result.step_s > 0
+
+    # ----- events -----
+
+    def _next_event_s(self) -> float:
+        arrival_s = (
+            self._progress[self._next_arrival].plan.arrival_s
+            if self._next_arrival < len(self._progress)
+            else math.inf
+        )
+        return min(arrival_s, self._tool_returns[0][0] if self._tool_returns else math.inf)
+
+    def _deliver(self, until_s: float) -> None:
+        """Arrivals and tool returns up to `until_s`, in time order, each at its own time."""
+        while (event_s := self._next_event_s()) <= until_s:
+            if self._tool_returns and self._tool_returns[0][0] == event_s:
+                _, _, request_id = heapq.heappop(self._tool_returns)
+                self._tool_returned(self._live[request_id], event_s)
+            else:
+                self._arrive(self._progress[self._next_arrival], event_s)
+                self._next_arrival += 1
+
+    def _arrive(self, progress: _Progress, now: float) -> None:
+        try:
+            request, events = self.scheduler.add(generate_request(progress.plan), now)
+        except RequestError as error:
+            progress.error = error.code
+            return
+        progress.request_id = request.request_id
+        self._live[request.request_id] = progress
+        self._handle(events, now)
+
+    def _tool_returned(self, progress: _Progress, now: float) -> None:
+        returned = progress.plan.segments[progress.num_calls - 1].returned_tokens
+        try:
+            events = self.scheduler.resume(progress.request_id, [SAMPLED_TOKEN_ID] * returned, now)
+        except RequestError as error:  # e.g. the result does not fit in the maximum length
+            progress.error = error.code
+            events = self.scheduler.abort(progress.request_id)
+        self._handle(events, now)
+
+    def _handle(self, events: list[Event], now: float) -> None:
+        for request_id, event in events:
+            kind = event.WhichOneof("event")
+            progress = self._live[request_id]
+            if kind == "tokens":
+                if progress.first_token_s is None:
+                    progress.first_token_s = now
+            elif kind == "intercepted":
+                duration_s = progress.plan.segments[progress.num_calls].duration_s
+                progress.num_calls += 1
+                progress.tool_time_s += duration_s
+                self.scheduler.tool_started(request_id, duration_s)  # as the client library does
+                self._num_tool_calls += 1
+                heapq.heappush(self._tool_returns, (now + duration_s, self._num_tool_calls, request_id))
+            elif kind == "finished":
+                progress.finish_s, progress.usage = now, event.finished.usage
+                del self._live[request_id]
+
+    # ----- results -----
+
+    def _stats(self) -> dict[str, Any]:
+        return message_to_dict(self.scheduler.stats_proto())
+
+    @staticmethod
+    def _record(progress: _Progress, window_end_s: float) -> RequestRecord:
+        finish_s, usage = progress.finish_s, progress.usage
+        return RequestRecord(
+            index=progress.plan.index,
+            arrival_s=progress.plan.arrival_s,
+            completed=finish_s is not None and finish_s <= window_end_s and not progress.error,
+            first_token_s=progress.first_token_s,
+            finish_s=finish_s,
+            tool_time_s=progress.tool_time_s,
+            generated_tokens=usage.generated_tokens if usage else 0,
+            returned_tokens=usage.returned_tokens if usage else 0,
+        )
+
+
+def simulate(
+    plans: Iterable[RequestPlan],
+    profile: CostProfile,
+    config: SchedulerConfig,
+    warmup_s: float,
+    duration_s: float,
+    overlap_swaps: bool = False,
+) -> SimulationResult:
+    """Run `plans` on a virtual executor with `profile`; see the module docstring."""
+    return Simulation(plans, profile, config, overlap_swaps).run(warmup_s, duration_s)

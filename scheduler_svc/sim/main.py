@@ -1,0 +1,208 @@
+"""``infercept-sim``: the scheduler core under a workload, on a virtual executor and clock.
+
+    infercept-sim --workload mixed --rate 2 --duration 1800 --policy preserve
+    infercept-sim --workload mixed --rates 1,2,3,4 --policies vllm,preserve --out sweep.json
+    infercept-sim --save-profile gpu.json --executor 127.0.0.1:50061   # then --profile gpu.json
+
+Plans, metrics, the results schema and the sweep table are the load generator's
+(infercept.loadgen), so a simulated record compares field for field with a measured one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from infercept.loadgen.main import make_plans
+from infercept.loadgen.metrics import results_record, server_delta, summarize
+from infercept.loadgen.report import DEFAULT_SLO_S_PER_TOKEN, plot_latency, sweep_table
+from infercept.loadgen.spec import RequestPlan
+from infercept.loadgen.workloads import WORKLOADS
+from infercept.logs import configure_logging
+from scheduler_svc.config import SchedulerConfig
+from scheduler_svc.policies import POLICIES
+from scheduler_svc.sim.cost_model import CostProfile
+from scheduler_svc.sim.driver import simulate
+from scheduler_svc.sim.executor_profile import fetch_profile
+from scheduler_svc.sim.profiles import PROFILES, load_profile
+
+# What the simulator does differently from the load generator's requests.
+SIM_ASSUMPTIONS = {
+    "prompt_and_returned_ids": "all 1 (the virtual executor computes no values)",
+    "sampling": "token 1 every step, ignore_eos, max_tokens = the plan's generated tokens",
+    "tool_duration_hint": "each scripted call carries its drawn duration as expected_duration_s",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="infercept-sim",
+        description="Simulate the InferCept scheduler under an augmented-LLM workload on a virtual "
+        "executor whose iteration times come from a cost profile; prints the sweep table and "
+        'writes the load generator\'s results JSON with tool "sim".',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--workload", default="mixed", help=f"one of {', '.join(WORKLOADS)}, or a trace .json file"
+    )
+    p.add_argument("--rate", type=float, default=1.0, help="arrival rate, requests/s (Poisson)")
+    p.add_argument("--duration", type=float, default=60.0, help="measurement window, virtual s")
+    p.add_argument("--warmup", type=float, default=0.0, help="arrivals before the window, s (not measured)")
+    p.add_argument("--seed", type=int, default=0, help="seeds arrivals and requests (>= 0)")
+    p.add_argument("--out", type=Path, default=Path("results.json"), help="where the results JSON goes")
+    p.add_argument("--max-model-len", type=int, help="longest context (default: the profile's)")
+    p.add_argument(
+        "--duration-scale",
+        type=float,
+        default=1.0,
+        help="multiply every drawn tool-call duration (1: the paper's Table 1)",
+    )
+    p.add_argument("--profile", default="a100-gptj6b", help=f"{', '.join(PROFILES)}, or a profile .json")
+    p.add_argument("--num-device-blocks", type=int, help="device KV pool (default: the profile's)")
+    p.add_argument("--num-host-blocks", type=int, help="host swap pool (default: the profile's)")
+    p.add_argument(
+        "--overlap-swaps",
+        action="store_true",
+        help="hide swap time under the iteration's forward time (default: swaps stall the batch)",
+    )
+    p.add_argument("--policy", default="vllm", choices=sorted(POLICIES), help="scheduling policy")
+    p.add_argument(
+        "--max-batched-tokens", type=int, help="token budget of an iteration (default: the profile's S)"
+    )
+    p.add_argument("--max-num-seqs", type=int, default=256, help="most requests in one iteration")
+    p.add_argument("--max-live-requests", type=int, default=4096, help="more are refused")
+    sweep = p.add_argument_group("sweep: several rates and policies")
+    sweep.add_argument("--rates", help="comma-separated rates, requests/s (instead of --rate)")
+    sweep.add_argument("--policies", help="comma-separated policies (instead of --policy)")
+    sweep.add_argument(
+        "--slo", type=float, default=DEFAULT_SLO_S_PER_TOKEN, help="SLO, mean normalized s/token"
+    )
+    sweep.add_argument("--plot", type=Path, help="write the latency-against-rate plot (PNG) here")
+    measured = p.add_argument_group("a measured profile")
+    measured.add_argument(
+        "--save-profile", metavar="PATH", help="fetch the cost profile of --executor, write it here, exit"
+    )
+    measured.add_argument("--executor", default="127.0.0.1:50061", help="the executor, HOST:PORT")
+    measured.add_argument("--refresh-profile", action="store_true", help="have the executor measure again")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging("warning")
+    if args.save_profile:
+        return save_profile(args.executor, args.save_profile, args.refresh_profile)
+    try:
+        records = run_all(args)
+    except (OSError, ValueError) as error:
+        print(f"infercept-sim: {error}", file=sys.stderr)
+        return 2
+    is_sweep = bool(args.rates or args.policies)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(records if is_sweep else records[0], indent=2) + "\n")
+    print(sweep_table(records, args.slo))
+    print(f"\nresults: {args.out}")
+    if args.plot:
+        plot_latency(records, args.plot, args.slo)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Results records of every (rate, policy); the policies of one rate share its plans.
+    Raises ValueError for a bad argument, OSError for an unreadable profile or trace."""
+    rates = [float(x) for x in args.rates.split(",")] if args.rates else [args.rate]
+    policies = args.policies.split(",") if args.policies else [args.policy]
+    for policy in policies:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(sorted(POLICIES))}")
+    if any(rate <= 0 for rate in rates) or args.duration <= 0 or args.warmup < 0 or args.seed < 0:
+        raise ValueError("rates and --duration must be > 0, --warmup and --seed >= 0")
+    profile = _profile(args)
+    config = SchedulerConfig(
+        max_batched_tokens=args.max_batched_tokens or profile.saturation_tokens,
+        max_num_seqs=args.max_num_seqs,
+        max_live_requests=args.max_live_requests,
+    )
+    records = []
+    for rate in rates:
+        plans, plan_assumptions = make_plans(_with_rate(args, rate), profile.max_model_len)
+        for policy in policies:
+            policy_config = dataclasses.replace(config, policy=policy)
+            records.append(run_one(args, plans, plan_assumptions, rate, profile, policy_config))
+    return records
+
+
+def run_one(
+    args: argparse.Namespace,
+    plans: list[RequestPlan],
+    plan_assumptions: dict[str, Any],
+    rate: float,
+    profile: CostProfile,
+    config: SchedulerConfig,
+) -> dict[str, Any]:
+    """Simulate one (policy, rate) and return its results record."""
+    began = time.perf_counter()
+    result = simulate(plans, profile, config, args.warmup, args.duration, args.overlap_swaps)
+    wall_s = time.perf_counter() - began
+    errors = ", ".join(f"{n} {code}" for code, n in sorted(result.errors.items())) or "none"
+    print(
+        f"infercept-sim: {config.policy} at {rate:g}/s: {len(plans)} requests, {result.num_iterations} "
+        f"iterations, {result.end_s:.0f} virtual s in {wall_s:.1f} s; failed: {errors}",
+        file=sys.stderr,
+    )
+    return results_record(
+        tool="sim",
+        policy=config.policy,
+        workload=args.workload,
+        rate=rate,
+        duration_s=args.duration,
+        seed=args.seed,
+        summary=summarize(result.records, window_s=args.duration),
+        server=server_delta(result.stats_before, result.stats_after),
+        assumptions={
+            **plan_assumptions,
+            **SIM_ASSUMPTIONS,
+            "warmup_s": args.warmup,
+            "profile": profile.to_dict(),
+            "scheduler": dataclasses.asdict(config),
+            "overlap_swaps": args.overlap_swaps,
+        },
+    )
+
+
+def save_profile(address: str, path: str, refresh: bool) -> int:
+    try:
+        profile = fetch_profile(address, refresh=refresh)
+    except grpc.RpcError as error:
+        reason = f"{error.code().name}: {error.details()}" if isinstance(error, grpc.Call) else str(error)
+        print(f"infercept-sim: executor at {address}: {reason}", file=sys.stderr)
+        return 3
+    profile.save(path)
+    print(f"saved the profile of {profile.name} to {path}")
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> CostProfile:
+    profile = load_profile(args.profile)
+    overrides = {
+        "max_model_len": args.max_model_len,
+        "num_device_blocks": args.num_device_blocks,
+        "num_host_blocks": args.num_host_blocks,
+    }
+    return dataclasses.replace(profile, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _with_rate(args: argparse.Namespace, rate: float) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "rate": rate})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

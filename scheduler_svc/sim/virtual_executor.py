@@ -1,0 +1,52 @@
+"""An executor that obeys a StepPlan on a virtual clock: tokens by rule, time by the cost model.
+
+It holds no KV and checks nothing the real executor would check (the scheduler's own tests do
+that); it answers what the scheduler needs to go on, one sampled token per sampling work item,
+and how long the iteration would have taken:
+
+    x       = tokens computed in the plan (all work items)
+    T_fwd   = profile.forward_s(x)
+    T_swap  = profile.swap_out_s(blocks out) + profile.swap_in_s(blocks in)
+    step_s  = T_fwd + max(T_swap - hidden_s, 0)
+    hidden_s = 0       when swaps are serialized with compute (the default): a whole context
+                       swapped at once by the `swap` policy stalls the batch for its full copy time
+             = T_fwd   when swaps are pipelined under compute (overlap_swaps): copies within the
+                       iteration's swap budget (profile.swap_budget_tokens) cost nothing, the
+                       excess stalls; this is how InferCept's budgeted swap is to be modelled
+
+An empty plan (no work, no swaps) takes no time.
+"""
+
+from __future__ import annotations
+
+from infercept.v1 import executor_pb2 as pb
+from scheduler_svc.sim.cost_model import CostProfile
+
+SAMPLED_TOKEN_ID = 1  # every sampled token; below VOCAB_SIZE and not an end-of-sequence id
+VOCAB_SIZE = 2  # the simulator's token ids are 0 and 1: lengths matter, not content
+_U32_BYTES = 4
+
+
+class VirtualExecutor:
+    def __init__(self, profile: CostProfile, overlap_swaps: bool = False) -> None:
+        self.profile = profile
+        self.overlap_swaps = overlap_swaps
+
+    def run(self, plan: pb.StepPlan) -> pb.StepResult:
+        """The result of `plan`: a token for each sampling work item and the virtual times
+        (forward_s, swap_out_s, swap_in_s, step_s) of the iteration."""
+        result = pb.StepResult(step_id=plan.step_id)
+        add_sampled = result.sampled.add  # in place: cheaper than building messages to copy in
+        num_tokens = 0
+        for work in plan.work:
+            num_tokens += len(work.token_ids) // _U32_BYTES + work.use_last_sampled
+            if work.sample:
+                add_sampled(request_id=work.request_id, token_id=SAMPLED_TOKEN_ID)
+        forward_s = self.profile.forward_s(num_tokens)
+        swap_out_s = self.profile.swap_out_s(len(plan.swap_out.src_block_ids) // _U32_BYTES)
+        swap_in_s = self.profile.swap_in_s(len(plan.swap_in.src_block_ids) // _U32_BYTES)
+        hidden_s = forward_s if self.overlap_swaps else 0.0
+        result.num_batched_tokens = num_tokens
+        result.forward_s, result.swap_out_s, result.swap_in_s = forward_s, swap_out_s, swap_in_s
+        result.step_s = forward_s + max(swap_out_s + swap_in_s - hidden_s, 0.0)
+        return result

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from infercept.v1 import executor_pb2 as pb
+from scheduler_svc.sim.cost_model import CostProfile, from_profile_response
+from scheduler_svc.sim.profiles import PROFILES, a100_gptj6b, load_profile
+from tests.sim.helpers import tiny_profile
+
+
+def test_forward_time_is_flat_up_to_saturation_then_linear() -> None:
+    profile = tiny_profile(forward_base_s=0.01, forward_s_per_token=0.001, saturation_tokens=64)
+    assert profile.forward_s(0) == 0.0
+    assert profile.forward_s(1) == profile.forward_s(64) == 0.01
+    assert profile.forward_s(65) == pytest.approx(0.011)
+    assert profile.forward_s(164) == pytest.approx(0.01 + 100 * 0.001)
+
+
+def test_swap_time_is_a_fixed_cost_per_call_plus_a_cost_per_block() -> None:
+    profile = tiny_profile(swap_out_s_per_block=0.002, swap_in_s_per_block=0.003, swap_fixed_s=0.001)
+    assert profile.swap_out_s(0) == profile.swap_in_s(0) == 0.0
+    assert profile.swap_out_s(5) == pytest.approx(0.001 + 5 * 0.002)
+    assert profile.swap_in_s(5) == pytest.approx(0.001 + 5 * 0.003)
+
+
+def test_swap_budget_is_what_the_link_moves_during_the_forward() -> None:
+    profile = tiny_profile(swap_out_s_per_block=0.002, swap_in_s_per_block=0.002, swap_fixed_s=0.0)
+    # 4 tokens per block -> 0.5 ms per token; 10 ms of forward moves 20 tokens.
+    assert profile.swap_budget_tokens(64) == pytest.approx(20.0)
+    assert profile.swap_budget_tokens(0) == 0.0
+
+
+def test_a100_gptj6b_reproduces_the_papers_figures() -> None:
+    profile = a100_gptj6b()
+    # forward ≈ 0.0463 ms·x + 10 ms, flat below S = 384 at its value there.
+    assert profile.saturation_tokens == 384
+    assert profile.forward_s(1) == profile.forward_s(384) == pytest.approx(0.0463e-3 * 384 + 0.010)
+    assert profile.forward_s(484) - profile.forward_s(384) == pytest.approx(100 * 0.0463e-3)
+    # Per-iteration swap budget (in + out) ≈ 605 tokens at S: (1 + 2·0.00462)·384 + 2·108.99.
+    assert profile.swap_budget_tokens(384) == pytest.approx((1 + 2 * 0.00462) * 384 + 2 * 108.99, abs=0.05)
+    # KV ≈ 0.44 MiB per token, copied at ≈ 10 GB/s.
+    assert profile.assumptions["kv_MiB_per_token"] == pytest.approx(0.44, abs=0.005)
+    assert profile.assumptions["swap_bandwidth_GBps"] == pytest.approx(10.0, abs=0.1)
+    # 80 GiB × 0.9 − 12.1 GB of weights − 1 GiB of activations, in 7 MiB blocks of 16 tokens.
+    assert profile.num_device_blocks == 8736
+    assert profile.num_host_blocks == 4 * 1024 // 7  # 4 GiB of swap space
+    assert profile.max_model_len == 2048
+
+
+def test_a_profile_round_trips_through_json(tmp_path: Path) -> None:
+    path = tmp_path / "profile.json"
+    for profile in (tiny_profile(), a100_gptj6b()):
+        profile.save(path)
+        loaded = CostProfile.load(path)
+        assert loaded == profile
+        assert loaded.assumptions == profile.assumptions
+        assert load_profile(str(path)) == profile
+
+
+def test_a_malformed_profile_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "profile.json"
+    values = tiny_profile().to_dict()
+    del values["num_device_blocks"]
+    path.write_text(str(values))
+    with pytest.raises(ValueError, match="not JSON"):
+        CostProfile.load(path)
+    with pytest.raises(ValueError, match="missing keys \\['num_device_blocks'\\]"):
+        CostProfile.from_dict(values)
+    with pytest.raises(ValueError, match="forward_base_s must be > 0"):
+        tiny_profile(forward_base_s=0.0)
+    with pytest.raises(ValueError, match="unknown profile"):
+        load_profile("no-such-profile")
+
+
+def test_profiles_are_found_by_name() -> None:
+    assert sorted(PROFILES) == ["a100-gptj6b"]
+    assert load_profile("a100-gptj6b") == a100_gptj6b()
+
+
+def test_a_measured_profile_keeps_the_executors_figures() -> None:
+    response = pb.ProfileResponse(
+        saturation_tokens=255.6,
+        forward_base_s=0.02,
+        forward_s_per_token=1e-4,
+        swap_out_s_per_block=3e-4,
+        swap_in_s_per_block=4e-4,
+        swap_fixed_s=5e-5,
+        model="default",
+        device="cuda:0",
+        dtype="bfloat16",
+        block_size_tokens=16,
+    )
+    response.forward_samples.add(num_batched_tokens=8, context_tokens=0, num_requests=1, forward_s=0.02)
+    profile = from_profile_response(response, num_device_blocks=100, num_host_blocks=50, max_model_len=4096)
+    expected = dataclasses.replace(
+        tiny_profile(),
+        name="default@cuda:0",
+        forward_base_s=0.02,
+        forward_s_per_token=1e-4,
+        saturation_tokens=256,
+        swap_out_s_per_block=3e-4,
+        swap_in_s_per_block=4e-4,
+        swap_fixed_s=5e-5,
+        block_size_tokens=16,
+        num_device_blocks=100,
+        num_host_blocks=50,
+        max_model_len=4096,
+    )
+    assert profile == expected
+    assert profile.assumptions["forward_samples"] == [[8, 0, 1, 0.02]]

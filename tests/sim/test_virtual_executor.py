@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import pytest
+
+from infercept.v1 import executor_pb2 as pb
+from infercept.wire import pack_u32
+from scheduler_svc.sim.virtual_executor import SAMPLED_TOKEN_ID, VOCAB_SIZE, VirtualExecutor
+from tests.sim.helpers import tiny_profile
+
+
+def plan_with(num_tokens: list[int], samples: list[bool], swap_out: int = 0, swap_in: int = 0) -> pb.StepPlan:
+    plan = pb.StepPlan(step_id=7)
+    for request_id, (n, sample) in enumerate(zip(num_tokens, samples, strict=True), start=1):
+        plan.work.add(request_id=request_id, start_position=0, token_ids=pack_u32([1] * n), sample=sample)
+    plan.swap_out.src_block_ids = plan.swap_out.dst_block_ids = pack_u32(list(range(swap_out)))
+    plan.swap_in.src_block_ids = plan.swap_in.dst_block_ids = pack_u32(list(range(swap_in)))
+    return plan
+
+
+def test_a_token_for_each_sampling_item_and_the_forward_time() -> None:
+    profile = tiny_profile()
+    result = VirtualExecutor(profile).run(plan_with([30, 1, 60], [False, True, True]))
+    assert result.step_id == 7
+    assert [(s.request_id, s.token_id) for s in result.sampled] == [
+        (2, SAMPLED_TOKEN_ID),
+        (3, SAMPLED_TOKEN_ID),
+    ]
+    assert SAMPLED_TOKEN_ID < VOCAB_SIZE
+    assert result.num_batched_tokens == 91
+    assert result.forward_s == pytest.approx(profile.forward_s(91))
+    assert result.step_s == result.forward_s
+
+
+def test_serialized_swaps_add_their_whole_copy_time() -> None:
+    profile = tiny_profile()
+    result = VirtualExecutor(profile).run(plan_with([1], [True], swap_out=3, swap_in=2))
+    assert result.swap_out_s == pytest.approx(profile.swap_out_s(3))
+    assert result.swap_in_s == pytest.approx(profile.swap_in_s(2))
+    assert result.step_s == pytest.approx(profile.forward_s(1) + profile.swap_out_s(3) + profile.swap_in_s(2))
+
+
+def test_overlapped_swaps_cost_only_what_exceeds_the_forward() -> None:
+    profile = tiny_profile()  # 10 ms forward; 1 ms + 3 ms per block in
+    executor = VirtualExecutor(profile, overlap_swaps=True)
+    assert executor.run(plan_with([1], [True], swap_in=2)).step_s == pytest.approx(profile.forward_s(1))
+    big = executor.run(plan_with([1], [True], swap_in=10))
+    assert big.step_s == pytest.approx(profile.swap_in_s(10))  # 31 ms: the copy is the iteration
+
+
+def test_an_empty_plan_takes_no_time_and_a_swap_only_plan_its_copy() -> None:
+    profile = tiny_profile()
+    executor = VirtualExecutor(profile)
+    assert executor.run(pb.StepPlan(step_id=1)).step_s == 0.0
+    swap_only = executor.run(plan_with([], [], swap_out=4))
+    assert swap_only.forward_s == 0.0
+    assert swap_only.step_s == pytest.approx(profile.swap_out_s(4))
