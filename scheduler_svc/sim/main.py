@@ -15,6 +15,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,14 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("warning")
     if args.save_profile:
         return save_profile(args.executor, args.save_profile, args.refresh_profile)
+    is_sweep = bool(args.rates or args.policies)
+    records: list[dict[str, Any]] = []
     try:
-        records = run_all(args)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        for record in iter_records(args):
+            records.append(record)
+            # Rewritten after every run, so that a long sweep cut short keeps what it measured.
+            args.out.write_text(json.dumps(records if is_sweep else record, indent=2) + "\n")
     except (OSError, ValueError) as error:
         print(f"infercept-sim: {error}", file=sys.stderr)
         return 2
-    is_sweep = bool(args.rates or args.policies)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(records if is_sweep else records[0], indent=2) + "\n")
     print(sweep_table(records, args.slo))
     print(f"\nresults: {args.out}")
     if args.plot:
@@ -115,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Results records of every (rate, policy); the policies of one rate share its plans.
-    Raises ValueError for a bad argument, OSError for an unreadable profile or trace."""
+def iter_records(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+    """Results records of every (rate, policy), as each run ends; the policies of one rate share
+    its plans. Raises ValueError for a bad argument, OSError for an unreadable profile or trace."""
     rates = [float(x) for x in args.rates.split(",")] if args.rates else [args.rate]
     policies = args.policies.split(",") if args.policies else [args.policy]
     for policy in policies:
@@ -131,13 +135,11 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
         max_num_seqs=args.max_num_seqs,
         max_live_requests=args.max_live_requests,
     )
-    records = []
     for rate in rates:
         plans, plan_assumptions = make_plans(_with_rate(args, rate), profile.max_model_len)
         for policy in policies:
             policy_config = dataclasses.replace(config, policy=policy)
-            records.append(run_one(args, plans, plan_assumptions, rate, profile, policy_config))
-    return records
+            yield run_one(args, plans, plan_assumptions, rate, profile, policy_config)
 
 
 def run_one(
