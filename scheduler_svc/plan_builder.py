@@ -55,7 +55,3 @@ class PlanBuilder:
             block_map.src_block_ids = pack_u32([src for src, _ in pairs])
             block_map.dst_block_ids = pack_u32([dst for _, dst in pairs])
         return self.plan
-
-    @property
-    def is_empty(self) -> bool:
-        return not (self.plan.work or self.plan.forget_request_ids or self._swap_out or self._swap_in)

@@ -16,8 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from infercept.healthcheck import check
 
 STOP_TIMEOUT_S = 20.0
 
@@ -109,21 +108,15 @@ def _wait_serving(service: _Service, logs: Path, timeout_s: float) -> int:
                 f"the {service.name} exited with {service.process.returncode}:\n{service.log_tail()}"
             )
         port = port_file.read_text().strip() if port_file.exists() else ""
-        if port and _is_serving(f"127.0.0.1:{port}"):
+        if port and is_serving(f"127.0.0.1:{port}"):
             return int(port)
         time.sleep(0.1)
     raise LaunchError(f"the {service.name} did not serve within {timeout_s:.0f}s:\n{service.log_tail()}")
 
 
-def _is_serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=1.0
-            )
-        except grpc.RpcError:
-            return False
-    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+def is_serving(address: str) -> bool:
+    """Whether the service at `address` answers SERVING within a second."""
+    return check(address, timeout_s=1.0)[0]
 
 
 def _stop(service: _Service) -> None:

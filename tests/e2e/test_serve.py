@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from infercept import Client
-from infercept.launcher import _is_serving
+from infercept.launcher import is_serving
 
 
 def test_serve_stops_both_services_on_ctrl_c(tmp_path: Path) -> None:
@@ -28,9 +28,9 @@ def test_serve_stops_both_services_on_ctrl_c(tmp_path: Path) -> None:
     with process.stdout:
         assert "stopped" in process.stdout.read()
     deadline = time.monotonic() + 10
-    while (_is_serving(address) or _is_serving(executor_address)) and time.monotonic() < deadline:
+    while (is_serving(address) or is_serving(executor_address)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _is_serving(address) and not _is_serving(executor_address)
+    assert not is_serving(address) and not is_serving(executor_address)
     assert "scheduler.stopping" in (tmp_path / "scheduler.log").read_text()
     assert "executor.stopping" in (tmp_path / "executor.log").read_text()
 
