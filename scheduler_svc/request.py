@@ -68,6 +68,9 @@ class Request:
 
     def kind_at(self, position: int) -> str:
         """What computing `position` is: "recompute", "prompt", "returned" or "decode"."""
+        last_returned = self.returned_ranges[-1][1] if self.returned_ranges else 0
+        if position >= self.max_computed and position >= self.num_prompt_tokens and position >= last_returned:
+            return "decode"  # the common case, without scanning the returned ranges
         if position < self.max_computed:
             return "recompute"
         if position < self.num_prompt_tokens:

@@ -33,17 +33,13 @@ from scheduler_svc.detokenizer import IncrementalDecoder
 from scheduler_svc.interception import find_stop_string
 from scheduler_svc.plan_builder import BlockPairs, PlanBuilder
 from scheduler_svc.policies import PauseAction, Policy, create_policy
+from scheduler_svc.queues import ComputeQueues, queue_key
 from scheduler_svc.request import PendingCall, Request, Status
 from scheduler_svc.stats import SchedulerStats
 
 log = structlog.get_logger(__name__)
 
 Event = tuple[int, gen.ServerEvent]  # (request id, event for its session)
-
-
-def _queue_key(request: Request) -> tuple[float, int]:
-    """Queue order: arrival time, ties broken by admission order."""
-    return request.arrival_s, request.request_id
 
 
 @dataclasses.dataclass
@@ -76,10 +72,11 @@ class Scheduler:
         self._pending_forget: list[int] = []
         self._last_now: float | None = None
         # Kept incrementally so that an iteration costs O(active), not O(live) requests:
-        self._active: dict[int, Request] = {}  # requests that want computation
+        self._queues = ComputeQueues()  # requests that want computation
         self._paused_held: dict[int, int] = {}  # paused request id -> device blocks it holds
         self._paused_held_blocks = 0
         self._holders: list[Request] | None = None  # this iteration's preemption candidates
+        self._chunked: list[Request] = []  # this iteration's requests that compute more than a decode
 
     # ----- inputs between iterations -----
 
@@ -92,7 +89,7 @@ class Scheduler:
         request = admit(proto, self._next_request_id, now, self.executor, self.tokenizer)
         self._next_request_id += 1
         self.requests[request.request_id] = request
-        self._active[request.request_id] = request
+        self._queues.place(request, self.blocks.layout(request.request_id))
         accepted = gen.Accepted(
             request_id=str(request.request_id), num_prompt_tokens=request.num_prompt_tokens
         )
@@ -124,8 +121,8 @@ class Scheduler:
         request.arrival_s = self.policy.arrival_on_resume(request, now)
         request.status, request.pending_call = Status.ACTIVE, None
         self._release_paused_hold(request_id)
-        self._active[request_id] = request
         layout = self.blocks.layout(request_id)
+        self._queues.place(request, layout)
         resumed = gen.Resumed(
             num_returned_tokens=len(returned_ids),
             num_device_blocks_kept=len(layout.device),
@@ -149,7 +146,7 @@ class Scheduler:
 
     def has_work(self) -> bool:
         """Whether schedule() would produce a non-empty plan (or could, given memory)."""
-        return bool(self._pending_forget or self._pending_swap_out or self._active)
+        return bool(self._pending_forget or self._pending_swap_out or self._queues)
 
     def schedule(self, now: float) -> pb.StepPlan:
         self._account_paused_time(now)
@@ -161,20 +158,15 @@ class Scheduler:
         self._pending_forget, self._pending_swap_out = [], {}
         budget = _Budget(self.config.max_batched_tokens, self.config.max_num_seqs)
         scheduled: set[int] = set()
-        self._holders = None
-        active = sorted(self._active.values(), key=_queue_key)
-        layouts = self.blocks.layouts
-        decodes: list[Request] = []
-        others: list[Request] = []
-        for r in active:
-            one_pending = len(r.token_ids) - r.num_computed == 1
-            (decodes if one_pending and r.num_computed and not layouts[r.request_id].host else others).append(
-                r
-            )
+        self._holders, self._chunked = None, []
+        decodes = self._queues.ready()
         for request in decodes:
             if budget.exhausted or not self._schedule_decode(request, builder, budget, scheduled):
                 break
-        for request in others:
+        decode_ids = {r.request_id for r in decodes}  # preempted ones move to waiting: seen already
+        for request in self._queues.waiting():
+            if request.request_id in decode_ids:
+                continue
             if budget.exhausted or not self._schedule_one(request, builder, budget, scheduled):
                 break
         self.blocks.end_iteration()
@@ -192,6 +184,11 @@ class Scheduler:
             request = self.requests.get(sampled.request_id)
             if request is not None and request.status is Status.ACTIVE:  # else aborted meanwhile
                 events += self._append_token(request, sampled.token_id, now)
+        # A decode leaves its request ready (unless it paused or finished); a chunk may make it so.
+        for request in self._chunked:
+            if request.status is Status.ACTIVE:
+                self._queues.place(request, self.blocks.layouts[request.request_id])
+        self._chunked = []
         return events
 
     def reset_executor_state(self) -> None:
@@ -200,6 +197,8 @@ class Scheduler:
             self.blocks.drop_after(request.request_id, 0)
             request.num_computed = 0
             request.executor_known = False
+            if request.status is Status.ACTIVE:
+                self._queues.place(request, self.blocks.layout(request.request_id))
         self._pending_swap_out, self._pending_forget = {}, []
         self.blocks.end_iteration()
 
@@ -234,6 +233,7 @@ class Scheduler:
         budget.tokens -= end - start
         budget.seqs -= 1
         scheduled.add(rid)
+        self._chunked.append(request)
         return True
 
     def _schedule_decode(
@@ -274,10 +274,10 @@ class Scheduler:
         computing this iteration, or None."""
         if self._holders is None:  # built once per iteration, only when memory runs out
             self._holders = sorted(
-                (r for r in self.requests.values() if self.blocks.layout(r.request_id).device), key=_queue_key
+                (r for r in self.requests.values() if self.blocks.layout(r.request_id).device), key=queue_key
             )
-        key = _queue_key(request)
-        while self._holders and _queue_key(self._holders[-1]) > key:
+        key = queue_key(request)
+        while self._holders and queue_key(self._holders[-1]) > key:
             candidate = self._holders.pop()
             # Computing this iteration, or already preempted/finished: never a victim now.
             if candidate.request_id not in scheduled and self.blocks.layout(candidate.request_id).device:
@@ -295,6 +295,8 @@ class Scheduler:
         self._pending_swap_out.pop(request.request_id, None)
         self.blocks.drop_after(request.request_id, 0)
         request.num_computed = 0
+        if request.status is Status.ACTIVE:
+            self._queues.place(request, self.blocks.layout(request.request_id))
 
     # ----- after a token -----
 
@@ -353,7 +355,7 @@ class Scheduler:
         elif action is PauseAction.DISCARD:
             self._drop_context(request)
         request.status = Status.PAUSED
-        del self._active[rid]
+        self._queues.remove(request)
         if held := len(self.blocks.layout(rid).device):
             self._paused_held[rid] = held
             self._paused_held_blocks += held
@@ -372,7 +374,7 @@ class Scheduler:
     def _finish(self, request: Request, reason: str) -> list[Event]:
         rid = request.request_id
         request.status, request.finish_reason = Status.FINISHED, reason
-        self._active.pop(rid, None)
+        self._queues.remove(request)
         self._release_paused_hold(rid)
         self._pending_swap_out.pop(rid, None)
         self.blocks.free(rid)
