@@ -7,7 +7,8 @@ A request's context is a run of logical blocks laid out as::
 
 Attention only ever reads the device prefix, so a block is usable only when every block before it
 is on the device. Swap-out moves blocks from the back of the device prefix to the front of the
-host segment; swap-in brings the whole host segment back; dropping frees a tail.
+host segment; swap-in brings blocks back from the front of the host segment (all of them, or as
+many as an iteration's swap budget allows); dropping frees a tail.
 
 Invariant (check_invariants): in each pool every block is either free or owned by exactly one
 request, and free + owned == total.
@@ -114,16 +115,18 @@ class BlockManager:
     def can_swap_in(self, request_id: int) -> bool:
         return self.device.can_allocate(len(self.layout(request_id).host))
 
-    def swap_in(self, request_id: int) -> list[tuple[int, int]]:
-        """Bring the whole host segment back after the device prefix.
-        Returns (host block, device block) pairs, in logical order."""
+    def swap_in(self, request_id: int, num_blocks: int | None = None) -> list[tuple[int, int]]:
+        """Bring the first `num_blocks` of the host segment (all of it by default) back after the
+        device prefix, front first. Returns (host block, device block) pairs, in logical order."""
         layout = self.layout(request_id)
-        device_blocks = self.device.allocate(len(layout.host))
-        pairs = list(zip(layout.host, device_blocks, strict=True))
-        self._host_freed_this_iteration += layout.host
+        count = len(layout.host) if num_blocks is None else num_blocks
+        assert 0 <= count <= len(layout.host), f"swap_in({count}) of {len(layout.host)}"
+        moved = layout.host[:count]
+        device_blocks = self.device.allocate(count)
+        self._host_freed_this_iteration += moved
         layout.device += device_blocks
-        layout.host = []
-        return pairs
+        del layout.host[:count]
+        return list(zip(moved, device_blocks, strict=True))
 
     # Dropping.
     def drop_after(self, request_id: int, num_device_blocks_kept: int) -> int:

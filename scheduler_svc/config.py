@@ -8,6 +8,8 @@ import dataclasses
 @dataclasses.dataclass(frozen=True)
 class SchedulerConfig:
     policy: str = "vllm"
+    estimator: str = "history"  # the infercept policy's duration estimator: oracle | elapsed | history
+    disabled_techniques: tuple[str, ...] = ()  # infercept techniques switched off (ablations)
     max_batched_tokens: int = 512  # tokens computed per iteration (decode tokens + chunks)
     max_num_seqs: int = 256  # requests computed per iteration
     max_live_requests: int = 4096  # beyond this, new requests get RESOURCE_EXHAUSTED

@@ -28,6 +28,11 @@ class PlanBuilder:
     def swap_in(self, pairs: BlockPairs) -> None:
         self._swap_in += pairs
 
+    @property
+    def num_swapped_blocks(self) -> tuple[int, int]:
+        """Blocks copied (device -> host, host -> device) by the plan so far."""
+        return len(self._swap_out), len(self._swap_in)
+
     def add_work(self, request: Request, start: int, end: int, sample: bool, layout: BlockLayout) -> None:
         """Compute positions [start, end) of `request`; register it and sync its table first."""
         rid = request.request_id

@@ -45,6 +45,10 @@ class ComputeQueues:
     def __len__(self) -> int:
         return len(self._ready) + len(self._waiting)
 
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
     def __contains__(self, request_id: int) -> bool:
         return request_id in self._ready or request_id in self._waiting_ids
 

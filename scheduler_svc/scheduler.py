@@ -29,10 +29,11 @@ from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import RequestError, admit, check_token_ids
 from scheduler_svc.block_manager import BlockManager
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
+from scheduler_svc.cost_model import UNLIMITED_BLOCKS, CostModel
 from scheduler_svc.detokenizer import IncrementalDecoder
 from scheduler_svc.interception import find_stop_string
 from scheduler_svc.plan_builder import BlockPairs, PlanBuilder
-from scheduler_svc.policies import PauseAction, Policy, create_policy
+from scheduler_svc.policies import IterationView, PauseAction, PausedContext, Policy, create_policy
 from scheduler_svc.queues import ComputeQueues, queue_key
 from scheduler_svc.request import PendingCall, Request, Status
 from scheduler_svc.stats import SchedulerStats
@@ -42,10 +43,15 @@ log = structlog.get_logger(__name__)
 Event = tuple[int, gen.ServerEvent]  # (request id, event for its session)
 
 
+# Below this share of free device blocks, memory is short even if nothing had to wait for it.
+LOW_MEMORY_SHARE = 0.02
+
+
 @dataclasses.dataclass
 class _Budget:
     tokens: int
     seqs: int
+    swap_blocks: int  # blocks still to be copied this iteration, in and out together
 
     @property
     def exhausted(self) -> bool:
@@ -54,15 +60,24 @@ class _Budget:
 
 class Scheduler:
     def __init__(
-        self, config: SchedulerConfig, executor: ExecutorDescription, tokenizer: Tokenizer | None
+        self,
+        config: SchedulerConfig,
+        executor: ExecutorDescription,
+        tokenizer: Tokenizer | None,
+        cost_model: CostModel | None = None,
     ) -> None:
+        """`cost_model`: the executor's measured costs (from its Profile), refined online here;
+        required by policies that manage paused contexts (infercept)."""
         self.config = config
         # A context can never outgrow the device pool (attention needs all of it there), so the
         # served maximum length is capped by the pool's capacity.
         capacity = executor.num_device_blocks * executor.block_size
         self.executor = dataclasses.replace(executor, max_model_len=min(executor.max_model_len, capacity))
         self.tokenizer = tokenizer
-        self.policy: Policy = create_policy(config.policy)
+        self.policy: Policy = create_policy(config.policy, config.estimator, config.disabled_techniques)
+        self.cost_model = cost_model
+        if self.policy.manages_paused:
+            self.policy.bind_cost_model(cost_model)
         self.blocks = BlockManager(executor.num_device_blocks, executor.num_host_blocks, executor.block_size)
         self.requests: dict[int, Request] = {}
         self.stats = SchedulerStats()
@@ -77,6 +92,9 @@ class Scheduler:
         self._paused_held_blocks = 0
         self._holders: list[Request] | None = None  # this iteration's preemption candidates
         self._chunked: list[Request] = []  # this iteration's requests that compute more than a decode
+        self._paused_requests: dict[int, Request] = {}
+        self._room_failed = False  # this iteration, a request could not get the blocks it needed
+        self._swapped_blocks = (0, 0)  # (out, in) in the last plan, for the cost model
 
     # ----- inputs between iterations -----
 
@@ -112,6 +130,9 @@ class Scheduler:
                 f"{self.executor.max_model_len} and at least one more token must fit",
             )
         self._account_paused_time(now)  # the pause ends now, even if no iteration ran during it
+        assert request.pending_call is not None
+        self.policy.call_ended(request, now - request.pending_call.paused_at_s)
+        del self._paused_requests[request_id]
         start = len(request.token_ids)
         request.token_ids += returned_ids
         request.returned_ranges.append((start, new_len))
@@ -156,10 +177,10 @@ class Scheduler:
         for pairs in self._pending_swap_out.values():
             builder.swap_out(pairs)
         self._pending_forget, self._pending_swap_out = [], {}
-        budget = _Budget(self.config.max_batched_tokens, self.config.max_num_seqs)
-        scheduled: set[int] = set()
-        self._holders, self._chunked = None, []
+        self._holders, self._chunked, self._room_failed = None, [], False
         decodes = self._queues.ready()
+        budget = self._budget(len(decodes))
+        scheduled: set[int] = set()
         for request in decodes:
             if budget.exhausted or not self._schedule_decode(request, builder, budget, scheduled):
                 break
@@ -169,6 +190,9 @@ class Scheduler:
                 continue
             if budget.exhausted or not self._schedule_one(request, builder, budget, scheduled):
                 break
+        if self.policy.manages_paused and self._paused_requests:
+            self._manage_paused(builder, budget, decodes, now)
+        self._swapped_blocks = builder.num_swapped_blocks
         self.blocks.end_iteration()
         if self.config.check_invariants:
             self.blocks.check_invariants()
@@ -179,6 +203,8 @@ class Scheduler:
         assert result.step_id == plan.step_id, f"result {result.step_id} for plan {plan.step_id}"
         self._account_paused_time(now)  # before this update's pauses start
         self.stats.iterations += 1
+        if self.cost_model is not None and not result.error.code:
+            self.cost_model.observe(result, *self._swapped_blocks)
         events: list[Event] = []
         for sampled in result.sampled:
             request = self.requests.get(sampled.request_id)
@@ -202,6 +228,69 @@ class Scheduler:
         self._pending_swap_out, self._pending_forget = {}, []
         self.blocks.end_iteration()
 
+    def _budget(self, num_decodes: int) -> _Budget:
+        """This iteration's budgets: tokens and sequences from the config, swap blocks from the
+        policy for the iteration's expected size (decodes, plus a full chunk budget if any wait)."""
+        tokens = self.config.max_batched_tokens
+        expected_tokens = max(num_decodes, tokens) if self._queues.num_waiting else num_decodes
+        swap_blocks = self.policy.swap_budget_blocks(expected_tokens)
+        return _Budget(
+            tokens, self.config.max_num_seqs, UNLIMITED_BLOCKS if swap_blocks is None else swap_blocks
+        )
+
+    def _manage_paused(
+        self, builder: PlanBuilder, budget: _Budget, decodes: list[Request], now: float
+    ) -> None:
+        """Let the policy revisit the paused contexts while device memory is short, and apply
+        its decisions: swap-outs go into this plan, discards free the blocks at once."""
+        device = self.blocks.device
+        if not (self._room_failed or device.num_free < LOW_MEMORY_SHARE * device.num_total):
+            return
+        contexts = [c for c in map(self._paused_context, self._paused_requests.values()) if c is not None]
+        if not contexts:
+            return
+        view = IterationView(
+            now_s=now,
+            decode_tokens=len(decodes),
+            batch_context_tokens=sum(r.num_computed for r in decodes),
+            token_budget=self.config.max_batched_tokens,
+            swap_out_budget_blocks=budget.swap_blocks,
+            host_free_blocks=self.blocks.host.num_free,
+            block_size_tokens=self.blocks.block_size,
+        )
+        for decision in self.policy.manage_paused(contexts, view):
+            request = self._paused_requests[decision.request_id]
+            if decision.action is PauseAction.SWAP:
+                builder.swap_out(self._swap_out_paused(request, decision.num_blocks))
+                budget.swap_blocks -= decision.num_blocks
+            else:
+                self._drop_context(request)
+                self.stats.paused_discards += 1
+
+    def _paused_context(self, request: Request) -> PausedContext | None:
+        layout = self.blocks.layouts[request.request_id]
+        if not (layout.device or layout.host):
+            return None
+        device_tokens = min(len(layout.device) * self.blocks.block_size, request.num_computed)
+        return PausedContext(
+            request=request,
+            num_device_blocks=len(layout.device),
+            num_host_blocks=len(layout.host),
+            device_tokens=device_tokens,
+            computed_tokens=request.num_computed,
+        )
+
+    def _swap_out_paused(self, request: Request, num_blocks: int) -> BlockPairs:
+        """Move the last `num_blocks` device blocks of a paused request to the host."""
+        rid = request.request_id
+        pairs = self.blocks.swap_out(rid, num_blocks)
+        self.stats.swap_out_blocks += num_blocks
+        self._release_paused_hold(rid)
+        if held := len(self.blocks.layouts[rid].device):
+            self._paused_held[rid] = held
+            self._paused_held_blocks += held
+        return pairs
+
     # ----- scheduling one request -----
 
     def _schedule_one(
@@ -210,13 +299,21 @@ class Scheduler:
         rid = request.request_id
         layout = self.blocks.layout(rid)
         if layout.host:
-            if not self._make_room(request, len(layout.host), scheduled):
+            count = min(len(layout.host), budget.swap_blocks)
+            if count and not self._make_room(request, count, scheduled):
                 return False
-            pairs = self.blocks.swap_in(rid)
-            builder.swap_in(pairs)
-            self.stats.swap_in_blocks += len(pairs)
+            if count:
+                pairs = self.blocks.swap_in(rid, count)
+                builder.swap_in(pairs)
+                self.stats.swap_in_blocks += count
+                budget.swap_blocks -= count
+            if layout.host:  # it computes once all its blocks are back; the others go on
+                scheduled.add(rid)
+                return True
         start = request.num_computed
         end = start + min(request.num_pending, budget.tokens)
+        if not self.policy.chunks_recompute and start < request.max_computed:
+            end = len(request.token_ids)  # the whole context at once, past the budget
         if not self._make_room(request, self.blocks.num_blocks_to_grow(rid, end), scheduled):
             # Chunked prefill: compute what fits in the blocks it has and the free ones.
             end = min(end, (len(layout.device) + self.blocks.device.num_free) * self.blocks.block_size)
@@ -265,6 +362,7 @@ class Scheduler:
         while not self.blocks.device.can_allocate(num_blocks):
             victim = self._next_victim(request, scheduled)
             if victim is None:
+                self._room_failed = True
                 return False
             self._preempt(victim)
         return True
@@ -273,11 +371,17 @@ class Scheduler:
         """The newest request holding device blocks that is newer than `request` and not
         computing this iteration, or None."""
         if self._holders is None:  # built once per iteration, only when memory runs out
+            # Policies that manage paused contexts give up paused ones before computing ones.
+            paused_first = self.policy.manages_paused
             self._holders = sorted(
-                (r for r in self.requests.values() if self.blocks.layout(r.request_id).device), key=queue_key
+                (r for r in self.requests.values() if self.blocks.layout(r.request_id).device),
+                key=lambda r: (paused_first and r.status is Status.PAUSED, queue_key(r)),
             )
         key = queue_key(request)
-        while self._holders and queue_key(self._holders[-1]) > key:
+        while self._holders and (
+            queue_key(self._holders[-1]) > key
+            or (self.policy.manages_paused and self._holders[-1].status is Status.PAUSED)
+        ):
             candidate = self._holders.pop()
             # Computing this iteration, or already preempted/finished: never a victim now.
             if candidate.request_id not in scheduled and self.blocks.layout(candidate.request_id).device:
@@ -356,6 +460,7 @@ class Scheduler:
             self._drop_context(request)
         request.status = Status.PAUSED
         self._queues.remove(request)
+        self._paused_requests[rid] = request
         if held := len(self.blocks.layout(rid).device):
             self._paused_held[rid] = held
             self._paused_held_blocks += held
@@ -375,6 +480,7 @@ class Scheduler:
         rid = request.request_id
         request.status, request.finish_reason = Status.FINISHED, reason
         self._queues.remove(request)
+        self._paused_requests.pop(rid, None)
         self._release_paused_hold(rid)
         self._pending_swap_out.pop(rid, None)
         self.blocks.free(rid)

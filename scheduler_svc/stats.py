@@ -19,3 +19,4 @@ class SchedulerStats:
     finished_requests: int = 0
     aborted_requests: int = 0
     preemptions: int = 0
+    paused_discards: int = 0  # paused contexts a policy discarded after the pause

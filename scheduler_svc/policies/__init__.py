@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-from scheduler_svc.policies.base import PauseAction, Policy
+from scheduler_svc.policies.base import IterationView, PauseAction, PausedContext, PausedDecision, Policy
 from scheduler_svc.policies.baselines import ImprovedDiscardPolicy, PreservePolicy, SwapPolicy, VllmPolicy
+from scheduler_svc.policies.infercept import TECHNIQUES, InferceptOptions, InferceptPolicy
 
 POLICIES: dict[str, type[Policy]] = {
-    policy.name: policy for policy in (VllmPolicy, ImprovedDiscardPolicy, PreservePolicy, SwapPolicy)
+    policy.name: policy
+    for policy in (VllmPolicy, ImprovedDiscardPolicy, PreservePolicy, SwapPolicy, InferceptPolicy)
 }
 
-__all__ = ["POLICIES", "PauseAction", "Policy", "create_policy"]
+__all__ = [
+    "POLICIES",
+    "TECHNIQUES",
+    "InferceptOptions",
+    "IterationView",
+    "PauseAction",
+    "PausedContext",
+    "PausedDecision",
+    "Policy",
+    "create_policy",
+]
 
 
-def create_policy(name: str) -> Policy:
-    """The policy called `name`; ValueError naming the choices otherwise."""
+def create_policy(name: str, estimator: str = "history", disabled: tuple[str, ...] = ()) -> Policy:
+    """The policy called `name`; ValueError naming the choices otherwise. `estimator` and the
+    `disabled` techniques configure the infercept policy (ablations); the baselines have none."""
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; choose one of {sorted(POLICIES)}")
+    if name == InferceptPolicy.name:
+        return InferceptPolicy(InferceptOptions.with_disabled(estimator, disabled))
+    if disabled:
+        raise ValueError(f"policy {name!r} has no techniques to disable (only {InferceptPolicy.name!r} does)")
     return POLICIES[name]()

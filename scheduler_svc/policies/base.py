@@ -1,12 +1,26 @@
-"""The policy interface: what happens to a paused request's KV context, and to its queue place."""
+"""The policy interface: what happens to a paused request's KV context, and to its queue place.
+
+A policy answers three questions:
+
+- at the pause (`on_pause`): preserve, discard or swap the context right away;
+- every iteration (`manage_paused`, only for policies with `manages_paused`): revisit the paused
+  contexts, given the iteration's budgets, and move or free some of them (`PausedDecision`s);
+- at the resume (`arrival_on_resume`): which queue place the request takes.
+
+It also says how the iteration's swaps and recomputation are bounded (`swap_budget_blocks`,
+`pipelines_swaps`, `chunks_recompute`): the baselines copy whole contexts at once, stalling the
+batch, and recompute within the token budget like any prefill.
+"""
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import enum
 from typing import ClassVar
 
 from scheduler_svc.block_manager import BlockManager
+from scheduler_svc.cost_model import CostModel
 from scheduler_svc.request import Request
 
 
@@ -16,11 +30,50 @@ class PauseAction(enum.Enum):
     SWAP = "swap"  # copy them to host memory, and back after the call
 
 
+@dataclasses.dataclass(frozen=True)
+class PausedContext:
+    """A paused request that still holds KV blocks, as the policy sees it in one iteration."""
+
+    request: Request
+    num_device_blocks: int  # blocks of its context on the device (the front of the context)
+    num_host_blocks: int  # blocks right after them, in host memory
+    device_tokens: int  # context tokens whose KV is on the device
+    computed_tokens: int  # context tokens whose KV is on the device or the host
+
+
+@dataclasses.dataclass(frozen=True)
+class IterationView:
+    """What the policy knows of the iteration being planned."""
+
+    now_s: float
+    decode_tokens: int  # tokens the running batch computes this iteration
+    batch_context_tokens: int  # KV tokens the running batch holds on the device
+    token_budget: int  # tokens an iteration computes at most
+    swap_out_budget_blocks: int  # blocks that may still be copied device -> host this iteration
+    host_free_blocks: int
+    block_size_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PausedDecision:
+    """Swap the last `num_blocks` device blocks of a paused request out, or discard its whole
+    context (device and host)."""
+
+    request_id: int
+    action: PauseAction  # SWAP or DISCARD
+    num_blocks: int = 0  # for SWAP
+
+
 class Policy(abc.ABC):
-    """A scheduling policy. Stateless between calls unless it says otherwise; deterministic."""
+    """A scheduling policy. Deterministic given its inputs."""
 
     name: ClassVar[str]
     description: ClassVar[str]
+    manages_paused: ClassVar[bool] = False  # manage_paused is called every iteration
+    # Swaps are bounded by what an iteration's compute hides, and pipelined with it (the simulator
+    # hides them; the executor on a GPU overlaps them layer by layer).
+    pipelines_swaps: bool = False
+    chunks_recompute: bool = True  # recomputation stays within the token budget
 
     @abc.abstractmethod
     def on_pause(self, request: Request, blocks: BlockManager, now: float) -> PauseAction:
@@ -29,3 +82,18 @@ class Policy(abc.ABC):
     def arrival_on_resume(self, request: Request, now: float) -> float:
         """The queue position (arrival time) a request takes when its tool returns."""
         return request.arrival_s
+
+    def manage_paused(self, paused: list[PausedContext], view: IterationView) -> list[PausedDecision]:
+        """Revisit the paused contexts this iteration (policies with `manages_paused`)."""
+        return []
+
+    def call_ended(self, request: Request, duration_s: float) -> None:  # noqa: B027 (optional hook)
+        """The tool call of `request` returned after `duration_s` seconds (learning policies)."""
+
+    def bind_cost_model(self, cost: CostModel | None) -> None:  # noqa: B027 (optional hook)
+        """The cost model of the executor this policy schedules for (None if not profiled)."""
+
+    def swap_budget_blocks(self, expected_tokens: int) -> int | None:
+        """Blocks an iteration computing `expected_tokens` tokens may copy (in and out together);
+        None for no bound."""
+        return None

@@ -2,12 +2,13 @@
 
 Events are request arrivals (at plan.arrival_s) and tool returns (a call lasts its segment's
 duration_s from the iteration that intercepted the request). While there is work, iterations run
-back to back, each advancing the clock by the virtual executor's step time; events that happen
-during an iteration reach the scheduler at their own times, before that iteration's update, as
-they would on the real server. When nothing can run, the clock jumps to the next event.
+back to back, each advancing the clock by the virtual executor's iteration time (its step plus
+the iteration's overhead); events that happen during an iteration reach the scheduler at their
+own times, before that iteration's update, as they would on the real server. When nothing can
+run, the clock jumps to the next event.
 
-    schedule(t) ──▶ executor.run(plan) ──▶ arrivals and tool returns in (t, t + step_s],
-                                           each at its own time ──▶ update(t + step_s)
+    schedule(t) ──▶ executor.run(plan) ──▶ arrivals and tool returns in (t, t + iteration_s],
+                                           each at its own time ──▶ update(t + iteration_s)
 
 A request is what the load generator sends for its plan: the prompt and returned tokens as ids,
 the calls as a synthetic script whose duration hints are the drawn durations (also sent as
@@ -33,6 +34,7 @@ from infercept.server_info import message_to_dict
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import RequestError
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
+from scheduler_svc.cost_model import CostModel
 from scheduler_svc.scheduler import Event, Scheduler
 from scheduler_svc.sim.cost_model import CostProfile
 from scheduler_svc.sim.virtual_executor import SAMPLED_TOKEN_ID, VOCAB_SIZE, VirtualExecutor
@@ -101,8 +103,18 @@ class Simulation:
         config: SchedulerConfig,
         overlap_swaps: bool = False,
     ) -> None:
-        self.scheduler = Scheduler(config, executor_description(profile), tokenizer=None)
-        self.executor = VirtualExecutor(profile, overlap_swaps)
+        # The policy sees what a real scheduler would: the profile's costs, refined as it runs.
+        cost_model = CostModel(
+            forward_base_s=profile.forward_base_s,
+            forward_s_per_token=profile.forward_s_per_token,
+            saturation_tokens=profile.saturation_tokens,
+            swap_out_s_per_block=profile.swap_out_s_per_block,
+            swap_in_s_per_block=profile.swap_in_s_per_block,
+            swap_fixed_s=profile.swap_fixed_s,
+        )
+        self.scheduler = Scheduler(config, executor_description(profile), None, cost_model)
+        # A policy that budgets its swaps has them pipelined with compute (the executor's side stream).
+        self.executor = VirtualExecutor(profile, overlap_swaps or self.scheduler.policy.pipelines_swaps)
         self.now = 0.0
         self.num_iterations = 0
         self._progress = [_Progress(plan) for plan in sorted(plans, key=lambda p: (p.arrival_s, p.index))]
@@ -149,13 +161,14 @@ class Simulation:
         """One iteration; False if the plan did nothing (no work fits), so time must pass."""
         plan = self.scheduler.schedule(self.now)
         result = self.executor.run(plan)
-        end_s = self.now + result.step_s
+        iteration_s = self.executor.iteration_s(plan, result)
+        end_s = self.now + iteration_s
         self._deliver(end_s)
         events = self.scheduler.update(plan, result, end_s)
         self.num_iterations += 1
         self.now = end_s
         self._handle(events, end_s)
-        return result.step_s > 0
+        return iteration_s > 0
 
     # ----- events -----
 

@@ -22,6 +22,7 @@ from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import generation_pb2 as gen
 from infercept.wire import unpack_u32
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
+from scheduler_svc.cost_model import CostModel
 from scheduler_svc.scheduler import Scheduler
 
 BLOCK_SIZE = 4
@@ -151,6 +152,19 @@ class FakeExecutor:
         return len(tokens)
 
 
+def harness_cost_model() -> CostModel:
+    """Costs on the harness's clock (one second per iteration): an iteration of up to 64 tokens
+    takes 1 s, a block copy 0.1 s each way, so 10 blocks fit an iteration's swap budget."""
+    return CostModel(
+        forward_base_s=1.0,
+        forward_s_per_token=0.01,
+        saturation_tokens=64,
+        swap_out_s_per_block=0.1,
+        swap_in_s_per_block=0.1,
+        swap_fixed_s=0.0,
+    )
+
+
 class Harness:
     """A Scheduler, a FakeExecutor and a clock that advances one second per iteration."""
 
@@ -165,6 +179,9 @@ class Harness:
         max_num_seqs: int = 256,
         rule: TokenRule = counting_rule,
         tokenizer: Tokenizer | None = None,
+        cost_model: CostModel | None = None,
+        estimator: str = "history",
+        disabled_techniques: tuple[str, ...] = (),
     ) -> None:
         self.desc = executor_description(num_device_blocks, num_host_blocks, max_model_len)
         config = SchedulerConfig(
@@ -172,8 +189,10 @@ class Harness:
             max_batched_tokens=max_batched_tokens,
             max_num_seqs=max_num_seqs,
             check_invariants=True,
+            estimator=estimator,
+            disabled_techniques=disabled_techniques,
         )
-        self.scheduler = Scheduler(config, self.desc, tokenizer)
+        self.scheduler = Scheduler(config, self.desc, tokenizer, cost_model or harness_cost_model())
         self.executor = FakeExecutor(self.desc, rule)
         self.now = 0.0
         self.plans: list[pb.StepPlan] = []
