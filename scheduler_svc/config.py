@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from scheduler_svc.policies import create_policy
+
 
 @dataclasses.dataclass(frozen=True)
 class SchedulerConfig:
-    policy: str = "vllm"
+    policy: str = "infercept"
     estimator: str = "history"  # the infercept policy's duration estimator: oracle | elapsed | history
     disabled_techniques: tuple[str, ...] = ()  # infercept techniques switched off (ablations)
     max_batched_tokens: int = 512  # tokens computed per iteration (decode tokens + chunks)
@@ -16,6 +18,7 @@ class SchedulerConfig:
     check_invariants: bool = False  # assert the block-manager invariant every iteration (tests)
 
     def __post_init__(self) -> None:
+        create_policy(self.policy, self.estimator, self.disabled_techniques)  # ValueError if invalid
         for name in ("max_batched_tokens", "max_num_seqs", "max_live_requests"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -23,6 +23,9 @@ class ExecutorUnavailable(RuntimeError):
     """The executor cannot be reached, or its Run stream broke."""
 
 
+PROFILE_TIMEOUT_S = 600.0  # a first measurement of a large model takes minutes
+
+
 class ExecutorClient:
     def __init__(self, address: str) -> None:
         self.address = address
@@ -66,6 +69,13 @@ class ExecutorClient:
             dtype=response.dtype,
         )
         return description, response
+
+    async def profile(self, timeout_s: float = PROFILE_TIMEOUT_S) -> pb.ProfileResponse:
+        """The executor's measured cost model (measured on first use, then cached by the executor)."""
+        try:
+            return await self._stub.Profile(pb.ProfileRequest(), timeout=timeout_s)
+        except grpc.aio.AioRpcError as error:
+            raise ExecutorUnavailable(f"Profile failed: {error.code().name}: {error.details()}") from error
 
     async def reset(self) -> None:
         await self._close_stream()

@@ -8,8 +8,9 @@ import sys
 
 from infercept.logs import configure_logging
 from scheduler_svc.config import SchedulerConfig
+from scheduler_svc.estimators import ESTIMATORS
 from scheduler_svc.executor_client import ExecutorUnavailable
-from scheduler_svc.policies import POLICIES
+from scheduler_svc.policies import POLICIES, TECHNIQUES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,7 +27,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--executor", default="127.0.0.1:50061", help="host:port of the executor")
     p.add_argument(
-        "--policy", default="vllm", choices=sorted(POLICIES), help="what happens to paused contexts"
+        "--policy", default="infercept", choices=sorted(POLICIES), help="what happens to paused contexts"
+    )
+    p.add_argument(
+        "--estimator",
+        default="history",
+        choices=sorted(ESTIMATORS),
+        help="infercept: how a paused call's remaining time is estimated (history falls back to the "
+        "client's hint, then to the elapsed time, until a tool has enough finished calls)",
+    )
+    p.add_argument(
+        "--disable",
+        default="",
+        metavar="TECHNIQUE[,...]",
+        help=f"infercept: switch techniques off for ablations, from {', '.join(TECHNIQUES)}",
     )
     p.add_argument("--max-batched-tokens", type=int, default=512, help="token budget of one iteration")
     p.add_argument("--max-num-seqs", type=int, default=256, help="most requests computed in one iteration")
@@ -51,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = SchedulerConfig(
             policy=args.policy,
+            estimator=args.estimator,
+            disabled_techniques=tuple(t for t in args.disable.split(",") if t),
             max_batched_tokens=args.max_batched_tokens,
             max_num_seqs=args.max_num_seqs,
             max_live_requests=args.max_live_requests,

@@ -14,7 +14,9 @@ from tokenizers import Tokenizer
 from infercept import serving
 from infercept.v1 import generation_pb2, generation_pb2_grpc
 from scheduler_svc.config import SchedulerConfig
+from scheduler_svc.cost_model import CostModel
 from scheduler_svc.executor_client import ExecutorClient
+from scheduler_svc.policies import POLICIES
 from scheduler_svc.scheduler import Scheduler
 from scheduler_svc.servicer import GenerationServicer, server_info
 from scheduler_svc.step_loop import StepLoop
@@ -64,7 +66,11 @@ async def create_server(
     description, describe = await executor.describe()
     await executor.reset()
     tokenizer = Tokenizer.from_str(describe.tokenizer_json) if describe.tokenizer_json else None
-    loop = StepLoop(Scheduler(config, description, tokenizer), executor)
+    cost_model = None
+    if POLICIES[config.policy].manages_paused:  # the others need no costs: skip the measuring
+        cost_model = CostModel.from_profile(await executor.profile())
+        log.info("scheduler.cost_model", **dataclasses.asdict(cost_model))
+    loop = StepLoop(Scheduler(config, description, tokenizer, cost_model), executor)
     server, health_servicer = serving.new_server(SERVICE_NAME)
     generation_pb2_grpc.add_GenerationServicer_to_server(GenerationServicer(loop, server_info(loop)), server)
     port = serving.bind(server, listen)

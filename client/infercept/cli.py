@@ -28,7 +28,7 @@ def add_stack_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> Non
     p.add_argument("--model", default="default", help="'default' or a Hugging Face-format directory")
     p.add_argument("--device", default="auto", help="executor device: auto | cpu | cuda")
     p.add_argument(
-        "--policy", default="vllm", help="scheduling policy (infercept-scheduler --help lists them)"
+        "--policy", default="infercept", help="scheduling policy (infercept-scheduler --help lists them)"
     )
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
     p.add_argument("--num-device-blocks", type=int, help="device KV blocks (default: the executor's)")

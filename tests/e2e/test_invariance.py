@@ -142,3 +142,6 @@ def test_memory_pressure_really_happened(
         assert "discard" in actions, "the small host pool must have forced the discard fallback"
     if policy in ("vllm", "improved-discard"):
         assert actions == {"discard"} and recomputed > 0
+    if policy == "infercept":  # decides after the pause: swaps (some partial) and discards
+        assert actions == {"preserve"}
+        assert stats["swap_out_blocks"] > 0 and stats["swap_in_blocks"] > 0 and recomputed > 0
