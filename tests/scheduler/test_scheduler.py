@@ -18,6 +18,7 @@ from tests.scheduler.harness import (
     executor_description,
     fake_step,
     generate_request,
+    harness_cost_model,
     ids,
 )
 
@@ -418,7 +419,7 @@ def test_update_rejects_a_result_for_another_plan() -> None:
 
 def test_server_full_is_resource_exhausted() -> None:
     config = SchedulerConfig(max_live_requests=2, check_invariants=True)
-    scheduler = Scheduler(config, executor_description(), None)
+    scheduler = Scheduler(config, executor_description(), None, harness_cost_model())
     scheduler.add(generate_request(), 0.0)
     scheduler.add(generate_request(), 0.0)
     with pytest.raises(RequestError) as caught:
