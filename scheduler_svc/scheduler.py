@@ -93,6 +93,7 @@ class Scheduler:
         self._holders: list[Request] | None = None  # this iteration's preemption candidates
         self._chunked: list[Request] = []  # this iteration's requests that compute more than a decode
         self._paused_requests: dict[int, Request] = {}
+        self._swapping_in: set[int] = set()  # returned requests with blocks still on the host
         self._room_failed = False  # this iteration, a request could not get the blocks it needed
         self._swapped_blocks = (0, 0)  # (out, in) in the last plan, for the cost model
 
@@ -144,6 +145,8 @@ class Scheduler:
         self._release_paused_hold(request_id)
         layout = self.blocks.layout(request_id)
         self._queues.place(request, layout)
+        if layout.host:
+            self._swapping_in.add(request_id)
         resumed = gen.Resumed(
             num_returned_tokens=len(returned_ids),
             num_device_blocks_kept=len(layout.device),
@@ -177,9 +180,12 @@ class Scheduler:
         for pairs in self._pending_swap_out.values():
             builder.swap_out(pairs)
         self._pending_forget, self._pending_swap_out = [], {}
-        self._holders, self._chunked, self._room_failed = None, [], False
         decodes = self._queues.ready()
         budget = self._budget(len(decodes))
+        # Paused contexts are revisited first, so that what they free serves this iteration.
+        if self.policy.manages_paused and self._paused_requests and self._memory_is_short():
+            self._manage_paused(builder, budget, decodes, now)
+        self._holders, self._chunked, self._room_failed = None, [], False
         scheduled: set[int] = set()
         for request in decodes:
             if budget.exhausted or not self._schedule_decode(request, builder, budget, scheduled):
@@ -190,8 +196,6 @@ class Scheduler:
                 continue
             if budget.exhausted or not self._schedule_one(request, builder, budget, scheduled):
                 break
-        if self.policy.manages_paused and self._paused_requests:
-            self._manage_paused(builder, budget, decodes, now)
         self._swapped_blocks = builder.num_swapped_blocks
         self.blocks.end_iteration()
         if self.config.check_invariants:
@@ -241,11 +245,9 @@ class Scheduler:
     def _manage_paused(
         self, builder: PlanBuilder, budget: _Budget, decodes: list[Request], now: float
     ) -> None:
-        """Let the policy revisit the paused contexts while device memory is short, and apply
-        its decisions: swap-outs go into this plan, discards free the blocks at once."""
-        device = self.blocks.device
-        if not (self._room_failed or device.num_free < LOW_MEMORY_SHARE * device.num_total):
-            return
+        """Let the policy revisit the paused contexts and apply its decisions: swap-outs go into
+        this plan (the executor copies them out before anything computes), discards free the
+        blocks at once. Swap-ins of returning requests keep the first claim on the swap budget."""
         contexts = [c for c in map(self._paused_context, self._paused_requests.values()) if c is not None]
         if not contexts:
             return
@@ -254,7 +256,7 @@ class Scheduler:
             decode_tokens=len(decodes),
             batch_context_tokens=sum(r.num_computed for r in decodes),
             token_budget=self.config.max_batched_tokens,
-            swap_out_budget_blocks=budget.swap_blocks,
+            swap_out_budget_blocks=max(budget.swap_blocks - self._swap_in_demand_blocks(), 0),
             host_free_blocks=self.blocks.host.num_free,
             block_size_tokens=self.blocks.block_size,
         )
@@ -266,6 +268,17 @@ class Scheduler:
             else:
                 self._drop_context(request)
                 self.stats.paused_discards += 1
+
+    def _memory_is_short(self) -> bool:
+        """Whether device memory is contended: the last iteration could not give a request the
+        blocks it needed, or almost nothing is free."""
+        device = self.blocks.device
+        return self._room_failed or device.num_free < LOW_MEMORY_SHARE * device.num_total
+
+    def _swap_in_demand_blocks(self) -> int:
+        """Host blocks of returned requests still to be brought back."""
+        layouts = self.blocks.layouts
+        return sum(len(layouts[rid].host) for rid in self._swapping_in)
 
     def _paused_context(self, request: Request) -> PausedContext | None:
         layout = self.blocks.layouts[request.request_id]
@@ -310,6 +323,7 @@ class Scheduler:
             if layout.host:  # it computes once all its blocks are back; the others go on
                 scheduled.add(rid)
                 return True
+            self._swapping_in.discard(rid)
         start = request.num_computed
         end = start + min(request.num_pending, budget.tokens)
         if not self.policy.chunks_recompute and start < request.max_computed:
@@ -371,17 +385,11 @@ class Scheduler:
         """The newest request holding device blocks that is newer than `request` and not
         computing this iteration, or None."""
         if self._holders is None:  # built once per iteration, only when memory runs out
-            # Policies that manage paused contexts give up paused ones before computing ones.
-            paused_first = self.policy.manages_paused
             self._holders = sorted(
-                (r for r in self.requests.values() if self.blocks.layout(r.request_id).device),
-                key=lambda r: (paused_first and r.status is Status.PAUSED, queue_key(r)),
+                (r for r in self.requests.values() if self.blocks.layout(r.request_id).device), key=queue_key
             )
         key = queue_key(request)
-        while self._holders and (
-            queue_key(self._holders[-1]) > key
-            or (self.policy.manages_paused and self._holders[-1].status is Status.PAUSED)
-        ):
+        while self._holders and queue_key(self._holders[-1]) > key:
             candidate = self._holders.pop()
             # Computing this iteration, or already preempted/finished: never a victim now.
             if candidate.request_id not in scheduled and self.blocks.layout(candidate.request_id).device:
@@ -397,6 +405,7 @@ class Scheduler:
     def _drop_context(self, request: Request) -> None:
         self._release_paused_hold(request.request_id)
         self._pending_swap_out.pop(request.request_id, None)
+        self._swapping_in.discard(request.request_id)
         self.blocks.drop_after(request.request_id, 0)
         request.num_computed = 0
         if request.status is Status.ACTIVE:
@@ -481,6 +490,7 @@ class Scheduler:
         request.status, request.finish_reason = Status.FINISHED, reason
         self._queues.remove(request)
         self._paused_requests.pop(rid, None)
+        self._swapping_in.discard(rid)
         self._release_paused_hold(rid)
         self._pending_swap_out.pop(rid, None)
         self.blocks.free(rid)

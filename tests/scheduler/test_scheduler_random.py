@@ -104,7 +104,11 @@ def test_the_workloads_reach_preemption_swaps_and_aborts() -> None:
     }
     assert all(stats.preemptions > 0 for stats in runs.values())
     assert all(stats.swap_out_blocks > 0 for (policy, _), stats in runs.items() if policy == "swap")
-    assert all(stats.swap_out_blocks == 0 for (policy, _), stats in runs.items() if policy != "swap")
+    assert all(
+        stats.swap_out_blocks == 0
+        for (policy, _), stats in runs.items()
+        if policy not in ("swap", "infercept")
+    )
     assert all(stats.swap_in_blocks > 0 for (policy, _), stats in runs.items() if policy == "swap")
     assert any(stats.aborted_requests > 0 for stats in runs.values())
     assert all(sum(stats.interceptions_by_tool.values()) > 5 for stats in runs.values())
