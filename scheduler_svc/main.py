@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--check-invariants", action="store_true", help="assert the block invariant every iteration"
     )
+    p.add_argument(
+        "--iteration-log", help="write each iteration's statistics to this file as JSON lines (benchmarks)"
+    )
     p.add_argument("--port-file", help="write the bound port to this file once serving")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of the console format")
@@ -84,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # uvloop is optional off Linux/macOS
         pass
     try:
-        asyncio.run(serve(config, args.listen, args.executor, args.executor_timeout, args.port_file))
+        asyncio.run(
+            serve(
+                config, args.listen, args.executor, args.executor_timeout, args.port_file, args.iteration_log
+            )
+        )
     except ExecutorUnavailable as error:
         print(f"infercept-scheduler: {error}", file=sys.stderr)
         return 3

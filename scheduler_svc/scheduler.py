@@ -20,6 +20,7 @@ served).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import structlog
 from tokenizers import Tokenizer
@@ -96,6 +97,9 @@ class Scheduler:
         self._swapping_in: set[int] = set()  # returned requests with blocks still on the host
         self._room_failed = False  # this iteration, a request could not get the blocks it needed
         self._swapped_blocks = (0, 0)  # (out, in) in the last plan, for the cost model
+        self._iteration = gen.IterationStats()  # the last plan's, completed by its result
+        # Called with each iteration's statistics once its result is in (the iteration log).
+        self.on_iteration: Callable[[gen.IterationStats], None] | None = None
 
     # ----- inputs between iterations -----
 
@@ -174,6 +178,7 @@ class Scheduler:
 
     def schedule(self, now: float) -> pb.StepPlan:
         self._account_paused_time(now)
+        kinds_before, discards_before = dict(self.stats.tokens_by_kind), self.stats.paused_discards
         self._step_id += 1
         builder = PlanBuilder(self._step_id)
         builder.forget(self._pending_forget)
@@ -200,7 +205,9 @@ class Scheduler:
         self.blocks.end_iteration()
         if self.config.check_invariants:
             self.blocks.check_invariants()
-        return builder.build()
+        plan = builder.build()
+        self._iteration = self._iteration_stats(plan, kinds_before, discards_before)
+        return plan
 
     def update(self, plan: pb.StepPlan, result: pb.StepResult, now: float) -> list[Event]:
         """Apply the executor's result of `plan`: append sampled tokens, finish, intercept."""
@@ -209,6 +216,7 @@ class Scheduler:
         self.stats.iterations += 1
         if self.cost_model is not None and not result.error.code:
             self.cost_model.observe(result, *self._swapped_blocks)
+        self._record_iteration(result)
         events: list[Event] = []
         for sampled in result.sampled:
             request = self.requests.get(sampled.request_id)
@@ -231,6 +239,34 @@ class Scheduler:
                 self._queues.place(request, self.blocks.layout(request.request_id))
         self._pending_swap_out, self._pending_forget = {}, []
         self.blocks.end_iteration()
+
+    def _iteration_stats(
+        self, plan: pb.StepPlan, kinds_before: dict[str, int], discards_before: int
+    ) -> gen.IterationStats:
+        kinds = self.stats.tokens_by_kind
+        num_out, num_in = self._swapped_blocks
+        return gen.IterationStats(
+            step_id=plan.step_id,
+            prompt_tokens=kinds["prompt"] - kinds_before.get("prompt", 0),
+            decode_tokens=kinds["decode"] - kinds_before.get("decode", 0),
+            returned_tokens=kinds["returned"] - kinds_before.get("returned", 0),
+            recomputed_tokens=kinds["recompute"] - kinds_before.get("recompute", 0),
+            num_requests=len(plan.work),
+            swap_out_blocks=num_out,
+            swap_in_blocks=num_in,
+            paused_device_blocks=self._paused_held_blocks,
+            paused_discards=self.stats.paused_discards - discards_before,
+        )
+
+    def _record_iteration(self, result: pb.StepResult) -> None:
+        """Complete the iteration's statistics with the executor's measured times."""
+        iteration = self._iteration
+        iteration.forward_s, iteration.step_s = result.forward_s, result.step_s
+        iteration.stall_s = max(result.step_s - result.forward_s, 0.0)
+        self.stats.stall_s += iteration.stall_s
+        self.stats.last_iteration = iteration
+        if self.on_iteration is not None:
+            self.on_iteration(iteration)
 
     def _budget(self, num_decodes: int) -> _Budget:
         """This iteration's budgets: tokens and sequences from the config, swap blocks from the
@@ -551,4 +587,8 @@ class Scheduler:
             paused_device_block_seconds=self.stats.paused_device_block_seconds,
             iterations=self.stats.iterations,
             aborted_requests=self.stats.aborted_requests,
+            preemptions=self.stats.preemptions,
+            paused_discards=self.stats.paused_discards,
+            stall_s=self.stats.stall_s,
+            last_iteration=self.stats.last_iteration,
         )

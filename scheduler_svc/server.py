@@ -16,6 +16,7 @@ from infercept.v1 import generation_pb2, generation_pb2_grpc
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.cost_model import CostModel
 from scheduler_svc.executor_client import ExecutorClient
+from scheduler_svc.iteration_log import IterationLog
 from scheduler_svc.policies import POLICIES
 from scheduler_svc.scheduler import Scheduler
 from scheduler_svc.servicer import GenerationServicer, server_info
@@ -91,11 +92,16 @@ async def serve(
     executor_address: str,
     executor_timeout_s: float,
     port_file: str | None,
+    iteration_log_path: str | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then stop gracefully."""
     scheduler_server = await create_server(config, listen, executor_address, executor_timeout_s)
+    iteration_log = IterationLog(iteration_log_path) if iteration_log_path else None
+    scheduler_server.loop.core.on_iteration = iteration_log
     await scheduler_server.start()
     log.info("scheduler.listening", address=serving.announce(listen, scheduler_server.port, port_file))
     await serving.wait_for_stop_signal()
     log.info("scheduler.stopping")
     await scheduler_server.stop()
+    if iteration_log is not None:
+        iteration_log.close()

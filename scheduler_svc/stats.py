@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
+from infercept.v1 import generation_pb2 as gen
+
 
 @dataclasses.dataclass
 class SchedulerStats:
@@ -20,3 +22,5 @@ class SchedulerStats:
     aborted_requests: int = 0
     preemptions: int = 0
     paused_discards: int = 0  # paused contexts a policy discarded after the pause
+    stall_s: float = 0.0  # iteration time not hidden behind the forward pass, seconds
+    last_iteration: gen.IterationStats = dataclasses.field(default_factory=gen.IterationStats)

@@ -1,0 +1,36 @@
+"""Per-iteration statistics: the last iteration in the stats call, and the iteration log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scheduler_svc.iteration_log import IterationLog
+from tests.scheduler.harness import Harness
+from tests.scheduler.test_infercept import pause_long_and_short, scripted
+
+
+def test_iterations_add_up_to_the_totals(tmp_path: Path) -> None:
+    h = Harness("infercept", num_device_blocks=24, num_host_blocks=4, estimator="oracle")
+    log = IterationLog(tmp_path / "iterations.jsonl")
+    h.scheduler.on_iteration = log
+    a, b = pause_long_and_short(h)
+    h.add(scripted(60, "calc", 1.0, first=3))
+    for _ in range(6):
+        h.step()
+    h.resume(a, [5, 6])
+    h.resume(b, [7])
+    h.run()
+    log.close()
+    lines = [json.loads(line) for line in (tmp_path / "iterations.jsonl").read_text().splitlines()]
+    stats = h.scheduler.stats_proto()
+    assert len(lines) == stats.iterations == len(h.plans)
+    assert [line["step_id"] for line in lines] == [str(p.step_id) for p in h.plans]  # uint64: a string
+    for field in ("prompt_tokens", "decode_tokens", "returned_tokens", "recomputed_tokens"):
+        assert sum(line[field] for line in lines) == getattr(stats, field), field
+    assert sum(line["swap_out_blocks"] for line in lines) == stats.swap_out_blocks > 0
+    assert sum(line["swap_in_blocks"] for line in lines) == stats.swap_in_blocks
+    assert sum(line["paused_discards"] for line in lines) == stats.paused_discards
+    assert max(line["paused_device_blocks"] for line in lines) >= 3  # the preserved 50 ms call
+    assert stats.last_iteration.step_id == h.plans[-1].step_id
+    assert stats.last_iteration.num_requests == len(h.plans[-1].work)
