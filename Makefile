@@ -37,12 +37,12 @@ test: lint
 
 # The main job, on the default model and this machine's CPU: a transcript of augmented requests
 # with real Python tools, then the mixed workload at one rate through the real two-process stack
-# under every baseline policy (a fresh stack each): the table, results/compare.json and the plot.
+# under vllm and every other policy (a fresh stack each): the table, results/compare.json and the plot.
 # Tool durations are scaled by 0.05 so that a 30 s window completes requests (said in the results).
 demo: setup
 	$(VENV)/bin/infercept demo --device cpu
-	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --rates 1 \
-		--policies vllm,improved-discard,preserve,swap --duration 30 --warmup 5 --duration-scale 0.05 \
+	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --rates 2 \
+		--policies vllm,improved-discard,preserve,swap,infercept --duration 30 --warmup 5 --duration-scale 0.05 \
 		--max-model-len 512 --seed 0 --out results/compare.json --plot results/compare.png
 
 serve: setup
