@@ -218,10 +218,11 @@ class Scheduler:
             self.cost_model.observe(result, *self._swapped_blocks)
         self._record_iteration(result)
         events: list[Event] = []
+        requests, active = self.requests, Status.ACTIVE
         for sampled in result.sampled:
-            request = self.requests.get(sampled.request_id)
-            if request is not None and request.status is Status.ACTIVE:  # else aborted meanwhile
-                events += self._append_token(request, sampled.token_id, now)
+            request = requests.get(sampled.request_id)
+            if request is not None and request.status is active:  # else aborted meanwhile
+                self._append_token(request, sampled.token_id, now, events)
         # A decode leaves its request ready (unless it paused or finished); a chunk may make it so.
         for request in self._chunked:
             if request.status is Status.ACTIVE:
@@ -449,20 +450,22 @@ class Scheduler:
 
     # ----- after a token -----
 
-    def _append_token(self, request: Request, token_id: int, now: float) -> list[Event]:
+    def _append_token(self, request: Request, token_id: int, now: float, events: list[Event]) -> None:
+        """Append a sampled token and its events (a token delta, then finish or interception)."""
         request.token_ids.append(token_id)
         request.num_generated += 1
         text = request.decoder.push(token_id)
         delta = gen.ServerEvent()  # filled in place: half the cost of nested constructors
-        delta.tokens.token_ids.append(token_id)
-        delta.tokens.text = text
-        events = [(request.request_id, delta)]
+        tokens = delta.tokens
+        tokens.token_ids.append(token_id)
+        if text:
+            tokens.text = text
+        events.append((request.request_id, delta))
         reason = self._finish_reason(request, token_id, text)
         if reason:
-            return events + self._finish(request, reason)
-        if request.script or request.tools:
+            events += self._finish(request, reason)
+        elif request.script or request.tools:
             events += self._maybe_intercept(request, text, now)
-        return events
 
     def _finish_reason(self, request: Request, token_id: int, text: str) -> str:
         if token_id in self.executor.eos_token_ids and not request.sampling.ignore_eos:

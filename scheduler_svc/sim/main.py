@@ -11,8 +11,11 @@ Plans, metrics, the results schema and the sweep table are the load generator's
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
+import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -29,8 +32,9 @@ from infercept.loadgen.workloads import WORKLOADS
 from infercept.logs import configure_logging
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.policies import POLICIES
+from scheduler_svc.policies.spec import PolicySpec, parse_policy_spec
 from scheduler_svc.sim.cost_model import CostProfile
-from scheduler_svc.sim.driver import simulate
+from scheduler_svc.sim.driver import SimulationResult, simulate
 from scheduler_svc.sim.executor_profile import fetch_profile
 from scheduler_svc.sim.profiles import PROFILES, load_profile
 
@@ -73,7 +77,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="hide swap time under the iteration's forward time (default: swaps stall the batch)",
     )
-    p.add_argument("--policy", default="vllm", choices=sorted(POLICIES), help="scheduling policy")
+    p.add_argument(
+        "--policy",
+        default="infercept",
+        help=f"scheduling policy: {', '.join(sorted(POLICIES))}, with options as in "
+        "infercept/no-swap-budget/estimator=elapsed (techniques: chunked-recompute, swap-budget, min-waste)",
+    )
+    p.add_argument(
+        "--estimator", default="history", help="infercept's duration estimator (oracle, elapsed, history)"
+    )
     p.add_argument(
         "--max-batched-tokens", type=int, help="token budget of an iteration (default: the profile's S)"
     )
@@ -81,7 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-live-requests", type=int, default=4096, help="more are refused")
     sweep = p.add_argument_group("sweep: several rates and policies")
     sweep.add_argument("--rates", help="comma-separated rates, requests/s (instead of --rate)")
-    sweep.add_argument("--policies", help="comma-separated policies (instead of --policy)")
+    sweep.add_argument("--policies", help="comma-separated policies or policy specs (instead of --policy)")
+    sweep.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="runs simulated at once, one process each"
+    )
     sweep.add_argument(
         "--slo", type=float, default=DEFAULT_SLO_S_PER_TOKEN, help="SLO, mean normalized s/token"
     )
@@ -104,10 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict[str, Any]] = []
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        for record in iter_records(args):
-            records.append(record)
+        for records in iter_records(args):
             # Rewritten after every run, so that a long sweep cut short keeps what it measured.
-            args.out.write_text(json.dumps(records if is_sweep else record, indent=2) + "\n")
+            args.out.write_text(json.dumps(records if is_sweep else records[0], indent=2) + "\n")
     except (OSError, ValueError) as error:
         print(f"infercept-sim: {error}", file=sys.stderr)
         return 2
@@ -119,27 +133,51 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def iter_records(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    """Results records of every (rate, policy), as each run ends; the policies of one rate share
-    its plans. Raises ValueError for a bad argument, OSError for an unreadable profile or trace."""
+def iter_records(args: argparse.Namespace) -> Iterator[list[dict[str, Any]]]:
+    """The results records of every (rate, policy) so far, in sweep order, after each run ends;
+    up to --jobs runs at once, each in its own process. Raises ValueError for a bad argument,
+    OSError for an unreadable profile or trace."""
     rates = [float(x) for x in args.rates.split(",")] if args.rates else [args.rate]
-    policies = args.policies.split(",") if args.policies else [args.policy]
-    for policy in policies:
-        if policy not in POLICIES:
-            raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(sorted(POLICIES))}")
+    specs = [parse_policy_spec(p, args.estimator) for p in (args.policies or args.policy).split(",")]
     if any(rate <= 0 for rate in rates) or args.duration <= 0 or args.warmup < 0 or args.seed < 0:
         raise ValueError("rates and --duration must be > 0, --warmup and --seed >= 0")
+    if args.jobs < 1:
+        raise ValueError("--jobs must be >= 1")
+    _profile(args)  # fail early on a bad profile
+    runs = [(rate, spec) for rate in rates for spec in specs]
+    done: dict[int, dict[str, Any]] = {}
+    if args.jobs == 1 or len(runs) == 1:
+        for index, (rate, spec) in enumerate(runs):
+            done[index] = run_spec(args, rate, spec)
+            yield [done[i] for i in sorted(done)]
+        return
+    # Spawned, not forked: a clean interpreter per worker. The runs share nothing but arguments.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(min(args.jobs, len(runs)), mp_context=context) as pool:
+        # Highest rates first: they run longest, so the pool ends with short runs, not one long one.
+        order = sorted(range(len(runs)), key=lambda i: -runs[i][0])
+        futures = {pool.submit(run_spec, args, *runs[i]): i for i in order}
+        for future in concurrent.futures.as_completed(futures):
+            done[futures[future]] = future.result()
+            yield [done[i] for i in sorted(done)]
+
+
+def run_spec(args: argparse.Namespace, rate: float, spec: PolicySpec) -> dict[str, Any]:
+    """Simulate `spec` at `rate` (plans drawn from the seed, so every policy of a rate gets the
+    same requests) and return its results record, labelled with the spec."""
+    configure_logging("warning")  # in a worker process too
     profile = _profile(args)
-    config = SchedulerConfig(
-        max_batched_tokens=args.max_batched_tokens or profile.saturation_tokens,
-        max_num_seqs=args.max_num_seqs,
-        max_live_requests=args.max_live_requests,
+    config = spec.apply(
+        SchedulerConfig(
+            max_batched_tokens=args.max_batched_tokens or profile.saturation_tokens,
+            max_num_seqs=args.max_num_seqs,
+            max_live_requests=args.max_live_requests,
+        )
     )
-    for rate in rates:
-        plans, plan_assumptions = make_plans(_with_rate(args, rate), profile.max_model_len)
-        for policy in policies:
-            policy_config = dataclasses.replace(config, policy=policy)
-            yield run_one(args, plans, plan_assumptions, rate, profile, policy_config)
+    plans, plan_assumptions = make_plans(_with_rate(args, rate), profile.max_model_len)
+    record = run_one(args, plans, plan_assumptions, rate, profile, config)
+    record["policy"] = spec.label
+    return record
 
 
 def run_one(
@@ -160,6 +198,18 @@ def run_one(
         f"iterations, {result.end_s:.0f} virtual s in {wall_s:.1f} s; failed: {errors}",
         file=sys.stderr,
     )
+    return sim_record(args, result, plan_assumptions, rate, profile, config)
+
+
+def sim_record(
+    args: argparse.Namespace,
+    result: SimulationResult,
+    plan_assumptions: dict[str, Any],
+    rate: float,
+    profile: CostProfile,
+    config: SchedulerConfig,
+) -> dict[str, Any]:
+    """The results record of one simulation (args: workload, duration, seed, warmup, overlap_swaps)."""
     return results_record(
         tool="sim",
         policy=config.policy,

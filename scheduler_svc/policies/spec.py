@@ -1,0 +1,47 @@
+"""Policy specs: a policy with its options in one string, for sweeps and ablations.
+
+    infercept                              the policy with its defaults
+    infercept/no-swap-budget               ... with a technique switched off (any number of /no-X)
+    infercept/estimator=elapsed            ... with another duration estimator
+    vllm                                   a baseline (no options)
+
+The spec is also the label a sweep reports the run under.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from scheduler_svc.config import SchedulerConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySpec:
+    label: str
+    policy: str
+    estimator: str = "history"
+    disabled_techniques: tuple[str, ...] = ()
+
+    def apply(self, config: SchedulerConfig) -> SchedulerConfig:
+        """`config` running this policy (ValueError if the options do not fit the policy)."""
+        return dataclasses.replace(
+            config, policy=self.policy, estimator=self.estimator, disabled_techniques=self.disabled_techniques
+        )
+
+
+def parse_policy_spec(text: str, default_estimator: str = "history") -> PolicySpec:
+    """The spec in `text` (see the module docstring); ValueError naming what is wrong."""
+    name, *options = text.strip().split("/")
+    estimator, disabled = default_estimator, []
+    for option in options:
+        if option.startswith("no-"):
+            disabled.append(option.removeprefix("no-"))
+        elif option.startswith("estimator="):
+            estimator = option.removeprefix("estimator=")
+        else:
+            raise ValueError(
+                f"policy spec {text!r}: option {option!r} is neither no-TECHNIQUE nor estimator=NAME"
+            )
+    spec = PolicySpec(text.strip(), name, estimator, tuple(disabled))
+    spec.apply(SchedulerConfig())  # validates policy, estimator and techniques
+    return spec
