@@ -37,6 +37,17 @@ def test_table_lists_every_run_and_the_ratio_to_vllm() -> None:
     assert table.count("\n") >= len(RECORDS) + 4
     assert "infercept          3/s  (3.00x vllm)" in table
     assert "swap               none" in table
+    # At 2/s infercept completes as many per second as vllm (both rate × 0.9) at 0.08 / 0.3 of
+    # its latency; swap's latency there is unknown.
+    assert "infercept             2.00    1.00x     0.27x" in table
+    assert "swap                  2.00    1.00x         -" in table
+
+
+def test_long_policy_labels_widen_the_table() -> None:
+    label = "infercept/no-chunked-recompute"
+    table = sweep_table([*RECORDS, record(label, 1.0, 0.06)], 0.2)
+    assert f"{label}    1.00" in table
+    assert f"{label}    1.00    1.00x     1.20x" in table
 
 
 def test_plot_is_a_png(tmp_path: Path) -> None:

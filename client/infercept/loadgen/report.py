@@ -37,27 +37,51 @@ def max_sustainable_rates(records: Sequence[Record], slo_s_per_token: float) -> 
 
 
 def sweep_table(records: Sequence[Record], slo_s_per_token: float) -> str:
-    """Policy x rate: mean and p90 normalized latency, completed/s, recompute share; then each
-    policy's max sustainable rate and its ratio to vllm's."""
+    """Policy x rate: mean and p90 normalized latency, completed/s, recompute share; each policy
+    against vllm at the same rate; then each policy's max sustainable rate and its ratio to vllm's."""
+    width = max([18, *(len(p) for p in _policies(records))])
     lines = [
-        f"{'policy':<18} {'rate/s':>7} {'norm lat mean':>14} {'p90':>8} {'done/s':>8} {'recompute':>10} "
+        f"{'policy':<{width}} {'rate/s':>7} {'norm lat mean':>14} {'p90':>8} {'done/s':>8} {'recompute':>10} "
         f"{'swap out':>9} {'completed':>10}"
     ]
     for policy in _policies(records):
         for r in sorted(_of(records, policy), key=lambda r: r["rate"]):
             lat = r["normalized_latency_s_per_token"]
             lines.append(
-                f"{policy:<18} {r['rate']:>7.2f} {_fmt(lat['mean']):>14} {_fmt(lat['p90']):>8} "
+                f"{policy:<{width}} {r['rate']:>7.2f} {_fmt(lat['mean']):>14} {_fmt(lat['p90']):>8} "
                 f"{r['completed_per_s']:>8.3f} {r['server']['recompute_share']:>10.1%} "
                 f"{r['server']['swap_out_blocks']:>9} {r['completed']:>4}/{r['submitted']:<5}"
             )
+    lines += _against_vllm(records, width)
     rates = max_sustainable_rates(records, slo_s_per_token)
     baseline = rates.get("vllm")
     lines.append(f"\nmax sustainable rate (mean normalized latency <= {slo_s_per_token:g} s/token):")
     for policy, rate in rates.items():
         ratio = f"  ({rate / baseline:.2f}x vllm)" if rate and baseline else ""
-        lines.append(f"  {policy:<18} {'none' if rate is None else f'{rate:g}/s'}{ratio}")
+        lines.append(f"  {policy:<{width}} {'none' if rate is None else f'{rate:g}/s'}{ratio}")
     return "\n".join(lines)
+
+
+def _against_vllm(records: Sequence[Record], width: int) -> list[str]:
+    """Completed/s and mean normalized latency of each policy as multiples of vllm's at the same
+    rate (nothing if vllm was not run)."""
+    vllm = {r["rate"]: r for r in _of(records, "vllm")}
+    others = [r for r in records if r["policy"] != "vllm" and r["rate"] in vllm]
+    if not others:
+        return []
+    lines = [
+        f"\nagainst vllm at the same rate:\n{'policy':<{width}} {'rate/s':>7} {'done/s':>8} {'norm lat':>9}"
+    ]
+    for r in sorted(others, key=lambda r: (r["rate"], _policies(records).index(r["policy"]))):
+        base = vllm[r["rate"]]
+        done = _ratio(r["completed_per_s"], base["completed_per_s"])
+        latency = _ratio(mean_latency(r), mean_latency(base))
+        lines.append(f"{r['policy']:<{width}} {r['rate']:>7.2f} {done:>8} {latency:>9}")
+    return lines
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    return "-" if value is None or not base else f"{value / base:.2f}x"
 
 
 def plot_latency(records: Sequence[Record], path: Path, slo_s_per_token: float) -> None:
