@@ -192,9 +192,7 @@ class Scheduler:
             self._manage_paused(builder, budget, decodes, now)
         self._holders, self._chunked, self._room_failed = None, [], False
         scheduled: set[int] = set()
-        for request in decodes:
-            if budget.exhausted or not self._schedule_decode(request, builder, budget, scheduled):
-                break
+        self._schedule_decodes(decodes, builder, budget, scheduled)
         decode_ids = {r.request_id for r in decodes}  # preempted ones move to waiting: seen already
         for request in self._queues.waiting():
             if request.request_id in decode_ids:
@@ -384,10 +382,39 @@ class Scheduler:
         self._chunked.append(request)
         return True
 
+    def _schedule_decodes(
+        self, decodes: list[Request], builder: PlanBuilder, budget: _Budget, scheduled: set[int]
+    ) -> None:
+        """Schedule the ready requests in order until the budget is spent or one cannot run.
+        The hot loop of the scheduler: a decode that needs no new block and is no recomputation
+        is handled inline; anything else goes through _schedule_decode."""
+        layouts, block_size, add_work = self.blocks.layouts, self.blocks.block_size, builder.add_work
+        num_plain = 0  # plain decode tokens, counted once at the end
+        for request in decodes:
+            if budget.tokens <= 0 or budget.seqs <= 0:
+                break
+            rid, position = request.request_id, request.num_computed
+            layout = layouts[rid]
+            if (
+                position == len(layout.device) * block_size  # opens a block (or a preempted context)
+                or position < request.max_computed  # recomputation
+                or request.kind_at(position) != "decode"  # the last prompt or returned token
+            ):
+                if not self._schedule_decode(request, builder, budget, scheduled):
+                    break
+                continue
+            add_work(request, position, position + 1, True, layout)
+            request.max_computed = request.num_computed = position + 1
+            budget.tokens -= 1
+            budget.seqs -= 1
+            scheduled.add(rid)
+            num_plain += 1
+        self.stats.tokens_by_kind["decode"] += num_plain
+
     def _schedule_decode(
         self, request: Request, builder: PlanBuilder, budget: _Budget, scheduled: set[int]
     ) -> bool:
-        """_schedule_one for the common case, kept cheap: one pending token, context on the device."""
+        """_schedule_one for a ready request, kept cheap: one pending token, context on the device."""
         rid, position = request.request_id, request.num_computed
         if position == 0:  # preempted earlier in this iteration: its context must be recomputed
             return self._schedule_one(request, builder, budget, scheduled)

@@ -74,6 +74,11 @@ def simulate(policy: str, seed: int) -> tuple[Harness, Outputs]:
     # was forgotten twice or without being known (the fake executor asserts that).
     assert not h.step().work
     assert not h.executor.tables and not h.scheduler.has_work()
+    # Every prompt token was computed once as a prompt token (later computations are recomputes).
+    prompts = sum(
+        e.accepted.num_prompt_tokens for rid in rids for e in h.events[rid] if e.HasField("accepted")
+    )
+    assert h.scheduler.stats.tokens_by_kind["prompt"] == prompts
     return h, {rid: (h.tokens(rid), h.finished(rid).finish_reason) for rid in rids}
 
 
