@@ -290,6 +290,7 @@ class Scheduler:
             now_s=now,
             decode_tokens=len(decodes),
             batch_context_tokens=sum(r.num_computed for r in decodes),
+            others_waiting=self._queues.num_waiting > 0,
             token_budget=self.config.max_batched_tokens,
             swap_out_budget_blocks=max(budget.swap_blocks - self._swap_in_demand_blocks(), 0),
             host_free_blocks=self.blocks.host.num_free,

@@ -48,6 +48,7 @@ class IterationView:
     now_s: float
     decode_tokens: int  # tokens the running batch computes this iteration
     batch_context_tokens: int  # KV tokens the running batch holds on the device
+    others_waiting: bool  # requests wait to compute: the spare token budget is contended
     token_budget: int  # tokens an iteration computes at most
     swap_out_budget_blocks: int  # blocks that may still be copied device -> host this iteration
     host_free_blocks: int

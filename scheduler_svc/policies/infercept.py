@@ -125,12 +125,17 @@ class InferceptPolicy(Policy):
         )
         spare_tokens = max(view.token_budget - view.decode_tokens, 1)
         chunk_tokens = spare_tokens if self.options.chunked_recompute else max(context.computed_tokens, 1)
+        # With others waiting, the spare budget is not free: a recompute chunk displaces their
+        # tokens, so it is charged as riding on a full iteration.
+        batch_tokens = (
+            max(view.token_budget, view.decode_tokens) if view.others_waiting else view.decode_tokens
+        )
         return _Estimate(
             context=context,
             remaining_s=remaining_s,
             preserve_waste=preserve_waste(context.device_tokens, remaining_s),
             discard_waste=discard_waste(
-                context.computed_tokens, chunk_tokens, view.decode_tokens, view.batch_context_tokens, cost
+                context.computed_tokens, chunk_tokens, batch_tokens, view.batch_context_tokens, cost
             ),
         )
 
