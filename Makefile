@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard proto/infercept/v1/*.proto)
 STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
 
-.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler clean
+.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler sim-sweep sim-ablation compare-real clean
 
 setup: $(INSTALLED) $(STUBS)
 
@@ -56,6 +56,25 @@ bench-executor: setup
 
 bench-scheduler: setup
 	$(PY) -m benchmarks.scheduler_bench
+
+# The paper's experiment on the simulator (a100-gptj6b profile, 30-minute windows): every policy
+# at 1-4 requests/s (table, JSON, plot), then infercept with each technique off in turn.
+sim-sweep: setup
+	$(VENV)/bin/infercept-sim --workload mixed --profile a100-gptj6b --rates 1,2,3,4 \
+		--policies vllm,improved-discard,preserve,swap,infercept --duration 1800 --warmup 60 --seed 0 \
+		--out results/sim_sweep.json --plot results/sim_sweep.png
+
+sim-ablation: setup
+	$(VENV)/bin/infercept-sim --workload mixed --profile a100-gptj6b --rates 2,3,4 \
+		--policies infercept,infercept/no-chunked-recompute,infercept/no-swap-budget,infercept/no-min-waste,infercept/estimator=elapsed,infercept/estimator=oracle \
+		--duration 1800 --warmup 60 --seed 0 --out results/sim_ablation.json
+
+# vllm against infercept on the real two-process CPU stack (default model): unloaded (0.25/s) and
+# loaded (2/s, where vllm's latency is several times its unloaded value), 60 s windows.
+compare-real: setup
+	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --rates 0.25,2 \
+		--policies vllm,infercept --duration 60 --warmup 5 --duration-scale 0.05 --max-model-len 512 \
+		--seed 0 --out results/compare_real.json --plot results/compare_real.png
 
 clean:
 	rm -rf $(VENV) client/infercept/v1/*_pb2*.py client/infercept/v1/*_pb2*.pyi
