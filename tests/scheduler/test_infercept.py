@@ -104,34 +104,16 @@ def test_swaps_stay_within_the_budget_and_memory(seed: int) -> None:
     assert h.scheduler.stats.swap_out_blocks > 0
 
 
-def test_chunked_recompute_fills_the_budget_left_after_decodes() -> None:
-    budget = 16
-    h = Harness(
-        "infercept", max_batched_tokens=budget, num_device_blocks=24, num_host_blocks=0, estimator="oracle"
-    )
-    a, _ = pause_long_and_short(h)
-    h.add(scripted(60, "calc", 1.0, first=3))
-    for _ in range(4):
-        h.step()
-    assert h.scheduler.stats.paused_discards == 1 and not h.scheduler.blocks.layouts[a].device
-    h.resume(a, [5])
-    chunks = []
-    for _ in range(30):
-        plan = h.step()
-        assert sum(len(ids(w.token_ids)) for w in plan.work) <= budget
-        if (work := h.work(plan, a)) is not None and work.start_position < 42:
-            chunks.append(len(ids(work.token_ids)))
-    assert len(chunks) >= 3 and sum(chunks) >= 42, f"recomputed in chunks {chunks}"
-
-
-def test_without_chunking_a_discarded_context_is_recomputed_at_once() -> None:
+def discard_the_long_call(disabled: tuple[str, ...] = ()) -> tuple[Harness, int]:
+    """A harness (token budget 16, no swap space) whose 1000 s call was discarded to make room,
+    then returned one token: (harness, its request id)."""
     h = Harness(
         "infercept",
         max_batched_tokens=16,
         num_device_blocks=24,
         num_host_blocks=0,  # no swap space: the long call must be discarded
         estimator="oracle",
-        disabled_techniques=("chunked-recompute",),
+        disabled_techniques=disabled,
     )
     a, _ = pause_long_and_short(h)
     h.add(scripted(60, "calc", 1.0, first=3))
@@ -139,6 +121,22 @@ def test_without_chunking_a_discarded_context_is_recomputed_at_once() -> None:
         h.step()
     assert h.scheduler.stats.paused_discards == 1 and not h.scheduler.blocks.layouts[a].device
     h.resume(a, [5])
+    return h, a
+
+
+def test_chunked_recompute_fills_the_budget_left_after_decodes() -> None:
+    h, a = discard_the_long_call()
+    chunks = []
+    for _ in range(30):
+        plan = h.step()
+        assert sum(len(ids(w.token_ids)) for w in plan.work) <= 16
+        if (work := h.work(plan, a)) is not None and work.start_position < 42:
+            chunks.append(len(ids(work.token_ids)))
+    assert len(chunks) >= 3 and sum(chunks) >= 42, f"recomputed in chunks {chunks}"
+
+
+def test_without_chunking_a_discarded_context_is_recomputed_at_once() -> None:
+    h, a = discard_the_long_call(disabled=("chunked-recompute",))
     plans = [h.step() for _ in range(20)]
     recompute = [len(ids(w.token_ids)) for p in plans for w in p.work if w.request_id == a]
     assert recompute[0] == 42 + 1, "the whole 42-token context and the returned token, past the budget of 16"
