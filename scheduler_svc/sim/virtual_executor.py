@@ -5,7 +5,8 @@ that); it answers what the scheduler needs to go on, one sampled token per sampl
 and how long the iteration would have taken:
 
     x       = tokens computed in the plan (all work items)
-    T_fwd   = profile.forward_s(x)
+    c       = cached context tokens the work items attend (the sum of their start positions)
+    T_fwd   = profile.forward_s(x, c)
     T_swap  = profile.swap_out_s(blocks out) + profile.swap_in_s(blocks in)
     step_s  = T_fwd + max(T_swap - hidden_s, 0)
     hidden_s = 0       when swaps are serialized with compute (the default): a whole context
@@ -15,12 +16,18 @@ and how long the iteration would have taken:
                        excess stalls; this is how InferCept's budgeted swap is to be modelled
 
 An empty plan (no work, no swaps) takes no time.
+
+step_s is the executor's own step, as the real executor reports it. The scheduler's loop sees
+more: iteration_s adds what a real iteration spends outside the executor (the scheduler's CPU,
+the plan/result round trip, streaming tokens to clients), profile.overhead_s of the plan's
+sequences, to every plan the real loop would send.
 """
 
 from __future__ import annotations
 
 from infercept.v1 import executor_pb2 as pb
 from scheduler_svc.sim.cost_model import CostProfile
+from scheduler_svc.step_loop import is_empty
 
 SAMPLED_TOKEN_ID = 1  # every sampled token; below VOCAB_SIZE and not an end-of-sequence id
 VOCAB_SIZE = 2  # the simulator's token ids are 0 and 1: lengths matter, not content
@@ -37,12 +44,13 @@ class VirtualExecutor:
         (forward_s, swap_out_s, swap_in_s, step_s) of the iteration."""
         result = pb.StepResult(step_id=plan.step_id)
         add_sampled = result.sampled.add  # in place: cheaper than building messages to copy in
-        num_tokens = 0
+        num_tokens = num_context_tokens = 0
         for work in plan.work:
             num_tokens += len(work.token_ids) // _U32_BYTES + work.use_last_sampled
+            num_context_tokens += work.start_position
             if work.sample:
                 add_sampled(request_id=work.request_id, token_id=SAMPLED_TOKEN_ID)
-        forward_s = self.profile.forward_s(num_tokens)
+        forward_s = self.profile.forward_s(num_tokens, num_context_tokens)
         swap_out_s = self.profile.swap_out_s(len(plan.swap_out.src_block_ids) // _U32_BYTES)
         swap_in_s = self.profile.swap_in_s(len(plan.swap_in.src_block_ids) // _U32_BYTES)
         hidden_s = forward_s if self.overlap_swaps else 0.0
@@ -50,3 +58,10 @@ class VirtualExecutor:
         result.forward_s, result.swap_out_s, result.swap_in_s = forward_s, swap_out_s, swap_in_s
         result.step_s = forward_s + max(swap_out_s + swap_in_s - hidden_s, 0.0)
         return result
+
+    def iteration_s(self, plan: pb.StepPlan, result: pb.StepResult) -> float:
+        """Seconds the scheduler's loop spends on `plan`, whose result is `result`: the executor's
+        step plus the iteration's overhead; 0 for a plan the real loop would not send."""
+        if is_empty(plan):
+            return 0.0
+        return result.step_s + self.profile.overhead_s(len(plan.work))

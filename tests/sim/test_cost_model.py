@@ -93,7 +93,10 @@ def test_a_measured_profile_keeps_the_executors_figures() -> None:
         dtype="bfloat16",
         block_size_tokens=16,
     )
+    response.forward_samples.add(num_batched_tokens=1, context_tokens=0, num_requests=1, forward_s=0.01)
     response.forward_samples.add(num_batched_tokens=8, context_tokens=0, num_requests=1, forward_s=0.02)
+    # 8 decodes of 100 cached tokens each: 8 ms above the curve at 8 tokens, 10 us per context token.
+    response.forward_samples.add(num_batched_tokens=8, context_tokens=100, num_requests=8, forward_s=0.028)
     profile = from_profile_response(response, num_device_blocks=100, num_host_blocks=50, max_model_len=4096)
     expected = dataclasses.replace(
         tiny_profile(),
@@ -108,6 +111,55 @@ def test_a_measured_profile_keeps_the_executors_figures() -> None:
         num_device_blocks=100,
         num_host_blocks=50,
         max_model_len=4096,
+        forward_curve=((1, 0.01), (8, 0.02)),
     )
-    assert profile == expected
-    assert profile.assumptions["forward_samples"] == [[8, 0, 1, 0.02]]
+    assert profile == dataclasses.replace(
+        expected, forward_s_per_context_token=profile.forward_s_per_context_token
+    )
+    assert profile.forward_s_per_context_token == pytest.approx(1e-5)
+    assert profile.iteration_overhead_s == profile.iteration_overhead_s_per_sequence == 0.0
+    assert profile.assumptions["forward_samples"][0] == [1, 0, 1, 0.01]
+
+
+def test_a_forward_curve_is_interpolated_and_extended_by_the_slope() -> None:
+    profile = tiny_profile(forward_curve=((1, 0.003), (64, 0.006), (512, 0.03)), forward_s_per_token=1e-4)
+    assert profile.forward_s(0) == 0.0
+    assert profile.forward_s(1) == 0.003
+    assert profile.forward_s(64) == 0.006
+    assert profile.forward_s(288) == pytest.approx(0.018)  # halfway between 64 and 512
+    assert profile.forward_s(612) == pytest.approx(0.03 + 100 * 1e-4)
+    assert tiny_profile(forward_curve=((4, 0.003), (8, 0.004))).forward_s(2) == 0.003  # flat below
+
+
+def test_cached_context_and_the_iteration_overhead_add_their_terms() -> None:
+    profile = tiny_profile(
+        forward_s_per_context_token=1e-6, iteration_overhead_s=0.002, iteration_overhead_s_per_sequence=5e-4
+    )
+    assert profile.forward_s(10, num_context_tokens=1000) == pytest.approx(profile.forward_s(10) + 0.001)
+    assert profile.forward_s(0, num_context_tokens=1000) == 0.0
+    assert profile.overhead_s(4) == pytest.approx(0.002 + 4 * 5e-4)
+    assert tiny_profile().overhead_s(4) == 0.0  # the defaults add nothing
+
+
+def test_a_profile_saved_before_the_extra_terms_still_loads(tmp_path: Path) -> None:
+    values = tiny_profile().to_dict()
+    for key in (
+        "forward_curve",
+        "forward_s_per_context_token",
+        "iteration_overhead_s",
+        "iteration_overhead_s_per_sequence",
+    ):
+        del values[key]
+    assert CostProfile.from_dict(values) == tiny_profile()
+    with_terms = tiny_profile(forward_curve=((1, 0.01), (64, 0.02)), iteration_overhead_s=0.003)
+    with_terms.save(tmp_path / "profile.json")
+    assert CostProfile.load(tmp_path / "profile.json") == with_terms  # the curve comes back as tuples
+
+
+def test_bad_extra_terms_are_refused() -> None:
+    with pytest.raises(ValueError, match="iteration_overhead_s must be >= 0"):
+        tiny_profile(iteration_overhead_s=-0.001)
+    with pytest.raises(ValueError, match="distinct ascending token counts"):
+        tiny_profile(forward_curve=((8, 0.01), (4, 0.02)))
+    with pytest.raises(ValueError, match="times must be > 0"):
+        tiny_profile(forward_curve=((1, 0.0),))

@@ -33,6 +33,16 @@ def test_one_request_one_call_timeline_adds_up(policy: str) -> None:
     assert result.stats_after["iterations"] == result.num_iterations == 6
 
 
+@pytest.mark.parametrize("policy", ["vllm", "preserve"])
+def test_the_iteration_overhead_lengthens_every_iteration(policy: str) -> None:
+    overhead_s = 0.002 + 0.001  # per iteration, and per sequence (one computes in each)
+    profile = tiny_profile(iteration_overhead_s=0.002, iteration_overhead_s_per_sequence=0.001)
+    config = SchedulerConfig(policy=policy, max_batched_tokens=SATURATION)
+    [record] = simulate([one_call_plan()], profile, config, warmup_s=0.0, duration_s=LONG_S).records
+    assert record.first_token_s == pytest.approx(FORWARD_S + overhead_s)
+    assert record.finish_s == pytest.approx(5 * (FORWARD_S + overhead_s) + 0.5)
+
+
 def test_swap_stalls_only_for_its_copy_back() -> None:
     # The swap-out of 3 blocks (12 computed tokens) runs while the tool does; the swap-in does not.
     profile = tiny_profile()

@@ -54,3 +54,25 @@ def test_an_empty_plan_takes_no_time_and_a_swap_only_plan_its_copy() -> None:
     swap_only = executor.run(plan_with([], [], swap_out=4))
     assert swap_only.forward_s == 0.0
     assert swap_only.step_s == pytest.approx(profile.swap_out_s(4))
+
+
+def test_cached_context_adds_to_the_forward_and_overhead_to_the_iteration() -> None:
+    profile = tiny_profile(
+        forward_s_per_context_token=1e-5, iteration_overhead_s=0.002, iteration_overhead_s_per_sequence=0.001
+    )
+    executor = VirtualExecutor(profile)
+    plan = plan_with([1, 1, 30], [True, True, False])
+    for work, start in zip(plan.work, (100, 50, 0), strict=True):
+        work.start_position = start
+    result = executor.run(plan)
+    assert result.forward_s == pytest.approx(profile.forward_s(32) + 150 * 1e-5)
+    assert result.step_s == result.forward_s  # the executor's own step: no overhead in it
+    assert executor.iteration_s(plan, result) == pytest.approx(result.step_s + 0.002 + 3 * 0.001)
+
+
+def test_a_plan_the_loop_would_not_send_costs_no_overhead_but_a_forget_only_plan_does() -> None:
+    executor = VirtualExecutor(tiny_profile(iteration_overhead_s=0.002))
+    empty = pb.StepPlan(step_id=1)
+    assert executor.iteration_s(empty, executor.run(empty)) == 0.0
+    forget = pb.StepPlan(step_id=2, forget_request_ids=[5])
+    assert executor.iteration_s(forget, executor.run(forget)) == pytest.approx(0.002)

@@ -1,0 +1,109 @@
+"""Fitting the simulator's extra cost terms (cost_model.py) to measurements.
+
+    forward_curve          the executor's prefill samples (one request, empty context), as they are
+    context_s_per_token    decode samples (B requests of C cached tokens each): their time above
+                           the curve at B tokens, per cached token, least squares through 0
+    fit_iteration_terms    iteration periods measured through a live stack (calibration.py):
+                           the forward curve's scale in the served stack, the cost per cached
+                           context token, and what is left as a fixed cost per iteration plus a
+                           cost per sequence, by non-negative least squares
+
+Least squares through the origin for one term, and over every subset of the terms for several
+(keeping the best fit whose coefficients are all >= 0), so that a noisy measurement never gives a
+negative cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardSample:
+    """One of the executor's Profile measurements (ForwardSample in executor.proto)."""
+
+    num_batched_tokens: int
+    context_tokens: int  # cached tokens of each request before the step
+    num_requests: int
+    forward_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class IterationPeriod:
+    """Iterations timed through a live stack: the mean time between two tokens of a request
+    while the iterations compute `num_tokens` tokens of `num_sequences` sequences, which attend
+    `num_context_tokens` cached tokens in all (means over the timed iterations)."""
+
+    num_tokens: int
+    num_sequences: int
+    num_context_tokens: float
+    period_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class IterationTerms:
+    """The fitted terms, named as the CostProfile fields they set."""
+
+    forward_time_scale: float
+    forward_s_per_context_token: float
+    iteration_overhead_s: float
+    iteration_overhead_s_per_sequence: float
+
+
+def forward_curve(samples: Sequence[ForwardSample]) -> tuple[tuple[int, float], ...]:
+    """(tokens, seconds) of the prefill samples (one request from an empty context), ascending;
+    the fastest where a token count repeats."""
+    best: dict[int, float] = {}
+    for s in samples:
+        if s.context_tokens == 0 and s.num_requests == 1 and s.num_batched_tokens >= 1 and s.forward_s > 0:
+            best[s.num_batched_tokens] = min(s.forward_s, best.get(s.num_batched_tokens, s.forward_s))
+    return tuple(sorted(best.items()))
+
+
+def context_s_per_token(samples: Sequence[ForwardSample], forward_s: Callable[[int], float]) -> float:
+    """Seconds per cached context token: the decode samples' excess over `forward_s` (the time
+    of their batched tokens from an empty context), fitted through 0; 0 without decode samples."""
+    decode = [s for s in samples if s.context_tokens > 0]
+    if not decode:
+        return 0.0
+    context = np.array([[s.num_requests * s.context_tokens] for s in decode], dtype=float)
+    excess = np.array([s.forward_s - forward_s(s.num_batched_tokens) for s in decode])
+    return float(nonnegative_least_squares(context, excess)[0])
+
+
+def fit_iteration_terms(
+    periods: Sequence[IterationPeriod], forward_s: Callable[[int], float]
+) -> IterationTerms:
+    """Fit period = scale * forward_s(tokens) + c * context + fixed + per_sequence * sequences
+    over the measured periods, every coefficient >= 0 (`forward_s`: the forward curve, from an
+    empty context). ValueError with fewer periods than terms."""
+    if len(periods) < 4:
+        raise ValueError(f"fitting four terms needs at least 4 measured periods, got {len(periods)}")
+    columns = np.array(
+        [[forward_s(p.num_tokens), p.num_context_tokens, 1.0, p.num_sequences] for p in periods], dtype=float
+    )
+    measured = np.array([p.period_s for p in periods])
+    scale, per_context, fixed, per_sequence = nonnegative_least_squares(columns, measured).tolist()
+    return IterationTerms(scale, per_context, fixed, per_sequence)
+
+
+def nonnegative_least_squares(columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """argmin ||columns @ x - values|| over x >= 0, by trying every subset of the columns (for
+    the few columns used here); the all-zero x when no subset fits with x >= 0."""
+    num_columns = columns.shape[1]
+    best_x, best_error = np.zeros(num_columns), float(np.sum(values**2))
+    for size in range(1, num_columns + 1):
+        for subset in itertools.combinations(range(num_columns), size):
+            solution = np.linalg.lstsq(columns[:, subset], values, rcond=None)[0]
+            if np.any(solution < 0):
+                continue
+            x = np.zeros(num_columns)
+            x[list(subset)] = solution
+            error = float(np.sum((columns @ x - values) ** 2))
+            if error < best_error:
+                best_x, best_error = x, error
+    return best_x
