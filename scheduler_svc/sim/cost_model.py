@@ -8,7 +8,7 @@
     T_fwd(0)   = 0                                                   (no forward pass is run)
     T_ctx(c)   = forward_s_per_context_token * c                     c cached context tokens that
                                                                      the batch's sequences attend
-    forward    = forward_time_scale * T_fwd(x) + T_ctx(c)
+    forward    = forward_fixed_s + forward_time_scale * (T_fwd(x) + T_ctx(c))
     T_out(n)   = swap_fixed_s + n * swap_out_s_per_block             for n > 0 blocks, else 0
     T_in(n)    = swap_fixed_s + n * swap_in_s_per_block              for n > 0 blocks, else 0
     T_over(r)  = iteration_overhead_s                                per iteration of r sequences,
@@ -26,12 +26,13 @@ own costs are not small next to its forward pass:
 - forward_curve: the executor's measured forward times of a prefill from an empty context;
 - T_ctx: attention reads the cached context of every sequence (a decode step of a long context
   costs more than one of a short one); fitted from the Profile's decode samples (`fit.py`);
-- forward_time_scale: how much slower the forward pass runs in the served stack than the
-  profile measured it alone (on a CPU the scheduler, the clients and the executor's own gRPC
-  threads share the cores with the forward's threads);
+- forward_time_scale and forward_fixed_s: the executor's step as served against the profile's
+  forward pass alone (on a CPU the step runs on a worker thread, whose many small operations
+  each wake the forward's threads, and the scheduler, the clients and the executor's gRPC
+  threads share the cores with them);
 - T_over: what the real iteration loop adds to the executor's step: the scheduler's own CPU
   time, the plan/result round trip, streaming each sequence's tokens to its client.
-The last two, and T_ctx again, are measured through a live stack by `calibration.py`.
+The last two are measured through a live stack by `calibration.py`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ _NONNEGATIVE_FIELDS = (
     "swap_in_s_per_block",
     "swap_fixed_s",
     "forward_s_per_context_token",
+    "forward_fixed_s",
     "iteration_overhead_s",
     "iteration_overhead_s_per_sequence",
 )
@@ -74,7 +76,8 @@ class CostProfile:
     # Measured (tokens, seconds) of a forward pass from an empty context, ascending; empty: the
     # flat-then-linear form above.
     forward_curve: tuple[tuple[int, float], ...] = ()
-    forward_time_scale: float = 1.0  # served forward time / profiled forward time
+    forward_time_scale: float = 1.0  # served step time / profiled forward time, beyond the fixed part
+    forward_fixed_s: float = 0.0  # seconds every served step takes on top of its scaled forward time
     forward_s_per_context_token: float = 0.0  # per cached token a sequence of the batch attends
     iteration_overhead_s: float = 0.0  # per iteration, outside the executor's step
     iteration_overhead_s_per_sequence: float = 0.0  # per sequence computed in the iteration
@@ -97,13 +100,18 @@ class CostProfile:
 
     # ----- costs -----
 
-    def forward_s(self, num_tokens: int, num_context_tokens: int = 0) -> float:
+    def forward_s(self, num_tokens: int, num_context_tokens: float = 0) -> float:
         """Seconds of an iteration's forward pass computing `num_tokens` tokens whose sequences
-        attend `num_context_tokens` cached tokens in all (0 for no tokens)."""
+        attend `num_context_tokens` cached tokens in all (0 for no tokens), as served."""
         if num_tokens <= 0:
             return 0.0
-        tokens_s = self.forward_time_scale * self.tokens_s(num_tokens)
-        return tokens_s + self.forward_s_per_context_token * num_context_tokens
+        return self.forward_fixed_s + self.forward_time_scale * self.profiled_forward_s(
+            num_tokens, num_context_tokens
+        )
+
+    def profiled_forward_s(self, num_tokens: int, num_context_tokens: float = 0) -> float:
+        """T_fwd + T_ctx: the forward pass as profiled, alone on the device (`num_tokens` >= 1)."""
+        return self.tokens_s(num_tokens) + self.forward_s_per_context_token * num_context_tokens
 
     def tokens_s(self, num_tokens: int) -> float:
         """T_fwd as profiled: seconds of a forward pass of `num_tokens` >= 1 tokens from an empty

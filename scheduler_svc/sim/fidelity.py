@@ -1,17 +1,21 @@
 """``infercept-fidelity``: the real stack and the simulator on the same workload, side by side.
 
     infercept-fidelity                                   # vllm, mixed workload, CPU, defaults below
-    infercept-fidelity --policy preserve --rate 1.2 --out results/fidelity-preserve.json
+    infercept-fidelity --policy preserve --rate 0.5 --out results/fidelity-preserve.json
 
     1. launch a fresh local stack (executor + scheduler processes, infercept.launcher)
     2. fetch its cost profile: the executor's Profile (measured on this machine) and Describe
        (the same pool sizes and maximum length)
-    3. calibrate what an iteration costs beyond the executor's step, on the idle stack
-       (calibration.py; --no-calibration skips it)
+    3. calibrate what a served iteration costs next to the profile, on the idle stack
+       (calibration.py), before the load and again after it
     4. the load generator's run on the stack: Poisson arrivals, real tool waits
     5. the simulator on the same plans (workload, seed, rate, window, warm-up, duration scale,
-       maximum length) with that profile and the scheduler's configuration
+       maximum length) with that profile and the scheduler's configuration; then again at the
+       speed the executor really served the load with (its logged step times against the
+       simulator's, iteration shape by shape: fit.speed_factor), until the two speeds agree
     6. print both records side by side with sim/real ratios, write them and the ratios as JSON
+
+--no-calibration skips 3 and the speed passes of 5: the simulator runs on the profile alone.
 
 Exit status: 0 when both headline ratios (completed requests/s, mean normalized latency) are
 within --tolerance of 1, 1 when one is not, 2 when the run itself failed.
@@ -20,43 +24,47 @@ within --tolerance of 1, 1 when one is not, 2 when the run itself failed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from infercept.async_client import AsyncClient
-from infercept.cli import add_stack_flags, stack_args
+from infercept.cli import add_stack_flags
 from infercept.errors import InferceptError
-from infercept.launcher import LaunchError, launch
+from infercept.launcher import LaunchError
 from infercept.loadgen import main as loadgen
 from infercept.logs import configure_logging
+from infercept.server_info import message_to_dict
+from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.config import SchedulerConfig
-from scheduler_svc.sim import background_load
-from scheduler_svc.sim.calibration import Calibration, CalibrationPlan, calibrate
-from scheduler_svc.sim.comparison import compare, format_table, outside_tolerance
+from scheduler_svc.sim.calibration import CalibrationPlan
+from scheduler_svc.sim.comparison import HEADLINE_KEYS, compare, format_table, outside_tolerance
 from scheduler_svc.sim.cost_model import CostProfile
-from scheduler_svc.sim.driver import simulate
-from scheduler_svc.sim.executor_profile import fetch_profile
+from scheduler_svc.sim.driver import Simulation
+from scheduler_svc.sim.fit import StepSample, fit_served_step
 from scheduler_svc.sim.main import sim_record
+from scheduler_svc.sim.real_run import RealRun, loadgen_args, run_real
 
 # A moderate load for the default model on a CPU: busy, not overloaded (see the README).
-DEFAULT_RATE = 1.0
+DEFAULT_RATE = 0.75
 EXTRA_LABELS = {"iterations": "iterations (whole run)"}
 CALIBRATION = CalibrationPlan()  # what the calibration runs (the tests run less)
 BUSY_SHARE = 0.10  # of the machine's CPU used by other processes, above which a warning is printed
+MAX_SPEED_PASSES = 4  # simulations at a corrected speed, at most
+SPEED_TOLERANCE = 0.02  # relative change of the fitted step terms at which they have settled
+FIXED_S_RESOLUTION = 1e-3  # a fixed step part below this counts as this, for SPEED_TOLERANCE
 
 
 @dataclasses.dataclass(frozen=True)
-class RealRun:
-    record: dict[str, Any]  # the load generator's results record
-    num_iterations: int  # iterations the scheduler ran from the load's start to its end
-    calibration: Calibration | None
+class SimRun:
+    record: dict[str, Any]  # the simulator's results record
+    num_iterations: int
+    steps: list[StepSample]  # the virtual executor's step of every iteration that computed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tolerance", type=float, default=0.15, help="largest |sim/real - 1| of the headline metrics"
     )
     p.add_argument("--out", type=Path, default=Path("results/fidelity.json"), help="the JSON written")
-    p.add_argument("--no-calibration", action="store_true", help="simulate with the executor's profile alone")
+    p.add_argument("--no-calibration", action="store_true", help="simulate on the executor's profile alone")
     p.add_argument("--refresh-profile", action="store_true", help="have the executor measure its profile")
     add_stack_flags(p.add_argument_group("the local stack"))
     p.set_defaults(device="cpu", policy="vllm")
@@ -97,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{format_table(report['comparison'], EXTRA_LABELS)}\n\nresults: {args.out}")
+    print(
+        f"\n{format_table(report['comparison'], EXTRA_LABELS)}\n\nresults: {args.out}, logs: {report['log_dir']}"
+    )
     _warn_if_busy(report["other_cpu_share"])
     failed = report["outside_tolerance"]
     if failed:
@@ -116,19 +126,22 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Both runs and their comparison, as the JSON report."""
     began = time.perf_counter()
-    executor_args, scheduler_args = stack_args(args)
     print(
         f"infercept-fidelity: starting a local stack (policy {args.policy}, device {args.device})", flush=True
     )
-    cpu_before = background_load.snapshot()
-    with launch(executor_args, scheduler_args, log_dir=args.log_dir) as stack:
-        profile = fetch_profile(stack.executor_address, refresh=args.refresh_profile)
-        real = asyncio.run(run_real(stack.scheduler_address, args, profile))
-    other_cpu_share = background_load.other_share(cpu_before, background_load.snapshot())
+    real = run_real(args, None if args.no_calibration else CALIBRATION)
     if real.calibration is not None:
-        profile = real.calibration.apply(profile)
-    sim, num_sim_iterations = run_sim(args, profile)
-    comparison = compare(real.record, sim, {"iterations": (real.num_iterations, num_sim_iterations)})
+        print(_describe(real), flush=True)
+    first, sim, profile = simulate_at_served_speed(args, real)
+    comparison = compare(real.record, sim.record, {"iterations": (real.num_iterations, sim.num_iterations)})
+    calibrated_only = compare(real.record, first.record)
+    if sim is not first:
+        print(
+            f"the executor served the load at {_step_terms(profile)}; at the calibrated speed the sim/real "
+            "ratios would be "
+            + ", ".join(f"{calibrated_only[key]['ratio']:.3f} ({key})" for key in HEADLINE_KEYS),
+            flush=True,
+        )
     return {
         "policy": args.policy,
         "workload": args.workload,
@@ -142,48 +155,63 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "outside_tolerance": outside_tolerance(comparison, args.tolerance),
         "comparison": comparison,
         "real": real.record,
-        "sim": sim,
+        "sim": sim.record,
         "profile": profile.to_dict(),
-        "other_cpu_share": other_cpu_share,
+        "at_calibrated_speed": {"sim": first.record, "comparison": calibrated_only},
+        "other_cpu_share": real.other_cpu_share,
+        "log_dir": str(real.log_dir),
         "wall_s": time.perf_counter() - began,
     }
 
 
-async def run_real(address: str, args: argparse.Namespace, profile: CostProfile) -> RealRun:
-    """Calibrate on the idle stack at `address`, then run the load generator on it."""
-    async with AsyncClient(address) as client:
-        info = await client.server_info(timeout_s=loadgen.SERVER_INFO_TIMEOUT_S)
-        calibration = None
-        if not args.no_calibration:
-            print("calibrating: decode batches and prefill steps through the stack", flush=True)
-            calibration = await calibrate(address, profile, vocab_size=info.vocab_size, plan=CALIBRATION)
-            print(_describe(calibration), flush=True)
-        before = await client.server_stats()
-        record = await loadgen.run(loadgen_args(args, address))
-        after = await client.server_stats()
-    return RealRun(record, after["iterations"] - before["iterations"], calibration)
+def simulate_at_served_speed(args: argparse.Namespace, real: RealRun) -> tuple[SimRun, SimRun, CostProfile]:
+    """The simulation on the calibrated profile; then the one whose executor steps take as long
+    as the real executor's did for iterations of the same shape (fit.fit_served_step, refitted
+    on each new simulation until it settles), with its profile. Without a calibration, the
+    first is the last."""
+    profile = real.profile
+    first = sim = run_sim(args, profile)
+    for _ in range(MAX_SPEED_PASSES if real.calibration else 0):
+        fitted = fit_served_step(real.steps, sim.steps, _profiled_s(profile))
+        if fitted is None or _is_close(fitted, (profile.forward_time_scale, profile.forward_fixed_s)):
+            break
+        scale, fixed_s = fitted
+        profile = dataclasses.replace(profile, forward_time_scale=scale, forward_fixed_s=fixed_s)
+        sim = run_sim(args, profile)
+    return first, sim, profile
 
 
-def run_sim(args: argparse.Namespace, profile: CostProfile) -> tuple[dict[str, Any], int]:
-    """The simulator's record of the same load, and its number of iterations."""
-    plan_args = loadgen_args(args, address="")
-    plans, plan_assumptions = loadgen.make_plans(plan_args, args.max_model_len)
+def _profiled_s(profile: CostProfile) -> Callable[[StepSample], float]:
+    """A simulated iteration's forward time as profiled (before the served fixed part and scale)."""
+    return lambda step: (step.forward_s - profile.forward_fixed_s) / profile.forward_time_scale
+
+
+def _is_close(fitted: tuple[float, float], current: tuple[float, float]) -> bool:
+    (scale, fixed_s), (old_scale, old_fixed_s) = fitted, current
+    return abs(scale - old_scale) <= SPEED_TOLERANCE * old_scale and abs(fixed_s - old_fixed_s) <= (
+        SPEED_TOLERANCE * max(old_fixed_s, FIXED_S_RESOLUTION)
+    )
+
+
+def run_sim(args: argparse.Namespace, profile: CostProfile) -> SimRun:
+    """The simulator on the real run's plans and scheduler configuration."""
+    plans, plan_assumptions = loadgen.make_plans(loadgen_args(args, address=""), args.max_model_len)
     config = SchedulerConfig(policy=args.policy, max_batched_tokens=args.max_batched_tokens)
     # The CPU executor copies swapped blocks in line with the forward pass; CUDA overlaps them.
     overlap_swaps = not str(profile.assumptions.get("device", "cpu")).startswith("cpu")
-    result = simulate(plans, profile, config, args.warmup, args.duration, overlap_swaps)
+    simulation = Simulation(plans, profile, config, overlap_swaps)
+    steps: list[StepSample] = []
+
+    def on_iteration(stats: gen.IterationStats) -> None:
+        step = StepSample.from_stats(message_to_dict(stats))
+        if step.num_tokens > 0:
+            steps.append(step)
+
+    simulation.scheduler.on_iteration = on_iteration
+    result = simulation.run(args.warmup, args.duration)
     sim_args = argparse.Namespace(**vars(args), overlap_swaps=overlap_swaps)
-    return sim_record(sim_args, result, plan_assumptions, args.rate, profile, config), result.num_iterations
-
-
-def loadgen_args(args: argparse.Namespace, address: str) -> argparse.Namespace:
-    """The load generator's flags for this run (its own parser, so every default is its own)."""
-    argv = [
-        *("--target", address, "--workload", args.workload, "--rate", str(args.rate)),
-        *("--duration", str(args.duration), "--warmup", str(args.warmup), "--seed", str(args.seed)),
-        *("--duration-scale", str(args.duration_scale), "--max-model-len", str(args.max_model_len)),
-    ]
-    return loadgen.build_parser().parse_args(argv)
+    record = sim_record(sim_args, result, plan_assumptions, args.rate, profile, config)
+    return SimRun(record, result.num_iterations, steps)
 
 
 def _warn_if_busy(other_cpu_share: float | None) -> None:
@@ -193,19 +221,22 @@ def _warn_if_busy(other_cpu_share: float | None) -> None:
     if other_cpu_share > BUSY_SHARE:
         print(
             "infercept-fidelity: warning: the machine was busy; the real run was slowed by its neighbours "
-            "and the calibration may not hold for all of it (run again on a quiet machine)",
+            "(run again on a quiet machine)",
             file=sys.stderr,
         )
 
 
-def _describe(calibration: Calibration) -> str:
-    terms = calibration.terms
+def _describe(real: RealRun) -> str:
+    profile = real.profile
     return (
-        f"calibrated in {calibration.wall_s:.1f} s: forward x {terms.forward_time_scale:.2f} "
-        f"+ {terms.forward_s_per_context_token * 1e6:.3f} us per context token; overhead "
-        f"{terms.iteration_overhead_s * 1e3:.2f} ms per iteration "
-        f"+ {terms.iteration_overhead_s_per_sequence * 1e3:.3f} ms per sequence"
+        f"calibration: executor steps {_step_terms(profile)}; overhead "
+        f"{profile.iteration_overhead_s * 1e3:.2f} ms per iteration "
+        f"+ {profile.iteration_overhead_s_per_sequence * 1e3:.3f} ms per sequence"
     )
+
+
+def _step_terms(profile: CostProfile) -> str:
+    return f"{profile.forward_fixed_s * 1e3:.2f} ms + {profile.forward_time_scale:.2f} x the profiled forward time"
 
 
 if __name__ == "__main__":

@@ -141,10 +141,21 @@ def test_cached_context_and_the_iteration_overhead_add_their_terms() -> None:
     assert tiny_profile().overhead_s(4) == 0.0  # the defaults add nothing
 
 
+def test_a_served_step_is_a_fixed_part_plus_the_profiled_forward_scaled() -> None:
+    profiled = tiny_profile(forward_s_per_context_token=1e-6)
+    served = tiny_profile(forward_s_per_context_token=1e-6, forward_time_scale=2.0, forward_fixed_s=0.003)
+    assert served.profiled_forward_s(10, 1000) == profiled.forward_s(10, 1000) == pytest.approx(0.011)
+    assert served.forward_s(10, 1000) == pytest.approx(0.003 + 2 * 0.011)
+    assert served.forward_s(0) == 0.0  # no step, no fixed part
+    assert served.swap_budget_tokens(10) > profiled.swap_budget_tokens(10)  # a longer step hides more
+
+
 def test_a_profile_saved_before_the_extra_terms_still_loads(tmp_path: Path) -> None:
     values = tiny_profile().to_dict()
     for key in (
         "forward_curve",
+        "forward_time_scale",
+        "forward_fixed_s",
         "forward_s_per_context_token",
         "iteration_overhead_s",
         "iteration_overhead_s_per_sequence",
@@ -159,6 +170,8 @@ def test_a_profile_saved_before_the_extra_terms_still_loads(tmp_path: Path) -> N
 def test_bad_extra_terms_are_refused() -> None:
     with pytest.raises(ValueError, match="iteration_overhead_s must be >= 0"):
         tiny_profile(iteration_overhead_s=-0.001)
+    with pytest.raises(ValueError, match="forward_time_scale must be > 0"):
+        tiny_profile(forward_time_scale=0.0)
     with pytest.raises(ValueError, match="distinct ascending token counts"):
         tiny_profile(forward_curve=((8, 0.01), (4, 0.02)))
     with pytest.raises(ValueError, match="times must be > 0"):

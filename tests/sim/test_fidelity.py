@@ -33,6 +33,7 @@ def test_a_tiny_run_prints_both_results_side_by_side_and_writes_them(
     out = tmp_path / "fidelity.json"
     argv = ["--workload", "math", "--rate", "2", "--duration", "8", "--warmup", "0", "--seed", "1"]
     argv += ["--max-model-len", "128", "--num-device-blocks", "256", "--out", str(out)]
+    argv += ["--log-dir", str(tmp_path / "logs")]
     started = time.monotonic()
     code = fidelity.main(argv)
     assert time.monotonic() - started < 40
@@ -63,14 +64,22 @@ def test_a_tiny_run_prints_both_results_side_by_side_and_writes_them(
     failed = [key for key in headline if abs(comparison[key]["ratio"] - 1) > 0.15]
     assert report["outside_tolerance"] == failed and (code == 1) == bool(failed)
 
-    # The simulator ran on the stack's own profile, calibrated on the stack.
+    # The simulator ran on the stack's own profile, calibrated on the stack, then at the speed
+    # the executor logged for the load's iterations.
     profile = report["profile"]
     assert profile["num_device_blocks"] == 256 and profile["forward_curve"]
-    assert len(profile["assumptions"]["calibration"]["periods"]) == 5
+    assert profile["forward_time_scale"] > 0 and profile["iteration_overhead_s"] >= 0
+    periods = profile["assumptions"]["calibration"]["periods"]
+    assert len(periods) == 2 * 5  # before and after the load
+    assert all(0 < period["step_s"] <= period["period_s"] * 1.5 for period in periods)
     assert sim["assumptions"]["profile"] == profile
+    calibrated = report["at_calibrated_speed"]
+    assert calibrated["sim"]["submitted"] == real["submitted"]
+    assert calibrated["comparison"]["completed_per_s"]["real"] == real["completed_per_s"]
+    assert (tmp_path / "logs" / "iterations.jsonl").stat().st_size > 0
 
     printed = capsys.readouterr().out
-    assert "calibrated in" in printed and f"results: {out}" in printed
+    assert "calibrating after the load" in printed and f"results: {out}, logs: {tmp_path / 'logs'}" in printed
     table = printed[printed.index("metric ") :].splitlines()
     assert table[0].split() == ["metric", "real", "sim", "sim/real"]
     assert table[1].startswith("completed requests/s") and table[1].rstrip().endswith("*")
