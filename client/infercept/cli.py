@@ -24,6 +24,9 @@ def stack_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     return executor + shlex.split(args.executor_args), scheduler + shlex.split(args.scheduler_args)
 
 
+SIGNAL_POLL_S = 0.2  # how often `serve` looks for Ctrl-C or SIGTERM
+
+
 def add_stack_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--model", default="default", help="'default' or a Hugging Face-format directory")
     p.add_argument("--device", default="auto", help="executor device: auto | cpu | cuda")
@@ -54,7 +57,10 @@ def serve(args: argparse.Namespace) -> int:
                 f"InferCept serving on {stack.scheduler_address} (executor {stack.executor_address}, logs {stack.log_dir})"
             )
             print("Ctrl-C stops both services.", flush=True)
-            stop.wait()
+            # Wake up now and then: a signal that lands on one of gRPC's threads only sets a flag,
+            # which the main thread acts on when it next runs (an untimed wait would sleep on).
+            while not stop.wait(timeout=SIGNAL_POLL_S):
+                pass
     except KeyboardInterrupt:
         pass
     except LaunchError as error:
