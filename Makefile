@@ -76,9 +76,10 @@ compare-real: setup
 		--policies vllm,infercept --duration 60 --warmup 5 --duration-scale 0.05 --max-model-len 512 \
 		--seed 0 --out results/compare_real.json --plot results/compare_real.png
 
-# The simulator against the real stack: vllm on the mixed workload at 0.75 req/s (about 2x its
-# unloaded latency on this CPU), simulated with the stack's own profile, calibrated on it; the
-# side-by-side table and results/fidelity.json. Fails if the headline ratios are off by more than 15%.
+# The simulator against the real stack: vllm on the mixed workload at 0.75 req/s for 120 s (about 2x
+# its unloaded latency on this CPU), simulated with the stack's own profile, calibrated on it; the
+# side-by-side table and results/fidelity.json, in about 3 minutes. Fails if the headline ratios are
+# off by more than 15%.
 fidelity: setup
 	$(VENV)/bin/infercept-fidelity --policy vllm --out results/fidelity.json
 

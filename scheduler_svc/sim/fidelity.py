@@ -50,7 +50,8 @@ from scheduler_svc.sim.fit import StepSample, fit_served_step
 from scheduler_svc.sim.main import sim_record
 from scheduler_svc.sim.real_run import RealRun, loadgen_args, run_real
 
-# A moderate load for the default model on a CPU: busy, not overloaded (see the README).
+# A moderate load for the default model on a CPU: busy, not overloaded (about twice vllm's unloaded
+# latency); the window is long enough that ~75 requests complete (see the README).
 DEFAULT_RATE = 0.75
 EXTRA_LABELS = {"iterations": "iterations (whole run)"}
 CALIBRATION = CalibrationPlan()  # what the calibration runs (the tests run less)
@@ -76,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--workload", default="mixed", help="a workload name or a trace .json file")
     p.add_argument("--rate", type=float, default=DEFAULT_RATE, help="arrival rate, requests/s")
-    p.add_argument("--duration", type=float, default=60.0, help="measurement window, s")
+    p.add_argument("--duration", type=float, default=120.0, help="measurement window, s")
     p.add_argument("--warmup", type=float, default=10.0, help="arrivals before the window, s")
     p.add_argument("--seed", type=int, default=0, help="seeds arrivals and requests (>= 0)")
     p.add_argument("--duration-scale", type=float, default=0.05, help="multiply every tool-call duration")
