@@ -48,7 +48,10 @@ def serve(args: argparse.Namespace) -> int:
     executor_args, scheduler_args = stack_args(args)
     host, port = args.listen.rsplit(":", 1)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Both signals stop the stack, SIGINT too when the parent started us with it ignored (a
+    # command run in the background of a script), which would otherwise leave it running.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         with launch(
             executor_args, scheduler_args, host=host, scheduler_port=int(port), log_dir=args.log_dir
@@ -58,7 +61,7 @@ def serve(args: argparse.Namespace) -> int:
             )
             print("Ctrl-C stops both services.", flush=True)
             # Wake up now and then: a signal that lands on one of gRPC's threads only sets a flag,
-            # which the main thread acts on when it next runs (an untimed wait would sleep on).
+            # which the main thread acts on when it next runs (an untimed wait could sleep on).
             while not stop.wait(timeout=SIGNAL_POLL_S):
                 pass
     except KeyboardInterrupt:
