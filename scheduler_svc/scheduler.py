@@ -335,9 +335,7 @@ class Scheduler:
         pairs = self.blocks.swap_out(rid, num_blocks)
         self.stats.swap_out_blocks += num_blocks
         self._release_paused_hold(rid)
-        if held := len(self.blocks.layouts[rid].device):
-            self._paused_held[rid] = held
-            self._paused_held_blocks += held
+        self._hold_paused(rid)
         return pairs
 
     # ----- scheduling one request -----
@@ -398,8 +396,7 @@ class Scheduler:
             layout = layouts[rid]
             if (
                 position == len(layout.device) * block_size  # opens a block (or a preempted context)
-                or position < request.max_computed  # recomputation
-                or request.kind_at(position) != "decode"  # the last prompt or returned token
+                or request.kind_at(position) != "decode"  # recomputation, the last prompt or returned token
             ):
                 if not self._schedule_decode(request, builder, budget, scheduled):
                     break
@@ -537,9 +534,7 @@ class Scheduler:
         request.status = Status.PAUSED
         self._queues.remove(request)
         self._paused_requests[rid] = request
-        if held := len(self.blocks.layout(rid).device):
-            self._paused_held[rid] = held
-            self._paused_held_blocks += held
+        self._hold_paused(rid)
         request.pending_call = PendingCall(tool, call_text, now, expected_s, action.value)
         request.num_interceptions += 1
         self.stats.interceptions_by_tool[tool] += 1
@@ -588,6 +583,12 @@ class Scheduler:
         if self._last_now is not None and now > self._last_now:
             self.stats.paused_device_block_seconds += self._paused_held_blocks * (now - self._last_now)
         self._last_now = now
+
+    def _hold_paused(self, request_id: int) -> None:
+        """Count the device blocks the paused request holds now (it holds none counted yet)."""
+        if held := len(self.blocks.layout(request_id).device):
+            self._paused_held[request_id] = held
+            self._paused_held_blocks += held
 
     def _release_paused_hold(self, request_id: int) -> None:
         """The request no longer holds device blocks as a paused request."""

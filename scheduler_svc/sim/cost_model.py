@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from infercept.v1 import executor_pb2 as pb
+from scheduler_svc.cost_model import CostModel
 from scheduler_svc.sim.fit import ForwardSample, context_s_per_token, forward_curve
 
 _NONNEGATIVE_FIELDS = (
@@ -165,6 +166,18 @@ class CostProfile:
         return self.num_host_blocks * self.block_size_tokens
 
     # ----- conversions -----
+
+    def policy_cost_model(self) -> CostModel:
+        """The cost model a scheduler on this device would build from its Profile: the
+        flat-then-linear forward and the swap costs, without the simulator's refinements."""
+        return CostModel(
+            forward_base_s=self.forward_base_s,
+            forward_s_per_token=self.forward_s_per_token,
+            saturation_tokens=self.saturation_tokens,
+            swap_out_s_per_block=self.swap_out_s_per_block,
+            swap_in_s_per_block=self.swap_in_s_per_block,
+            swap_fixed_s=self.swap_fixed_s,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

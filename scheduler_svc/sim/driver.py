@@ -34,7 +34,6 @@ from infercept.server_info import message_to_dict
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import RequestError
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
-from scheduler_svc.cost_model import CostModel
 from scheduler_svc.scheduler import Event, Scheduler
 from scheduler_svc.sim.cost_model import CostProfile
 from scheduler_svc.sim.virtual_executor import SAMPLED_TOKEN_ID, VOCAB_SIZE, VirtualExecutor
@@ -104,15 +103,7 @@ class Simulation:
         overlap_swaps: bool = False,
     ) -> None:
         # The policy sees what a real scheduler would: the profile's costs, refined as it runs.
-        cost_model = CostModel(
-            forward_base_s=profile.forward_base_s,
-            forward_s_per_token=profile.forward_s_per_token,
-            saturation_tokens=profile.saturation_tokens,
-            swap_out_s_per_block=profile.swap_out_s_per_block,
-            swap_in_s_per_block=profile.swap_in_s_per_block,
-            swap_fixed_s=profile.swap_fixed_s,
-        )
-        self.scheduler = Scheduler(config, executor_description(profile), None, cost_model)
+        self.scheduler = Scheduler(config, executor_description(profile), None, profile.policy_cost_model())
         # A policy that budgets its swaps has them pipelined with compute (the executor's side stream).
         self.executor = VirtualExecutor(profile, overlap_swaps or self.scheduler.policy.pipelines_swaps)
         self.now = 0.0
