@@ -8,7 +8,7 @@
 # Needs BuildKit (the default builder since Docker Engine 23 and always used by Compose v2) for the
 # pip cache mount below.
 
-# An official PyTorch CUDA runtime image: CUDA, cuDNN, torch and triton, Python >= 3.10 under
+# An official PyTorch CUDA runtime image: CUDA, cuDNN, torch and triton, Python 3.11 under
 # /opt/conda. pyproject.toml asks for torch as a range (torch>=2.4), so pip keeps this torch; the
 # build checks that it did. CUDA 12.8 runs on Hopper (H100/H200), Ampere and Blackwell; the host
 # needs an NVIDIA driver that supports it (or CUDA minor-version compatibility).

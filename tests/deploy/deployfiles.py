@@ -13,15 +13,11 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pytest depends on tomli below 3.11
-    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
