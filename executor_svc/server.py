@@ -36,18 +36,28 @@ class ExecutorServer:
         self.servicer.close()
 
 
-def create_server(engine: Engine, address: str) -> ExecutorServer:
+def create_server(
+    engine: Engine, address: str, security: serving.ServerSecurity | None = None
+) -> ExecutorServer:
     """A server for `engine` bound to `address` ("host:port"; port 0 picks a free one), not yet
-    started. Raises OSError if the address cannot be bound."""
-    server, health_servicer = serving.new_server(SERVICE_NAME)
+    started, with `security`'s TLS and tokens (default: neither). Raises OSError if the address
+    cannot be bound, TlsConfigError if a TLS file cannot be read."""
+    security = security or serving.ServerSecurity()
+    server, health_servicer = serving.new_server(SERVICE_NAME, security.interceptors())
     servicer = ExecutorServicer(engine)
     executor_pb2_grpc.add_ExecutorServicer_to_server(servicer, server)
-    return ExecutorServer(server, serving.bind(server, address), servicer, health_servicer)
+    port = serving.bind(server, address, security.credentials())
+    return ExecutorServer(server, port, servicer, health_servicer)
 
 
-async def serve(engine: Engine, address: str, port_file: str | None = None) -> None:
+async def serve(
+    engine: Engine,
+    address: str,
+    port_file: str | None = None,
+    security: serving.ServerSecurity | None = None,
+) -> None:
     """Serve until SIGINT or SIGTERM, then stop gracefully. Writes the bound port to port_file."""
-    executor_server = create_server(engine, address)
+    executor_server = create_server(engine, address, security)
     await executor_server.start()
     log.info("executor.listening", address=serving.announce(address, executor_server.port, port_file))
     await serving.wait_for_stop_signal()

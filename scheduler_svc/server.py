@@ -15,7 +15,7 @@ from infercept import serving
 from infercept.v1 import generation_pb2, generation_pb2_grpc
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.cost_model import CostModel
-from scheduler_svc.executor_client import ExecutorClient
+from scheduler_svc.executor_link import ExecutorLink
 from scheduler_svc.iteration_log import IterationLog
 from scheduler_svc.policies import POLICIES
 from scheduler_svc.scheduler import Scheduler
@@ -58,11 +58,18 @@ def _crash_if_failed(task: asyncio.Task[None]) -> None:
 
 
 async def create_server(
-    config: SchedulerConfig, listen: str, executor_address: str, executor_timeout_s: float = 60.0
+    config: SchedulerConfig,
+    listen: str,
+    executor_address: str,
+    executor_timeout_s: float = 60.0,
+    security: serving.ServerSecurity | None = None,
+    executor_link: ExecutorLink | None = None,
 ) -> SchedulerServer:
     """Connect to the executor (waiting up to executor_timeout_s), reset it, and build a server
-    bound to `listen` (port 0: any free port), not yet started."""
-    executor = ExecutorClient(executor_address)
+    bound to `listen` (port 0: any free port), not yet started. `security`: the public port's
+    TLS and tokens; `executor_link`: TLS and token towards the executor (default: neither)."""
+    security = security or serving.ServerSecurity()
+    executor = (executor_link or ExecutorLink()).client(executor_address)
     await executor.wait_until_serving(executor_timeout_s)
     description, describe = await executor.describe()
     await executor.reset()
@@ -72,9 +79,10 @@ async def create_server(
         cost_model = CostModel.from_profile(await executor.profile())
         log.info("scheduler.cost_model", **dataclasses.asdict(cost_model))
     loop = StepLoop(Scheduler(config, description, tokenizer, cost_model), executor)
-    server, health_servicer = serving.new_server(SERVICE_NAME)
-    generation_pb2_grpc.add_GenerationServicer_to_server(GenerationServicer(loop, server_info(loop)), server)
-    port = serving.bind(server, listen)
+    server, health_servicer = serving.new_server(SERVICE_NAME, security.interceptors())
+    servicer = GenerationServicer(loop, server_info(loop), security.authenticator)
+    generation_pb2_grpc.add_GenerationServicer_to_server(servicer, server)
+    port = serving.bind(server, listen, security.credentials())
     log.info(
         "scheduler.ready",
         executor=executor_address,
@@ -93,9 +101,13 @@ async def serve(
     executor_timeout_s: float,
     port_file: str | None,
     iteration_log_path: str | None = None,
+    security: serving.ServerSecurity | None = None,
+    executor_link: ExecutorLink | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then stop gracefully."""
-    scheduler_server = await create_server(config, listen, executor_address, executor_timeout_s)
+    scheduler_server = await create_server(
+        config, listen, executor_address, executor_timeout_s, security, executor_link
+    )
     iteration_log = IterationLog(iteration_log_path) if iteration_log_path else None
     scheduler_server.loop.core.on_iteration = iteration_log
     await scheduler_server.start()
