@@ -13,6 +13,7 @@ from executor_svc.config import DTYPES, ExecutorConfig
 from executor_svc.model_config import ModelConfigError
 from infercept.auth import TokenFileError, load_tokens
 from infercept.logs import configure_logging
+from infercept.metrics_endpoint import DEFAULT_METRICS_HOST, MetricsEndpoint
 from infercept.serving import ServerSecurity
 from infercept.tls import ServerTls, TlsConfigError
 
@@ -69,6 +70,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"tokens (one per line, 'TOKEN' or 'NAME TOKEN') the scheduler must send as "
         f"'authorization: Bearer TOKEN' (default: ${EXECUTOR_TOKEN_ENV} if set; else no token)",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: off)",
+    )
+    p.add_argument(
+        "--metrics-host", default=DEFAULT_METRICS_HOST, help="address the metrics endpoint listens on"
+    )
     p.add_argument("--port-file", help="write the bound port to this file once serving")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of the console format")
@@ -103,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level, json=args.log_json)
     try:
         security = security_from_args(args)
-    except (TlsConfigError, TokenFileError) as error:
+        metrics_endpoint = MetricsEndpoint(args.metrics_host, args.metrics_port)
+    except (TlsConfigError, TokenFileError, ValueError) as error:
         print(f"infercept-executor: {error}", file=sys.stderr)
         return 2
     # Imported here so that --help answers without loading torch.
@@ -129,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # uvloop is optional off Linux/macOS
         pass
     try:
-        asyncio.run(serve(engine, args.listen, args.port_file, security))
+        asyncio.run(serve(engine, args.listen, args.port_file, security, metrics_endpoint))
     except (OSError, TlsConfigError) as error:
         print(f"infercept-executor: {error}", file=sys.stderr)
         return 2

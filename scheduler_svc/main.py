@@ -8,6 +8,7 @@ import sys
 
 from infercept.auth import TokenFileError, load_tokens, read_token
 from infercept.logs import configure_logging
+from infercept.metrics_endpoint import DEFAULT_METRICS_HOST, MetricsEndpoint
 from infercept.serving import ServerSecurity
 from infercept.tls import ClientTls, ServerTls, TlsConfigError
 from scheduler_svc.config import SchedulerConfig
@@ -15,6 +16,7 @@ from scheduler_svc.estimators import ESTIMATORS
 from scheduler_svc.executor_client import ExecutorUnavailable
 from scheduler_svc.executor_link import ExecutorLink
 from scheduler_svc.policies import POLICIES, TECHNIQUES
+from scheduler_svc.stats_log import DEFAULT_INTERVAL_S as DEFAULT_STATS_INTERVAL_S
 
 AUTH_TOKEN_ENV = "INFERCEPT_AUTH_TOKEN"  # one client token, when there is no token file
 EXECUTOR_TOKEN_ENV = "INFERCEPT_EXECUTOR_TOKEN"  # the executor's internal token
@@ -78,6 +80,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--executor-token-file",
         help=f"the executor's token (first line) (default: ${EXECUTOR_TOKEN_ENV} if set; else none)",
     )
+    observability = p.add_argument_group("observability")
+    observability.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: off)",
+    )
+    observability.add_argument(
+        "--metrics-host", default=DEFAULT_METRICS_HOST, help="address the metrics endpoint listens on"
+    )
+    observability.add_argument(
+        "--stats-interval-s",
+        type=float,
+        default=DEFAULT_STATS_INTERVAL_S,
+        help="log one 'stats' line every this many seconds (0: never)",
+    )
     p.add_argument("--port-file", help="write the bound port to this file once serving")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of the console format")
@@ -112,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             check_invariants=args.check_invariants,
         )
         security, executor_link = security_from_args(args)
+        metrics_endpoint = MetricsEndpoint(args.metrics_host, args.metrics_port)
+        if args.stats_interval_s < 0:
+            raise ValueError(f"--stats-interval-s must be >= 0, not {args.stats_interval_s}")
     except (ValueError, TlsConfigError, TokenFileError) as error:
         print(f"infercept-scheduler: {error}", file=sys.stderr)
         return 2
@@ -134,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.iteration_log,
                 security=security,
                 executor_link=executor_link,
+                metrics_endpoint=metrics_endpoint,
+                stats_interval_s=args.stats_interval_s,
             )
         )
     except (ExecutorUnavailable, OSError, TlsConfigError) as error:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -17,6 +18,7 @@ from infercept.v1 import generation_pb2 as gen
 from infercept.v1 import generation_pb2_grpc
 from scheduler_svc import __version__
 from scheduler_svc.admission import RequestError, encode
+from scheduler_svc.metrics import SchedulerMetrics
 from scheduler_svc.request_ids import PublicIds
 from scheduler_svc.step_loop import SessionItem, StepLoop
 
@@ -29,10 +31,15 @@ def _status(error: RequestError) -> grpc.StatusCode:
 
 class GenerationServicer(generation_pb2_grpc.GenerationServicer):
     def __init__(
-        self, loop: StepLoop, info: gen.ServerInfo, authenticator: Authenticator | None = None
+        self,
+        loop: StepLoop,
+        info: gen.ServerInfo,
+        authenticator: Authenticator | None = None,
+        metrics: SchedulerMetrics | None = None,
     ) -> None:
         self._loop = loop
         self._info = info
+        self._metrics = metrics or SchedulerMetrics()
         # Who calls (the token's name) owns what it creates; clients see only public ids.
         self._authenticator = authenticator or Authenticator({})
         self._public_ids = PublicIds()
@@ -40,6 +47,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
     async def Session(
         self, request_iterator: AsyncIterator[gen.ClientEvent], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gen.ServerEvent]:
+        timer = self._metrics.request_timer(time.monotonic())
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("event") != "generate":
             await context.abort(
@@ -59,6 +67,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
                 async for event in self._events(queue, context):
                     if event.HasField("accepted"):  # the client knows the request by its public id
                         event.accepted.request_id = public_id
+                    timer.on_event(event, time.monotonic())
                     yield event
             finally:
                 self._public_ids.remove(public_id)

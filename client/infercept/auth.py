@@ -206,7 +206,7 @@ class BearerToken(
         return continuation(self._details(client_call_details), request_iterator)
 
 
-def aio_token_interceptors(token: str | None) -> list[grpc.aio.ClientInterceptor]:
+def aio_token_interceptors(token: str | None) -> list[Any]:  # grpc-stubs lack the aio interceptors
     """Interceptors for a grpc.aio channel that add the bearer token to every call ([] if None)."""
     if token is None:
         return []
