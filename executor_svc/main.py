@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     security.add_argument(
         "--auth-token-file",
         help=f"tokens (one per line, 'TOKEN' or 'NAME TOKEN') the scheduler must send as "
-        f"'authorization: Bearer TOKEN' (default: ${EXECUTOR_TOKEN_ENV} if set; else no token)",
+        f"'authorization: Bearer TOKEN'; without it, ${EXECUTOR_TOKEN_ENV} if set, else no token is required",
     )
     p.add_argument(
         "--metrics-port",

@@ -71,14 +71,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     security.add_argument(
         "--auth-token-file",
         help=f"client tokens (one per line, 'TOKEN' or 'NAME TOKEN'; NAME owns its requests) sent as "
-        f"'authorization: Bearer TOKEN' (default: ${AUTH_TOKEN_ENV} if set; else no token)",
+        f"'authorization: Bearer TOKEN'; without it, ${AUTH_TOKEN_ENV} if set, else no token is required",
     )
     security.add_argument("--executor-ca", help="PEM CA of the executor's certificate: reach it over TLS")
     security.add_argument("--executor-client-cert", help="PEM certificate presented to the executor (mTLS)")
     security.add_argument("--executor-client-key", help="PEM private key of --executor-client-cert")
     security.add_argument(
         "--executor-token-file",
-        help=f"the executor's token (first line) (default: ${EXECUTOR_TOKEN_ENV} if set; else none)",
+        help=f"the executor's token (first line); without it, ${EXECUTOR_TOKEN_ENV} if set, else none",
     )
     observability = p.add_argument_group("observability")
     observability.add_argument(
