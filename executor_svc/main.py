@@ -11,9 +11,16 @@ import structlog
 from executor_svc.checkpoint import CheckpointError
 from executor_svc.config import DTYPES, ExecutorConfig
 from executor_svc.model_config import ModelConfigError
+from infercept.auth import TokenFileError, load_tokens
 from infercept.logs import configure_logging
+from infercept.metrics_endpoint import DEFAULT_METRICS_HOST, MetricsEndpoint
+from infercept.serving import ServerSecurity
+from infercept.tls import ServerTls, TlsConfigError
 
 log = structlog.get_logger(__name__)
+
+# The internal token, shared by the executor and its one scheduler (infercept serve sets it).
+EXECUTOR_TOKEN_ENV = "INFERCEPT_EXECUTOR_TOKEN"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,6 +59,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", action="store_true", help="print the cost-model profile (measured or cached) and exit"
     )
     p.add_argument("--refresh-profile", action="store_true", help="with --profile: measure even if cached")
+    security = p.add_argument_group("security (default: plaintext, no token; keep --listen on loopback)")
+    security.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
+    security.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    security.add_argument(
+        "--tls-client-ca", help="PEM CA: require the scheduler to present a certificate it signed (mTLS)"
+    )
+    security.add_argument(
+        "--auth-token-file",
+        help=f"tokens (one per line, 'TOKEN' or 'NAME TOKEN') the scheduler must send as "
+        f"'authorization: Bearer TOKEN'; without it, ${EXECUTOR_TOKEN_ENV} if set, else no token is required",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: off)",
+    )
+    p.add_argument(
+        "--metrics-host", default=DEFAULT_METRICS_HOST, help="address the metrics endpoint listens on"
+    )
     p.add_argument("--port-file", help="write the bound port to this file once serving")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of the console format")
@@ -73,9 +100,23 @@ def config_from_args(args: argparse.Namespace) -> ExecutorConfig:
     )
 
 
+def security_from_args(args: argparse.Namespace) -> ServerSecurity:
+    """TLS and tokens from the flags; TlsConfigError or TokenFileError if they are unusable."""
+    return ServerSecurity(
+        tls=ServerTls.from_flags(args.tls_cert, args.tls_key, args.tls_client_ca),
+        tokens=load_tokens(args.auth_token_file, EXECUTOR_TOKEN_ENV),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level, json=args.log_json)
+    try:
+        security = security_from_args(args)
+        metrics_endpoint = MetricsEndpoint(args.metrics_host, args.metrics_port)
+    except (TlsConfigError, TokenFileError, ValueError) as error:
+        print(f"infercept-executor: {error}", file=sys.stderr)
+        return 2
     # Imported here so that --help answers without loading torch.
     from executor_svc.engine import Engine
 
@@ -98,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:  # uvloop is optional off Linux/macOS
         pass
-    asyncio.run(serve(engine, args.listen, args.port_file))
+    try:
+        asyncio.run(serve(engine, args.listen, args.port_file, security, metrics_endpoint))
+    except (OSError, TlsConfigError) as error:
+        print(f"infercept-executor: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

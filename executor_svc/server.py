@@ -9,8 +9,10 @@ import structlog
 from grpc_health.v1 import _async as health_aio
 
 from executor_svc.engine import Engine
+from executor_svc.metrics import ExecutorMetrics
 from executor_svc.servicer import ExecutorServicer
 from infercept import serving
+from infercept.metrics_endpoint import MetricsEndpoint
 from infercept.v1 import executor_pb2, executor_pb2_grpc
 
 log = structlog.get_logger(__name__)
@@ -25,6 +27,7 @@ class ExecutorServer:
     port: int
     servicer: ExecutorServicer
     health: health_aio.HealthServicer
+    metrics: ExecutorMetrics = dataclasses.field(default_factory=ExecutorMetrics)
 
     async def start(self) -> None:
         await self.server.start()
@@ -36,20 +39,41 @@ class ExecutorServer:
         self.servicer.close()
 
 
-def create_server(engine: Engine, address: str) -> ExecutorServer:
+def create_server(
+    engine: Engine, address: str, security: serving.ServerSecurity | None = None
+) -> ExecutorServer:
     """A server for `engine` bound to `address` ("host:port"; port 0 picks a free one), not yet
-    started. Raises OSError if the address cannot be bound."""
-    server, health_servicer = serving.new_server(SERVICE_NAME)
-    servicer = ExecutorServicer(engine)
+    started, with `security`'s TLS and tokens (default: neither). Raises OSError if the address
+    cannot be bound, TlsConfigError if a TLS file cannot be read."""
+    security = security or serving.ServerSecurity()
+    metrics = ExecutorMetrics()
+    interceptors = [metrics.rpc_interceptor(), *security.interceptors()]  # refusals are counted too
+    server, health_servicer = serving.new_server(SERVICE_NAME, interceptors)
+    servicer = ExecutorServicer(engine, metrics)
     executor_pb2_grpc.add_ExecutorServicer_to_server(servicer, server)
-    return ExecutorServer(server, serving.bind(server, address), servicer, health_servicer)
+    port = serving.bind(server, address, security.credentials())
+    return ExecutorServer(server, port, servicer, health_servicer, metrics)
 
 
-async def serve(engine: Engine, address: str, port_file: str | None = None) -> None:
-    """Serve until SIGINT or SIGTERM, then stop gracefully. Writes the bound port to port_file."""
-    executor_server = create_server(engine, address)
+async def serve(
+    engine: Engine,
+    address: str,
+    port_file: str | None = None,
+    security: serving.ServerSecurity | None = None,
+    metrics_endpoint: MetricsEndpoint | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM, then stop gracefully. Writes the bound port to port_file;
+    serves metrics on `metrics_endpoint` (default: off)."""
+    executor_server = create_server(engine, address, security)
+    stop_metrics = (metrics_endpoint or MetricsEndpoint()).start(executor_server.metrics.registry)
     await executor_server.start()
-    log.info("executor.listening", address=serving.announce(address, executor_server.port, port_file))
+    log.info(
+        "executor.listening",
+        address=serving.announce(address, executor_server.port, port_file),
+        metrics_port=metrics_endpoint.port if metrics_endpoint else 0,
+    )
     await serving.wait_for_stop_signal()
     log.info("executor.stopping")
     await executor_server.stop()
+    if stop_metrics is not None:
+        stop_metrics()

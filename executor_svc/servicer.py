@@ -14,6 +14,7 @@ import grpc
 import structlog
 
 from executor_svc.engine import Engine
+from executor_svc.metrics import ExecutorMetrics
 from executor_svc.profiler import ProfilerBusy, get_profile
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
@@ -22,8 +23,9 @@ log = structlog.get_logger(__name__)
 
 
 class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, metrics: ExecutorMetrics | None = None) -> None:
         self._engine = engine
+        self._metrics = metrics or ExecutorMetrics()
         self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._description = engine.describe()
         self._run_stream_open = False
@@ -67,13 +69,15 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
     def _step(self, plan: pb.StepPlan) -> pb.StepResult:
         """engine.step, except that a failure inside it is reported in-band, not by dying."""
         try:
-            return self._engine.step(plan)
+            result = self._engine.step(plan)
         except Exception as error:  # one bad iteration must not take the executor down
             log.exception("step.failed", step_id=plan.step_id)
-            return pb.StepResult(
+            result = pb.StepResult(
                 step_id=plan.step_id,
                 error=pb.PlanError(code="INTERNAL", message=f"{type(error).__name__}: {error}"),
             )
+        self._metrics.observe_step(result)
+        return result
 
     async def _on_engine_thread(self, fn, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self._engine_thread, fn, *args)

@@ -12,6 +12,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from infercept import serving
+from infercept.channel import open_aio_channel
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
 from scheduler_svc.config import ExecutorDescription
@@ -27,9 +28,12 @@ PROFILE_TIMEOUT_S = 600.0  # a first measurement of a large model takes minutes
 
 
 class ExecutorClient:
-    def __init__(self, address: str) -> None:
+    def __init__(
+        self, address: str, credentials: grpc.ChannelCredentials | None = None, token: str | None = None
+    ) -> None:
+        """credentials: TLS to the executor (None: plaintext); token: the executor's bearer token."""
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address, options=serving.MESSAGE_OPTIONS)
+        self._channel = open_aio_channel(address, serving.MESSAGE_OPTIONS, credentials, token)
         self._stub = executor_pb2_grpc.ExecutorStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._call: grpc.aio.StreamStreamCall[pb.StepPlan, pb.StepResult] | None = None

@@ -6,11 +6,20 @@ import argparse
 import asyncio
 import sys
 
+from infercept.auth import TokenFileError, load_tokens, read_token
 from infercept.logs import configure_logging
+from infercept.metrics_endpoint import DEFAULT_METRICS_HOST, MetricsEndpoint
+from infercept.serving import ServerSecurity
+from infercept.tls import ClientTls, ServerTls, TlsConfigError
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.estimators import ESTIMATORS
 from scheduler_svc.executor_client import ExecutorUnavailable
+from scheduler_svc.executor_link import ExecutorLink
 from scheduler_svc.policies import POLICIES, TECHNIQUES
+from scheduler_svc.stats_log import DEFAULT_INTERVAL_S as DEFAULT_STATS_INTERVAL_S
+
+AUTH_TOKEN_ENV = "INFERCEPT_AUTH_TOKEN"  # one client token, when there is no token file
+EXECUTOR_TOKEN_ENV = "INFERCEPT_EXECUTOR_TOKEN"  # the executor's internal token
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,10 +65,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--iteration-log", help="write each iteration's statistics to this file as JSON lines (benchmarks)"
     )
+    security = p.add_argument_group("security (default: plaintext, no token; keep --listen on loopback)")
+    security.add_argument("--tls-cert", help="PEM certificate chain: serve the public API over TLS")
+    security.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    security.add_argument(
+        "--auth-token-file",
+        help=f"client tokens (one per line, 'TOKEN' or 'NAME TOKEN'; NAME owns its requests) sent as "
+        f"'authorization: Bearer TOKEN'; without it, ${AUTH_TOKEN_ENV} if set, else no token is required",
+    )
+    security.add_argument("--executor-ca", help="PEM CA of the executor's certificate: reach it over TLS")
+    security.add_argument("--executor-client-cert", help="PEM certificate presented to the executor (mTLS)")
+    security.add_argument("--executor-client-key", help="PEM private key of --executor-client-cert")
+    security.add_argument(
+        "--executor-token-file",
+        help=f"the executor's token (first line); without it, ${EXECUTOR_TOKEN_ENV} if set, else none",
+    )
+    observability = p.add_argument_group("observability")
+    observability.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: off)",
+    )
+    observability.add_argument(
+        "--metrics-host", default=DEFAULT_METRICS_HOST, help="address the metrics endpoint listens on"
+    )
+    observability.add_argument(
+        "--stats-interval-s",
+        type=float,
+        default=DEFAULT_STATS_INTERVAL_S,
+        help="log one 'stats' line every this many seconds (0: never)",
+    )
     p.add_argument("--port-file", help="write the bound port to this file once serving")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of the console format")
     return p.parse_args(argv)
+
+
+def security_from_args(args: argparse.Namespace) -> tuple[ServerSecurity, ExecutorLink]:
+    """The public port's TLS and tokens, and the executor link's TLS and token, from the flags;
+    TlsConfigError or TokenFileError if they are unusable."""
+    public = ServerSecurity(
+        tls=ServerTls.from_flags(args.tls_cert, args.tls_key),
+        tokens=load_tokens(args.auth_token_file, AUTH_TOKEN_ENV),
+    )
+    link = ExecutorLink(
+        tls=ClientTls.from_flags(args.executor_ca, args.executor_client_cert, args.executor_client_key),
+        token=read_token(args.executor_token_file, EXECUTOR_TOKEN_ENV),
+    )
+    return public, link
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             max_live_requests=args.max_live_requests,
             check_invariants=args.check_invariants,
         )
-    except ValueError as error:
+        security, executor_link = security_from_args(args)
+        metrics_endpoint = MetricsEndpoint(args.metrics_host, args.metrics_port)
+        if args.stats_interval_s < 0:
+            raise ValueError(f"--stats-interval-s must be >= 0, not {args.stats_interval_s}")
+    except (ValueError, TlsConfigError, TokenFileError) as error:
         print(f"infercept-scheduler: {error}", file=sys.stderr)
         return 2
     from scheduler_svc.server import serve
@@ -89,10 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(
             serve(
-                config, args.listen, args.executor, args.executor_timeout, args.port_file, args.iteration_log
+                config,
+                args.listen,
+                args.executor,
+                args.executor_timeout,
+                args.port_file,
+                args.iteration_log,
+                security=security,
+                executor_link=executor_link,
+                metrics_endpoint=metrics_endpoint,
+                stats_interval_s=args.stats_interval_s,
             )
         )
-    except ExecutorUnavailable as error:
+    except (ExecutorUnavailable, OSError, TlsConfigError) as error:
         print(f"infercept-scheduler: {error}", file=sys.stderr)
         return 3
     return 0

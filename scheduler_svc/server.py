@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
+from collections.abc import Callable
 
 import grpc
 import structlog
@@ -12,11 +14,14 @@ from grpc_health.v1 import _async as health_aio
 from tokenizers import Tokenizer
 
 from infercept import serving
+from infercept.metrics_endpoint import MetricsEndpoint
 from infercept.v1 import generation_pb2, generation_pb2_grpc
+from scheduler_svc import stats_log
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.cost_model import CostModel
-from scheduler_svc.executor_client import ExecutorClient
+from scheduler_svc.executor_link import ExecutorLink
 from scheduler_svc.iteration_log import IterationLog
+from scheduler_svc.metrics import SchedulerMetrics
 from scheduler_svc.policies import POLICIES
 from scheduler_svc.scheduler import Scheduler
 from scheduler_svc.servicer import GenerationServicer, server_info
@@ -34,6 +39,7 @@ class SchedulerServer:
     port: int
     loop: StepLoop
     health: health_aio.HealthServicer
+    metrics: SchedulerMetrics = dataclasses.field(default_factory=SchedulerMetrics)
     _loop_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -58,11 +64,18 @@ def _crash_if_failed(task: asyncio.Task[None]) -> None:
 
 
 async def create_server(
-    config: SchedulerConfig, listen: str, executor_address: str, executor_timeout_s: float = 60.0
+    config: SchedulerConfig,
+    listen: str,
+    executor_address: str,
+    executor_timeout_s: float = 60.0,
+    security: serving.ServerSecurity | None = None,
+    executor_link: ExecutorLink | None = None,
 ) -> SchedulerServer:
     """Connect to the executor (waiting up to executor_timeout_s), reset it, and build a server
-    bound to `listen` (port 0: any free port), not yet started."""
-    executor = ExecutorClient(executor_address)
+    bound to `listen` (port 0: any free port), not yet started. `security`: the public port's
+    TLS and tokens; `executor_link`: TLS and token towards the executor (default: neither)."""
+    security = security or serving.ServerSecurity()
+    executor = (executor_link or ExecutorLink()).client(executor_address)
     await executor.wait_until_serving(executor_timeout_s)
     description, describe = await executor.describe()
     await executor.reset()
@@ -72,9 +85,12 @@ async def create_server(
         cost_model = CostModel.from_profile(await executor.profile())
         log.info("scheduler.cost_model", **dataclasses.asdict(cost_model))
     loop = StepLoop(Scheduler(config, description, tokenizer, cost_model), executor)
-    server, health_servicer = serving.new_server(SERVICE_NAME)
-    generation_pb2_grpc.add_GenerationServicer_to_server(GenerationServicer(loop, server_info(loop)), server)
-    port = serving.bind(server, listen)
+    metrics = SchedulerMetrics()
+    interceptors = [metrics.rpc_interceptor(), *security.interceptors()]  # refusals are counted too
+    server, health_servicer = serving.new_server(SERVICE_NAME, interceptors)
+    servicer = GenerationServicer(loop, server_info(loop), security.authenticator, metrics)
+    generation_pb2_grpc.add_GenerationServicer_to_server(servicer, server)
+    port = serving.bind(server, listen, security.credentials())
     log.info(
         "scheduler.ready",
         executor=executor_address,
@@ -83,7 +99,7 @@ async def create_server(
         device_blocks=description.num_device_blocks,
         host_blocks=description.num_host_blocks,
     )
-    return SchedulerServer(server, port, loop, health_servicer)
+    return SchedulerServer(server, port, loop, health_servicer, metrics)
 
 
 async def serve(
@@ -93,15 +109,51 @@ async def serve(
     executor_timeout_s: float,
     port_file: str | None,
     iteration_log_path: str | None = None,
+    security: serving.ServerSecurity | None = None,
+    executor_link: ExecutorLink | None = None,
+    metrics_endpoint: MetricsEndpoint | None = None,
+    stats_interval_s: float = stats_log.DEFAULT_INTERVAL_S,
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then stop gracefully."""
-    scheduler_server = await create_server(config, listen, executor_address, executor_timeout_s)
+    """Serve until SIGINT or SIGTERM, then stop gracefully. Metrics on `metrics_endpoint` (off by
+    default), a stats line every stats_interval_s seconds (0: none)."""
+    scheduler_server = await create_server(
+        config, listen, executor_address, executor_timeout_s, security, executor_link
+    )
     iteration_log = IterationLog(iteration_log_path) if iteration_log_path else None
-    scheduler_server.loop.core.on_iteration = iteration_log
+    core, metrics = scheduler_server.loop.core, scheduler_server.metrics
+    core.on_iteration = _each_iteration(iteration_log, metrics.observe_iteration)
+    metrics.watch_core(core.stats_proto, asyncio.get_running_loop())
+    stop_metrics = (metrics_endpoint or MetricsEndpoint()).start(metrics.registry)
+    stats_task = None
+    if stats_interval_s > 0:
+        stats_task = asyncio.create_task(
+            stats_log.log_stats_forever(core.stats_proto, stats_interval_s, time.monotonic), name="stats-log"
+        )
     await scheduler_server.start()
-    log.info("scheduler.listening", address=serving.announce(listen, scheduler_server.port, port_file))
+    log.info(
+        "scheduler.listening",
+        address=serving.announce(listen, scheduler_server.port, port_file),
+        metrics_port=metrics_endpoint.port if metrics_endpoint else 0,
+    )
     await serving.wait_for_stop_signal()
     log.info("scheduler.stopping")
     await scheduler_server.stop()
+    if stats_task is not None:
+        stats_task.cancel()
+    if stop_metrics is not None:
+        stop_metrics()
     if iteration_log is not None:
         iteration_log.close()
+
+
+def _each_iteration(
+    *observers: Callable[[generation_pb2.IterationStats], None] | None,
+) -> Callable[[generation_pb2.IterationStats], None]:
+    """One on_iteration hook calling every observer that is not None, in order."""
+    present = [observer for observer in observers if observer is not None]
+
+    def observe(iteration: generation_pb2.IterationStats) -> None:
+        for observer in present:
+            observer(iteration)
+
+    return observe

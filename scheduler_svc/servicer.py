@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import grpc
 import structlog
 
+from infercept.auth import Authenticator, caller_identity
 from infercept.v1 import generation_pb2 as gen
 from infercept.v1 import generation_pb2_grpc
 from scheduler_svc import __version__
 from scheduler_svc.admission import RequestError, encode
+from scheduler_svc.metrics import SchedulerMetrics
+from scheduler_svc.request_ids import PublicIds
 from scheduler_svc.step_loop import SessionItem, StepLoop
 
 log = structlog.get_logger(__name__)
@@ -26,13 +30,24 @@ def _status(error: RequestError) -> grpc.StatusCode:
 
 
 class GenerationServicer(generation_pb2_grpc.GenerationServicer):
-    def __init__(self, loop: StepLoop, info: gen.ServerInfo) -> None:
+    def __init__(
+        self,
+        loop: StepLoop,
+        info: gen.ServerInfo,
+        authenticator: Authenticator | None = None,
+        metrics: SchedulerMetrics | None = None,
+    ) -> None:
         self._loop = loop
         self._info = info
+        self._metrics = metrics or SchedulerMetrics()
+        # Who calls (the token's name) owns what it creates; clients see only public ids.
+        self._authenticator = authenticator or Authenticator({})
+        self._public_ids = PublicIds()
 
     async def Session(
         self, request_iterator: AsyncIterator[gen.ClientEvent], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gen.ServerEvent]:
+        timer = self._metrics.request_timer(time.monotonic())
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("event") != "generate":
             await context.abort(
@@ -44,13 +59,18 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         except RequestError as error:
             await context.abort(_status(error), error.message)
             return
+        public_id = self._public_ids.add(request_id, caller_identity(self._authenticator, context))
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             log.info("request.accepted", program_id=first.generate.program_id or None)
             reader = asyncio.create_task(self._read_client(request_iterator, request_id, queue))
             try:
                 async for event in self._events(queue, context):
+                    if event.HasField("accepted"):  # the client knows the request by its public id
+                        event.accepted.request_id = public_id
+                    timer.on_event(event, time.monotonic())
                     yield event
             finally:
+                self._public_ids.remove(public_id)
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
@@ -100,9 +120,8 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
 
     async def Abort(self, request: gen.AbortRequest, context: grpc.aio.ServicerContext) -> gen.AbortResponse:
         try:
-            self._loop.abort(int(request.request_id))
-        except ValueError:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no live request {request.request_id!r}")
+            caller = caller_identity(self._authenticator, context)
+            self._loop.abort(self._public_ids.resolve(request.request_id, caller))
         except RequestError as error:
             await context.abort(_status(error), error.message)
         return gen.AbortResponse()

@@ -14,12 +14,13 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from infercept.channel import channel_options
+from infercept.channel import channel_options, open_aio_channel
 from infercept.errors import CANCELLED, InferceptError, translated_rpc_errors
 from infercept.events import Event
 from infercept.result import GenerateResult
 from infercept.server_info import ServerInfo, message_to_dict
 from infercept.session import PendingCall, SessionState, tool_failed
+from infercept.tls import channel_credentials
 from infercept.tools import Tool
 from infercept.types import SamplingParams, ScriptedCall
 from infercept.v1 import generation_pb2 as pb
@@ -144,10 +145,21 @@ class AsyncClient:
     The channel opens on first use, in the running event loop; use the client from that loop
     only. close() (or leaving the `async with` block) cancels every request still running."""
 
-    def __init__(self, address: str, *, options: Sequence[tuple[str, Any]] = ()) -> None:
-        """address: "host:port". options: extra gRPC channel options (override the defaults)."""
+    def __init__(
+        self,
+        address: str,
+        *,
+        options: Sequence[tuple[str, Any]] = (),
+        root_certificates: bytes | None = None,
+        token: str | None = None,
+    ) -> None:
+        """address: "host:port". options: extra gRPC channel options (override the defaults).
+        root_certificates: PEM of the CA that signed the server's certificate; given, the
+        channel uses TLS (else plaintext). token: sent as `authorization: Bearer <token>`."""
         self.address = address
         self._options = channel_options(options)
+        self._root_certificates = root_certificates
+        self._token = token
         self._channel: grpc.aio.Channel | None = None
         self._stub_: generation_pb2_grpc.GenerationAsyncStub | None = None
         self._streams: weakref.WeakSet[AsyncStream] = weakref.WeakSet()
@@ -242,7 +254,10 @@ class AsyncClient:
         if self._is_closed:
             raise InferceptError(CANCELLED, "the client is closed")
         if self._stub_ is None:
-            self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
+            credentials = (
+                channel_credentials(self._root_certificates) if self._root_certificates is not None else None
+            )
+            self._channel = open_aio_channel(self.address, self._options, credentials, self._token)
             # GenerationStub over an aio channel is the async stub (GenerationAsyncStub exists
             # only for type checkers).
             self._stub_ = generation_pb2_grpc.GenerationStub(self._channel)

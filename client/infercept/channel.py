@@ -1,9 +1,15 @@
-"""gRPC channel settings shared by Client and AsyncClient."""
+"""gRPC channel settings shared by Client and AsyncClient (and the scheduler's executor client):
+options, TLS and the bearer token."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+import grpc
+import grpc.aio
+
+from infercept.auth import BearerToken, aio_token_interceptors
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -18,3 +24,31 @@ def channel_options(extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, An
     """The default options, overridden by `extra` where the names collide."""
     names = {name for name, _ in extra}
     return [option for option in DEFAULT_CHANNEL_OPTIONS if option[0] not in names] + list(extra)
+
+
+def open_channel(
+    address: str,
+    options: Sequence[tuple[str, Any]],
+    credentials: grpc.ChannelCredentials | None = None,
+    token: str | None = None,
+) -> grpc.Channel:
+    """A blocking channel to `address`: TLS with `credentials` (else plaintext), and the bearer
+    `token` on every call when given."""
+    if credentials is None:
+        channel = grpc.insecure_channel(address, options=list(options))
+    else:
+        channel = grpc.secure_channel(address, credentials, options=list(options))
+    return channel if token is None else grpc.intercept_channel(channel, BearerToken(token))
+
+
+def open_aio_channel(
+    address: str,
+    options: Sequence[tuple[str, Any]],
+    credentials: grpc.ChannelCredentials | None = None,
+    token: str | None = None,
+) -> grpc.aio.Channel:
+    """An asyncio channel to `address`, as open_channel; create it inside the running loop."""
+    interceptors = aio_token_interceptors(token)
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=list(options), interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=list(options), interceptors=interceptors)

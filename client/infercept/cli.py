@@ -44,8 +44,44 @@ def add_stack_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> Non
     )
 
 
+def add_security_flags(p: argparse.ArgumentParser) -> None:
+    """`serve`'s flags for the public port (passed on to infercept-scheduler)."""
+    group = p.add_argument_group("security and metrics of the public port (default: plaintext, no token)")
+    group.add_argument("--tls-cert", help="PEM certificate chain: serve the public API over TLS")
+    group.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    group.add_argument("--tls-ca", help="PEM CA that signed --tls-cert (the start-up health probe trusts it)")
+    group.add_argument(
+        "--auth-token-file",
+        help="client tokens, one per line ('TOKEN' or 'NAME TOKEN'): required on every call",
+    )
+    group.add_argument(
+        "--metrics-port", type=int, default=0, help="the scheduler's Prometheus metrics on 127.0.0.1 (0: off)"
+    )
+
+
+def security_args(args: argparse.Namespace) -> tuple[list[str], bytes | None]:
+    """The scheduler flags for add_security_flags, and the CA for the health probe. Raises
+    ValueError for an incomplete TLS combination, OSError for an unreadable CA."""
+    scheduler: list[str] = []
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key and args.tls_ca):
+            raise ValueError("--tls-cert, --tls-key and --tls-ca go together")
+        scheduler += ["--tls-cert", args.tls_cert, "--tls-key", args.tls_key]
+    if args.auth_token_file:
+        scheduler += ["--auth-token-file", args.auth_token_file]
+    if args.metrics_port:
+        scheduler += ["--metrics-port", str(args.metrics_port)]
+    return scheduler, Path(args.tls_ca).read_bytes() if args.tls_cert else None
+
+
 def serve(args: argparse.Namespace) -> int:
     executor_args, scheduler_args = stack_args(args)
+    try:
+        secured_args, root_certificates = security_args(args)
+    except (ValueError, OSError) as error:
+        print(f"infercept serve: {error}", file=sys.stderr)
+        return 2
+    scheduler_args += secured_args
     host, port = args.listen.rsplit(":", 1)
     stop = threading.Event()
     # Both signals stop the stack, SIGINT too when the parent started us with it ignored (a
@@ -54,7 +90,12 @@ def serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         with launch(
-            executor_args, scheduler_args, host=host, scheduler_port=int(port), log_dir=args.log_dir
+            executor_args,
+            scheduler_args,
+            host=host,
+            scheduler_port=int(port),
+            log_dir=args.log_dir,
+            scheduler_root_certificates=root_certificates,
         ) as stack:
             print(
                 f"InferCept serving on {stack.scheduler_address} (executor {stack.executor_address}, logs {stack.log_dir})"
@@ -85,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve_parser.add_argument("--listen", default="127.0.0.1:50051", help="the scheduler's public host:port")
     add_stack_flags(serve_parser)
+    add_security_flags(serve_parser)
     serve_parser.set_defaults(run=serve)
     demo_parser = commands.add_parser(
         "demo",

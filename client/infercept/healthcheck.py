@@ -13,17 +13,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from infercept.channel import open_channel
+
 DEFAULT_TIMEOUT_S = 3.0
 
 
-def check(target: str, service: str = "", timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[bool, str]:
+def check(
+    target: str,
+    service: str = "",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    root_certificates: bytes | None = None,
+) -> tuple[bool, str]:
     """Ask the health service at `target` ("host:port") about `service`; return (serving, what was
-    seen). Never raises for an RPC failure: an unreachable or silent server is simply not serving."""
-    with grpc.insecure_channel(target) as channel:
+    seen). Over TLS when `root_certificates` (PEM of the server's CA) are given. Never raises for
+    an RPC failure: an unreachable or silent server is simply not serving."""
+    credentials = grpc.ssl_channel_credentials(root_certificates) if root_certificates else None
+    with open_channel(target, (), credentials) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
@@ -49,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_TIMEOUT_S,
         help=f"seconds to wait for the answer (default {DEFAULT_TIMEOUT_S:g})",
     )
+    p.add_argument("--ca", help="PEM CA of the server's certificate: probe over TLS (default: plaintext)")
     return p.parse_args(argv)
 
 
@@ -61,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeout <= 0:
         print(f"--timeout must be positive, not {args.timeout}", file=sys.stderr)
         return 1
-    serving, seen = check(args.target, args.service, args.timeout)
+    try:
+        root_certificates = Path(args.ca).read_bytes() if args.ca else None
+    except OSError as error:
+        print(f"cannot read --ca: {error}", file=sys.stderr)
+        return 1
+    serving, seen = check(args.target, args.service, args.timeout, root_certificates)
     print(f"{args.target} {args.service!r}: {seen}")
     return 0 if serving else 1
 

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from infercept.healthcheck import check
 
 STOP_TIMEOUT_S = 20.0
+EXECUTOR_TOKEN_ENV = "INFERCEPT_EXECUTOR_TOKEN"  # read by both services (their --help says so)
 
 
 class LaunchError(RuntimeError):
@@ -32,6 +35,7 @@ class Stack:
     scheduler_address: str
     executor_address: str
     log_dir: Path
+    executor_token: str | None = None  # what the executor requires (its API is internal)
 
 
 @dataclasses.dataclass
@@ -55,12 +59,25 @@ def launch(
     executor_port: int = 0,
     log_dir: Path | None = None,
     startup_timeout_s: float = 180.0,
+    scheduler_root_certificates: bytes | None = None,
+    executor_root_certificates: bytes | None = None,
 ) -> Iterator[Stack]:
-    """Run the two services for the duration of the `with` block (ports 0: any free ports)."""
+    """Run the two services for the duration of the `with` block (ports 0: any free ports).
+
+    The two share a fresh random internal token (INFERCEPT_EXECUTOR_TOKEN in their environment,
+    unless the caller's environment sets one), so nobody else can drive the executor. The
+    *_root_certificates (PEM CAs) are for the start-up health probes of services serving TLS."""
     logs = Path(log_dir or tempfile.mkdtemp(prefix="infercept-"))
+    env = {EXECUTOR_TOKEN_ENV: os.environ.get(EXECUTOR_TOKEN_ENV) or secrets.token_urlsafe(32)}
     with (
         run_service(
-            "executor", f"{host}:{executor_port}", executor_args, logs, startup_timeout_s
+            "executor",
+            f"{host}:{executor_port}",
+            executor_args,
+            logs,
+            startup_timeout_s,
+            env=env,
+            root_certificates=executor_root_certificates,
         ) as executor,
         run_service(
             "scheduler",
@@ -68,37 +85,57 @@ def launch(
             ["--executor", executor, *scheduler_args],
             logs,
             startup_timeout_s,
+            env=env,
+            root_certificates=scheduler_root_certificates,
         ) as scheduler,
     ):
-        yield Stack(scheduler, executor, logs)
+        yield Stack(scheduler, executor, logs, env[EXECUTOR_TOKEN_ENV])
 
 
 @contextlib.contextmanager
 def run_service(
-    name: str, listen: str, args: Sequence[str], log_dir: Path, startup_timeout_s: float = 180.0
+    name: str,
+    listen: str,
+    args: Sequence[str],
+    log_dir: Path,
+    startup_timeout_s: float = 180.0,
+    *,
+    env: Mapping[str, str] | None = None,
+    root_certificates: bytes | None = None,
 ) -> Iterator[str]:
     """Run one service ("executor" or "scheduler") until the block ends; yields its address.
+    `env` is added to its environment; `root_certificates` (PEM) probe its health over TLS.
     Raises LaunchError (with the end of its log) if it does not come up."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    service = _start(name, f"{name}_svc", listen, list(args), log_dir)
+    service = _start(name, f"{name}_svc", listen, list(args), log_dir, env)
     try:
-        port = _wait_serving(service, log_dir, startup_timeout_s)
+        port = _wait_serving(service, log_dir, startup_timeout_s, root_certificates)
         yield f"{listen.rsplit(':', 1)[0]}:{port}"
     finally:
         _stop(service)
 
 
-def _start(name: str, module: str, listen: str, args: list[str], logs: Path) -> _Service:
+def _start(
+    name: str, module: str, listen: str, args: list[str], logs: Path, env: Mapping[str, str] | None = None
+) -> _Service:
     port_file = logs / f"{name}.port"
     port_file.unlink(missing_ok=True)
     log_path = logs / f"{name}.log"
     command = [sys.executable, "-m", module, "--listen", listen, "--port-file", str(port_file), *args]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
     return _Service(name, process, log_path)
 
 
-def _wait_serving(service: _Service, logs: Path, timeout_s: float) -> int:
+def _wait_serving(
+    service: _Service, logs: Path, timeout_s: float, root_certificates: bytes | None = None
+) -> int:
     """The service's port, once its health service answers SERVING."""
     port_file = logs / f"{service.name}.port"
     deadline = time.monotonic() + timeout_s
@@ -108,15 +145,16 @@ def _wait_serving(service: _Service, logs: Path, timeout_s: float) -> int:
                 f"the {service.name} exited with {service.process.returncode}:\n{service.log_tail()}"
             )
         port = port_file.read_text().strip() if port_file.exists() else ""
-        if port and is_serving(f"127.0.0.1:{port}"):
+        if port and is_serving(f"127.0.0.1:{port}", root_certificates):
             return int(port)
         time.sleep(0.1)
     raise LaunchError(f"the {service.name} did not serve within {timeout_s:.0f}s:\n{service.log_tail()}")
 
 
-def is_serving(address: str) -> bool:
-    """Whether the service at `address` answers SERVING within a second."""
-    return check(address, timeout_s=1.0)[0]
+def is_serving(address: str, root_certificates: bytes | None = None) -> bool:
+    """Whether the service at `address` answers SERVING within a second (over TLS when given the
+    PEM CA of its certificate)."""
+    return check(address, timeout_s=1.0, root_certificates=root_certificates)[0]
 
 
 def _stop(service: _Service) -> None:

@@ -12,12 +12,13 @@ from typing import Any
 
 import grpc
 
-from infercept.channel import channel_options
+from infercept.channel import channel_options, open_channel
 from infercept.errors import CANCELLED, InferceptError, translated_rpc_errors
 from infercept.events import Event
 from infercept.result import GenerateResult
 from infercept.server_info import ServerInfo, message_to_dict
 from infercept.session import PendingCall, SessionState, tool_failed
+from infercept.tls import channel_credentials
 from infercept.tools import Tool
 from infercept.types import SamplingParams, ScriptedCall
 from infercept.v1 import generation_pb2 as pb
@@ -136,10 +137,20 @@ class Client:
     Thread-safe: requests may run concurrently from several threads. close() (or leaving the
     `with` block) cancels every request still running; the server aborts them."""
 
-    def __init__(self, address: str, *, options: Sequence[tuple[str, Any]] = ()) -> None:
-        """address: "host:port". options: extra gRPC channel options (override the defaults)."""
+    def __init__(
+        self,
+        address: str,
+        *,
+        options: Sequence[tuple[str, Any]] = (),
+        root_certificates: bytes | None = None,
+        token: str | None = None,
+    ) -> None:
+        """address: "host:port". options: extra gRPC channel options (override the defaults).
+        root_certificates: PEM of the CA that signed the server's certificate; given, the
+        channel uses TLS (else plaintext). token: sent as `authorization: Bearer <token>`."""
         self.address = address
-        self._channel = grpc.insecure_channel(address, options=channel_options(options))
+        credentials = channel_credentials(root_certificates) if root_certificates is not None else None
+        self._channel = open_channel(address, channel_options(options), credentials, token)
         self._stub = generation_pb2_grpc.GenerationStub(self._channel)
         self._streams: weakref.WeakSet[Stream] = weakref.WeakSet()
         self._lock = threading.Lock()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import grpc
-
+from infercept.channel import open_channel
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
 from scheduler_svc.sim.cost_model import CostProfile, from_profile_response
@@ -14,10 +13,13 @@ DESCRIBE_TIMEOUT_S = 30.0
 PROFILE_TIMEOUT_S = 1800.0  # a fresh measurement of a large model takes minutes
 
 
-def fetch_profile(address: str, refresh: bool = False, name: str = "") -> CostProfile:
-    """The cost profile of the executor at `address` (host:port). `refresh` measures again
-    instead of using the executor's cached profile. Raises grpc.RpcError."""
-    with grpc.insecure_channel(address) as channel:
+def fetch_profile(
+    address: str, refresh: bool = False, name: str = "", token: str | None = None
+) -> CostProfile:
+    """The cost profile of the executor at `address` (host:port), presenting its `token` if it
+    requires one. `refresh` measures again instead of using the executor's cached profile.
+    Raises grpc.RpcError."""
+    with open_channel(address, (), token=token) as channel:
         stub = executor_pb2_grpc.ExecutorStub(channel)
         description = stub.Describe(pb.DescribeRequest(), timeout=DESCRIBE_TIMEOUT_S)
         response = stub.Profile(pb.ProfileRequest(refresh=refresh), timeout=PROFILE_TIMEOUT_S)

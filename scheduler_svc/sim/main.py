@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from infercept.auth import read_token
 from infercept.loadgen.main import make_plans
 from infercept.loadgen.metrics import results_record, server_delta, summarize
 from infercept.loadgen.report import DEFAULT_SLO_S_PER_TOKEN, plot_latency, sweep_table
@@ -31,6 +32,7 @@ from infercept.loadgen.spec import RequestPlan
 from infercept.loadgen.workloads import WORKLOADS
 from infercept.logs import configure_logging
 from scheduler_svc.config import SchedulerConfig
+from scheduler_svc.main import EXECUTOR_TOKEN_ENV
 from scheduler_svc.policies import POLICIES
 from scheduler_svc.policies.spec import PolicySpec, parse_policy_spec
 from scheduler_svc.sim.cost_model import CostProfile
@@ -232,7 +234,8 @@ def sim_record(
 
 def save_profile(address: str, path: str, refresh: bool) -> int:
     try:
-        profile = fetch_profile(address, refresh=refresh)
+        # An executor started with a token (INFERCEPT_EXECUTOR_TOKEN) answers only its holder.
+        profile = fetch_profile(address, refresh=refresh, token=read_token(None, EXECUTOR_TOKEN_ENV))
     except grpc.RpcError as error:
         reason = f"{error.code().name}: {error.details()}" if isinstance(error, grpc.Call) else str(error)
         print(f"infercept-sim: executor at {address}: {reason}", file=sys.stderr)

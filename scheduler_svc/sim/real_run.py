@@ -60,7 +60,9 @@ def run_real(args: argparse.Namespace, calibration_plan: CalibrationPlan | None)
     scheduler_args += ["--iteration-log", str(log_dir / ITERATION_LOG)]
     cpu_before = background_load.snapshot()
     with launch(executor_args, scheduler_args, log_dir=log_dir) as stack:
-        profile = fetch_profile(stack.executor_address, refresh=args.refresh_profile)
+        profile = fetch_profile(
+            stack.executor_address, refresh=args.refresh_profile, token=stack.executor_token
+        )
         load = asyncio.run(_run_load(stack.scheduler_address, args, calibration_plan))
     other_cpu_share = background_load.other_share(cpu_before, background_load.snapshot())
     iterations = read_iteration_log(log_dir / ITERATION_LOG)  # complete once the scheduler stopped

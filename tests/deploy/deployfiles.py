@@ -168,6 +168,15 @@ def port_mapping(spec: str | int | dict[str, Any]) -> tuple[str | None, int]:
     return (parts[-2] if len(parts) >= 2 else None), target
 
 
+def published_host_ip(spec: str | int | dict[str, Any]) -> str | None:
+    """The host address one entry of a service's `ports` is published on (None: every address)."""
+    if isinstance(spec, dict):
+        host_ip = spec.get("host_ip")
+        return None if host_ip is None else str(host_ip)
+    parts = str(spec).split("/", 1)[0].rsplit(":", 2)
+    return parts[0].strip("[]") if len(parts) == 3 else None
+
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
 _UNIT_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 

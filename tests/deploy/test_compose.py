@@ -26,6 +26,7 @@ from tests.deploy.deployfiles import (
     load_compose,
     named_volumes,
     port_mapping,
+    published_host_ip,
     split_host_port,
     variables,
 )
@@ -45,8 +46,11 @@ ENVIRONMENTS = {
         "INFERCEPT_POLICY": "vllm",
         "INFERCEPT_PORT": "8051",
         "INFERCEPT_IMAGE": "registry.example.com/infercept:1.2.3",
+        "INFERCEPT_PUBLISH_IP": "192.0.2.10",
+        "INFERCEPT_EXECUTOR_TOKEN": "an-internal-token",
     },
 }
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 PROGRAM_CASES = [
     pytest.param("executor", "defaults", id="executor-defaults"),
@@ -221,6 +225,28 @@ def test_only_the_scheduler_is_published_on_its_listen_port(raw: dict[str, Any],
     ]
     # The executor's API is internal: one executor serves one scheduler.
     assert "ports" not in services["executor"]
+
+
+def test_the_scheduler_is_published_on_loopback_only_by_default(services: dict[str, Any]) -> None:
+    """Plain-text, tokenless gRPC must not reach the network unless the operator says so."""
+    for spec in services["scheduler"]["ports"]:
+        assert published_host_ip(spec) in LOOPBACK, spec
+
+
+def test_the_operator_chooses_the_published_address(raw: dict[str, Any]) -> None:
+    env = ENVIRONMENTS["operator"]
+    services = interpolate(raw, env)["services"]
+    assert [published_host_ip(spec) for spec in services["scheduler"]["ports"]] == [
+        env["INFERCEPT_PUBLISH_IP"]
+    ]
+
+
+def test_both_services_get_the_same_executor_token(raw: dict[str, Any]) -> None:
+    from executor_svc.main import EXECUTOR_TOKEN_ENV
+
+    services = interpolate(raw, ENVIRONMENTS["operator"])["services"]
+    tokens = {name: service["environment"].get(EXECUTOR_TOKEN_ENV) for name, service in services.items()}
+    assert tokens == {"executor": "an-internal-token", "scheduler": "an-internal-token"}
 
 
 def test_health_checks_probe_each_service_on_its_listen_port(services: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from infercept.async_client import AsyncClient
+from infercept.auth import read_token
 from infercept.cli import add_stack_flags
 from infercept.errors import InferceptError
 from infercept.launcher import LaunchError
@@ -26,6 +27,7 @@ from infercept.loadgen.spec import RequestPlan
 from infercept.loadgen.workloads import WORKLOADS, Assumptions, generate_plans, load_trace
 
 SERVER_INFO_TIMEOUT_S = 30.0
+AUTH_TOKEN_ENV = "INFERCEPT_AUTH_TOKEN"  # as the scheduler reads it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         "against an InferCept server; prints a summary and writes the results JSON.",
     )
     p.add_argument("--target", default="127.0.0.1:50051", help="the server, HOST:PORT")
+    p.add_argument("--ca", type=Path, help="PEM CA of the server's certificate: connect over TLS")
+    p.add_argument(
+        "--token-file", type=Path, help=f"the client token (first line; default: ${AUTH_TOKEN_ENV} if set)"
+    )
     p.add_argument(
         "--workload", default="mixed", help=f"one of {', '.join(WORKLOADS)}, or a trace .json file"
     )
@@ -95,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the load described by the parsed flags; print the summary; return the results record."""
-    async with AsyncClient(args.target) as client:
+    root_certificates = args.ca.read_bytes() if args.ca else None
+    token = read_token(args.token_file, AUTH_TOKEN_ENV)
+    async with AsyncClient(args.target, root_certificates=root_certificates, token=token) as client:
         info = await client.server_info(timeout_s=SERVER_INFO_TIMEOUT_S)
         max_model_len = args.max_model_len or info.max_model_len
         plans, assumptions = make_plans(args, max_model_len)

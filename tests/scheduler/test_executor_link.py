@@ -1,0 +1,81 @@
+"""The scheduler's link to its executor (ExecutorLink): TLS, mutual TLS and the internal token,
+against an in-process stand-in serving the Executor API's Describe behind the real server
+security (infercept.serving)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from executor_svc.main import EXECUTOR_TOKEN_ENV as EXECUTOR_ENV
+from infercept import launcher, serving
+from infercept.tls import ClientTls, ServerTls
+from infercept.v1 import executor_pb2 as pb
+from infercept.v1 import executor_pb2_grpc
+from scheduler_svc.executor_client import ExecutorUnavailable
+from scheduler_svc.executor_link import ExecutorLink
+from scheduler_svc.main import EXECUTOR_TOKEN_ENV as SCHEDULER_ENV
+from tests.certs import Pki, make_pki
+
+TOKEN = "internal-token"
+
+
+class DescribeOnly(executor_pb2_grpc.ExecutorServicer):
+    async def Describe(
+        self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DescribeResponse:
+        return pb.DescribeResponse(model=pb.ModelInfo(name="stand-in"), block_size_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+async def mtls_executor(pki: Pki) -> AsyncIterator[str]:
+    """An Executor stand-in requiring TLS, a client certificate signed by the CA, and TOKEN."""
+    security = serving.ServerSecurity(
+        tls=ServerTls(pki.server_cert, pki.server_key, client_ca_path=pki.ca), tokens={TOKEN: "scheduler"}
+    )
+    server, _ = serving.new_server("infercept.v1.Executor", security.interceptors())
+    executor_pb2_grpc.add_ExecutorServicer_to_server(DescribeOnly(), server)
+    port = serving.bind(server, "127.0.0.1:0", security.credentials())
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(None)
+
+
+async def describe(link: ExecutorLink, address: str) -> str:
+    client = link.client(address)
+    try:
+        description, _ = await client.describe()
+        return description.model
+    finally:
+        await client.close()
+
+
+async def test_the_scheduler_reaches_an_executor_over_mutual_tls_with_its_token(
+    pki: Pki, mtls_executor: str
+) -> None:
+    link = ExecutorLink(ClientTls(pki.ca, pki.client_cert, pki.client_key), TOKEN)
+    assert await describe(link, mtls_executor) == "stand-in"
+
+
+async def test_without_the_token_the_executor_refuses_the_scheduler(pki: Pki, mtls_executor: str) -> None:
+    link = ExecutorLink(ClientTls(pki.ca, pki.client_cert, pki.client_key), token=None)
+    with pytest.raises(ExecutorUnavailable, match="UNAUTHENTICATED"):
+        await describe(link, mtls_executor)
+
+
+async def test_without_a_client_certificate_the_executor_refuses_the_scheduler(
+    pki: Pki, mtls_executor: str
+) -> None:
+    with pytest.raises(ExecutorUnavailable):
+        await describe(ExecutorLink(ClientTls(pki.ca), TOKEN), mtls_executor)
+
+
+def test_the_launcher_and_both_services_agree_on_the_token_variable() -> None:
+    assert launcher.EXECUTOR_TOKEN_ENV == EXECUTOR_ENV == SCHEDULER_ENV
