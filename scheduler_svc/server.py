@@ -73,7 +73,10 @@ async def create_server(
         log.info("scheduler.cost_model", **dataclasses.asdict(cost_model))
     loop = StepLoop(Scheduler(config, description, tokenizer, cost_model), executor)
     server, health_servicer = serving.new_server(SERVICE_NAME)
-    generation_pb2_grpc.add_GenerationServicer_to_server(GenerationServicer(loop, server_info(loop)), server)
+    info = server_info(loop)
+    # The gateway renders and tokenizes conversations itself, with the model's own files.
+    info.tokenizer_json, info.chat_template = describe.tokenizer_json, describe.chat_template
+    generation_pb2_grpc.add_GenerationServicer_to_server(GenerationServicer(loop, info), server)
     port = serving.bind(server, listen)
     log.info(
         "scheduler.ready",
