@@ -50,10 +50,10 @@ class GrpcSession:
 
     @classmethod
     async def open(
-        cls, stub: generation_pb2_grpc.GenerationStub, request: pb.GenerateRequest, event_timeout_s: float
+        cls, stub: generation_pb2_grpc.GenerationAsyncStub, request: pb.GenerateRequest, event_timeout_s: float
     ) -> GrpcSession:
         """Start the stream and send the GenerateRequest (its prompt must be token ids)."""
-        call = stub.Session()
+        call = stub.Session(None)
         session = cls(call, list(request.prompt_token_ids), event_timeout_s)
         await session._write(pb.ClientEvent(generate=request))
         return session

@@ -6,6 +6,7 @@ infercept-gateway --listen 127.0.0.1:8000 --scheduler 127.0.0.1:50051 --pause-tt
 from __future__ import annotations
 
 import argparse
+import socket
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,7 +65,7 @@ class _Server(uvicorn.Server):
     def bound_port(self) -> int:
         return int(self.servers[0].sockets[0].getsockname()[1])
 
-    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self._port_file is not None and self.started:
             self._port_file.write_text(f"{self.bound_port}\n")

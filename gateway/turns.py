@@ -92,7 +92,7 @@ class TurnCounters:
 class TurnRunner:
     def __init__(
         self,
-        stub: generation_pb2_grpc.GenerationStub,
+        stub: generation_pb2_grpc.GenerationAsyncStub,
         assets: ModelAssets,
         pauses: PauseTable,
         *,

@@ -1,0 +1,92 @@
+"""The gateway's pure parts, without processes: tool-call parsing, the marker holdback, the
+ChatML fallback and token-id splicing, the pause table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from executor_svc.byte_tokenizer import build_byte_tokenizer
+from gateway.chat_template import ChatTemplate
+from gateway.holdback import releasable_length
+from gateway.model_assets import ModelAssets
+from gateway.pauses import PauseTable
+from gateway.tool_calls import parse_tool_call
+
+
+def test_a_hermes_call_becomes_a_tool_call_with_json_arguments() -> None:
+    call = parse_tool_call('{"name": "calc", "arguments": {"expression": "12*34"}}')
+    assert call is not None and call.name == "calc" and call.id.startswith("call_")
+    assert json.loads(call.arguments_json) == {"expression": "12*34"}
+
+
+def test_text_that_is_not_a_call_object_is_no_tool_call() -> None:
+    assert parse_tool_call("12*34") is None
+    assert parse_tool_call('{"arguments": {}}') is None
+    assert parse_tool_call('{"name": "calc", "arguments": [1]}') is None
+
+
+def test_the_holdback_withholds_a_marker_and_any_tail_that_may_become_one() -> None:
+    assert releasable_length("Hello <tool", ("<tool_call>",)) == len("Hello ")
+    assert releasable_length("Hi <tool_call>{", ("<tool_call>",)) == len("Hi ")
+    assert releasable_length("Hello world", ("<tool_call>", "STOP")) == len("Hello world")
+
+
+def assets() -> ModelAssets:
+    return ModelAssets("tiny", 1024, (257,), build_byte_tokenizer(), ChatTemplate(""))
+
+
+def test_the_fallback_renders_a_call_right_after_the_content_so_the_generated_text_is_a_prefix() -> None:
+    a = assets()
+    tools: list[Any] = [{"type": "function", "function": {"name": "calc"}}]
+    prompt = a.template.render([{"role": "user", "content": "12*34?"}], tools)
+    generated = 'Let me see<tool_call>{"name": "calc", "arguments": {"x": 1}}</tool_call>'
+    call = {"function": {"name": "calc", "arguments": '{"x": 1}'}}
+    follow_up = a.template.render(
+        [
+            {"role": "user", "content": "12*34?"},
+            {"role": "assistant", "content": "Let me see", "tool_calls": [call]},
+            {"role": "tool", "content": "408"},
+        ],
+        tools,
+    )
+    assert follow_up.startswith(prompt + generated)
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_an_assistant_messages_token_ids_stand_for_its_content() -> None:
+    a = assets()
+    own_ids = [200, 13, 255]  # bytes that are no valid UTF-8 text
+    with_ids = a.encode_conversation(
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "?", "token_ids": own_ids}], None
+    )
+    as_text = a.encode_conversation(
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "@"}], None
+    )
+    at = as_text.index(ord("@"))
+    assert with_ids == [*as_text[:at], *own_ids, *as_text[at + 1 :]]
+
+
+class _Session:
+    def __init__(self, context: list[int]) -> None:
+        self.context_token_ids = context
+        self.on_end = None
+        self.is_closed = False
+
+    def close(self) -> None:
+        self.is_closed = True
+
+
+def test_the_pause_table_gives_the_longest_context_the_prompt_extends_under_the_same_settings() -> None:
+    clock = [0.0]
+    table = PauseTable(10.0, clock=lambda: clock[0])
+    short, long, other = _Session([1, 2]), _Session([1, 2, 3]), _Session([1, 2, 3, 4])
+    table.add(short, "a")  # type: ignore[arg-type]
+    table.add(long, "a")  # type: ignore[arg-type]
+    table.add(other, "b")  # type: ignore[arg-type]
+    assert table.take([1, 2, 3], "a") is not None  # extends only `short` strictly
+    assert table.take([9, 9, 9], "a") is None
+    taken = table.take([1, 2, 3, 4, 5], "a")
+    assert taken is not None and taken.session is long
+    clock[0] = 10.0
+    assert table.release_expired() == 1 and other.is_closed and len(table) == 0
