@@ -50,7 +50,10 @@ class GrpcSession:
 
     @classmethod
     async def open(
-        cls, stub: generation_pb2_grpc.GenerationAsyncStub, request: pb.GenerateRequest, event_timeout_s: float
+        cls,
+        stub: generation_pb2_grpc.GenerationAsyncStub,
+        request: pb.GenerateRequest,
+        event_timeout_s: float,
     ) -> GrpcSession:
         """Start the stream and send the GenerateRequest (its prompt must be token ids)."""
         call = stub.Session(None)

@@ -6,8 +6,8 @@ infercept-gateway --listen 127.0.0.1:8000 --scheduler 127.0.0.1:50051 --pause-tt
 from __future__ import annotations
 
 import argparse
-import socket
 import dataclasses
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
