@@ -1,5 +1,5 @@
 """A real stack (executor + scheduler processes, the `tiny` random model) with a gateway served
-from a thread of the test process, shared per module; the official `openai` package as client."""
+from a thread of the test process, shared by the package; the official `openai` package as client."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tests.e2e.conftest import stack_args
 PAUSE_TTL_S = 30.0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     executor_args, scheduler_args = stack_args("preserve")
@@ -28,7 +28,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def gateway_url(stack: Stack) -> Iterator[str]:
     with serve_in_thread(
         GatewayConfig(scheduler_address=stack.scheduler_address, pause_ttl_s=PAUSE_TTL_S)
