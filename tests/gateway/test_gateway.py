@@ -12,6 +12,7 @@ import pytest
 
 from gateway.background import serve_in_thread
 from gateway.config import GatewayConfig
+from infercept import Client
 from infercept.launcher import Stack
 
 MODEL = "default"
@@ -215,3 +216,10 @@ def test_a_completion_answers_a_text_prompt(client: openai.OpenAI) -> None:
     )
     assert answer.choices[0].finish_reason == "length"
     assert answer.usage is not None and answer.usage.completion_tokens == 7
+
+
+def test_the_scheduler_hands_out_the_models_tokenizer_and_its_lack_of_a_template(stack: Stack) -> None:
+    with Client(stack.scheduler_address) as scheduler:
+        info = scheduler.server_info()
+    assert '"model"' in info.tokenizer_json  # tokenizer.json text
+    assert info.chat_template == ""  # tiny has none: the gateway uses its ChatML fallback
