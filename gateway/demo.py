@@ -210,7 +210,7 @@ def ask(
             print(f"A: {choice.message.content!r} (finish: {choice.finish_reason})")
             return
         call = choice.message.tool_calls[0]
-        name, arguments = call.function.name, call.function.arguments  # type: ignore[union-attr]
+        name, arguments = call.function.name, call.function.arguments
         if is_scripted and turn < len(question.plan):
             arguments = json.dumps(question.plan[turn][1])
             print(f"  call (scripted after 8 tokens): {name}({arguments})")
