@@ -223,3 +223,73 @@ def test_the_scheduler_hands_out_the_models_tokenizer_and_its_lack_of_a_template
         info = scheduler.server_info()
     assert '"model"' in info.tokenizer_json  # tokenizer.json text
     assert info.chat_template == ""  # tiny has none: the gateway uses its ChatML fallback
+
+
+def test_a_follow_up_that_sends_back_only_the_text_resumes_when_the_text_retokenizes_exactly(
+    client: openai.OpenAI, gateway_url: str
+) -> None:
+    # As agent frameworks do: the assistant turn goes back as text. The random model's output is
+    # arbitrary bytes, so pick a question whose first two greedy tokens are ASCII (they survive
+    # decoding and encoding again); a plain request shows them without pausing anything.
+    def first_two_ids(question: str) -> list[int]:
+        probe = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": question}],
+            max_tokens=2,
+            temperature=0,
+            extra_body={"infercept": {"return_token_ids": True, "ignore_eos": True}},
+        )
+        ids: list[int] = (probe.choices[0].message.model_extra or {})["infercept"]["token_ids"]
+        return ids
+
+    question = next(
+        q for q in (f"Question {i}?" for i in range(40)) if all(i < 128 for i in first_two_ids(q))
+    )
+    messages: list[Any] = [{"role": "user", "content": question}]
+    first = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        max_tokens=8,
+        temperature=0,
+        extra_body={"infercept": {"script": [{"after_tokens": 2, "tool": "lookup"}], "ignore_eos": True}},
+    )
+    assert first.choices[0].finish_reason == "tool_calls"
+    conversation = follow_up(messages, first, "Nothing found")
+    assert "infercept" not in conversation[1]  # text only
+    before = stats(gateway_url)["gateway"]
+    resumed = client.chat.completions.create(
+        model=MODEL,
+        messages=conversation,
+        max_tokens=6,
+        temperature=0,
+        extra_body={"infercept": {"ignore_eos": True}},
+    )
+    assert stats(gateway_url)["gateway"]["resumed_turns"] == before["resumed_turns"] + 1
+    fresh = client.chat.completions.create(
+        model=MODEL,
+        messages=conversation,
+        max_tokens=6,
+        temperature=0,
+        extra_body={"infercept": {"ignore_eos": True}},
+    )
+    assert resumed.choices[0].message.content == fresh.choices[0].message.content
+
+
+def test_a_streamed_turn_that_ends_in_a_call_sends_the_call_as_a_tool_calls_delta(
+    client: openai.OpenAI,
+) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Stream a call"}],
+            tools=TOOLS,
+            max_tokens=16,
+            temperature=0,
+            stream=True,
+            extra_body=script(("lookup", 5)),
+        )
+    )
+    last = chunks[-1].choices[0]
+    assert last.finish_reason == "tool_calls"
+    assert last.delta.tool_calls is not None and last.delta.tool_calls[0].function is not None
+    assert last.delta.tool_calls[0].function.name == "lookup"

@@ -1,5 +1,5 @@
 """The gateway's pure parts, without processes: tool-call parsing, the marker holdback, the
-ChatML fallback and token-id splicing, the pause table."""
+ChatML fallback and token-id splicing, the pause table, a turn over played server events."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from gateway.holdback import releasable_length
 from gateway.model_assets import ModelAssets
 from gateway.pauses import PauseTable
 from gateway.tool_calls import parse_tool_call
+from gateway.turns import MODEL_TOOL_NAME, GenerationSettings, TextPiece, Turn, TurnEnd, TurnRunner, TurnSpec
+from infercept.events import Intercepted, TokenDelta
 
 
 def test_a_hermes_call_becomes_a_tool_call_with_json_arguments() -> None:
@@ -90,3 +92,65 @@ def test_the_pause_table_gives_the_longest_context_the_prompt_extends_under_the_
     assert taken is not None and taken.session is long
     clock[0] = 10.0
     assert table.release_expired() == 1 and other.is_closed and len(table) == 0
+
+
+class _ScriptedSession:
+    """Stands for a GrpcSession: plays fixed server events, keeps the context as the real one."""
+
+    def __init__(self, prompt: list[int], events: list[Any]) -> None:
+        self.context_token_ids = list(prompt)
+        self._events = events
+        self.on_end = None
+        self.is_closed = False
+
+    async def turn_events(self) -> Any:
+        for event in self._events:
+            if isinstance(event, TokenDelta):
+                self.context_token_ids.extend(event.token_ids)
+            yield event
+
+    def close(self) -> None:
+        self.is_closed = True
+
+
+async def test_a_model_written_call_ends_the_turn_keeps_the_request_paused_and_never_shows_its_markup() -> (
+    None
+):
+    settings = GenerationSettings(0.0, 1.0, None, (), False, "auto", ())
+    pauses = PauseTable(60.0)
+    runner = TurnRunner(None, assets(), pauses, is_resume_enabled=True, event_timeout_s=5.0)  # type: ignore[arg-type]
+    texts = [
+        "Let me",
+        " compute <tool",
+        '_call>{"name": "calc", "arguments": {"x": "12*34"}}',
+        "</tool_call>",
+    ]
+    events: list[Any] = [TokenDelta((i,), text) for i, text in enumerate(texts)]
+    call_text = '{"name": "calc", "arguments": {"x": "12*34"}}'
+    events.append(Intercepted(MODEL_TOOL_NAME, call_text, 3 + len(texts), 0, "preserve"))
+    session = _ScriptedSession([7, 8, 9], events)
+    turn = Turn(runner, session, TurnSpec((7, 8, 9), settings, 64), 0)  # type: ignore[arg-type]
+    pieces = [piece async for piece in turn.pieces()]
+    shown = "".join(piece.text for piece in pieces if isinstance(piece, TextPiece))
+    end = pieces[-1]
+    assert isinstance(end, TurnEnd) and end.finish_reason == "tool_calls"
+    assert shown == end.content == "Let me compute "
+    assert end.tool_call is not None and end.tool_call.name == "calc"
+    assert json.loads(end.tool_call.arguments_json) == {"x": "12*34"}
+    assert len(pauses) == 1 and not session.is_closed
+
+
+async def test_a_malformed_call_ends_the_turn_as_text_and_releases_the_request() -> None:
+    settings = GenerationSettings(0.0, 1.0, None, (), False, "auto", ())
+    pauses = PauseTable(60.0)
+    runner = TurnRunner(None, assets(), pauses, is_resume_enabled=True, event_timeout_s=5.0)  # type: ignore[arg-type]
+    events: list[Any] = [TokenDelta((1,), "<tool_call>not json</tool_call>")]
+    events.append(Intercepted(MODEL_TOOL_NAME, "not json", 2, 0, "preserve"))
+    session = _ScriptedSession([5], events)
+    turn = Turn(runner, session, TurnSpec((5,), settings, 64), 0)  # type: ignore[arg-type]
+    pieces = [piece async for piece in turn.pieces()]
+    end = pieces[-1]
+    assert isinstance(end, TurnEnd) and end.finish_reason == "stop" and end.tool_call is None
+    assert end.content == "<tool_call>not json</tool_call>"
+    assert "".join(p.text for p in pieces if isinstance(p, TextPiece)) == end.content
+    assert len(pauses) == 0 and session.is_closed
