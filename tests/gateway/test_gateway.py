@@ -293,3 +293,22 @@ def test_a_streamed_turn_that_ends_in_a_call_sends_the_call_as_a_tool_calls_delt
     assert last.finish_reason == "tool_calls"
     assert last.delta.tool_calls is not None and last.delta.tool_calls[0].function is not None
     assert last.delta.tool_calls[0].function.name == "lookup"
+
+
+def test_with_resume_off_a_tool_call_ends_the_request_and_the_follow_up_starts_afresh(stack: Stack) -> None:
+    config = GatewayConfig(scheduler_address=stack.scheduler_address, is_resume_enabled=False)
+    with serve_in_thread(config) as url, openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0) as c:
+        messages: list[Any] = [{"role": "user", "content": "No resume"}]
+        first = tool_turn(c, messages)
+        assert first.choices[0].finish_reason == "tool_calls"
+        assert stats(url)["gateway"]["paused_turns"] == 0
+        c.chat.completions.create(
+            model=MODEL,
+            messages=follow_up(messages, first, "x"),
+            tools=TOOLS,
+            max_tokens=4,
+            temperature=0,
+            extra_body=script(),
+        )
+        counters = stats(url)["gateway"]
+    assert (counters["resumed_turns"], counters["fresh_turns"]) == (0, 2)
