@@ -114,6 +114,8 @@ class GrpcSession:
             self._queue.put_nowait(InferceptError.from_rpc_error(error))
         except asyncio.CancelledError:
             self._queue.put_nowait(InferceptError("CANCELLED", "the session was closed"))
+            if not self._call.cancelled():  # this task was cancelled, not the call: pass it on
+                raise
         finally:
             self._mark_ended()
 
