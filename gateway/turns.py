@@ -174,6 +174,12 @@ class Turn:
         self._num_released = 0  # characters of _text sent as TextPieces
         self._has_ended = False  # the TurnEnd is built: the session is paused or closed
 
+    @property
+    def _is_past_last_call(self) -> bool:
+        """A resumed request that can no longer pause: its budget is the model's length, so
+        the turn's max_tokens is the gateway's to enforce."""
+        return self._num_cached_tokens > 0 and not self._spec.settings.can_pause
+
     async def wait_accepted(self) -> None:
         """Wait for the scheduler to accept a fresh request, so that a refusal becomes the HTTP
         status before any response is sent. Raises GatewayError."""
@@ -208,6 +214,12 @@ class Turn:
                         if end > self._num_released:
                             yield TextPiece(self._text[self._num_released : end])
                             self._num_released = end
+                        if len(self._token_ids) == limit and self._is_past_last_call:
+                            # No call can end this turn now: cut it here rather than one token on.
+                            self._session.close()
+                            for item in self._text_end("length", resumed):
+                                yield item
+                            return
                     elif isinstance(event, Intercepted):
                         for item in self._call_end(event, resumed):
                             yield item
