@@ -94,8 +94,9 @@ class GrpcSession:
         self._mark_ended()
 
     async def _write(self, message: pb.ClientEvent) -> None:
-        # A write to a stream that already ended is dropped: the reader reports how it ended.
-        with contextlib.suppress(asyncio.InvalidStateError):
+        # A write to a stream that already ended (or never connected) is dropped: the reader
+        # reports how it ended.
+        with contextlib.suppress(asyncio.InvalidStateError, grpc.RpcError):
             await self._call.write(message)
 
     async def _read(self) -> None:

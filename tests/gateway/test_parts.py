@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from executor_svc.byte_tokenizer import build_byte_tokenizer
 from gateway.chat_template import ChatTemplate
+from gateway.errors import GatewayError
 from gateway.holdback import releasable_length
 from gateway.model_assets import ModelAssets
 from gateway.pauses import PauseTable
 from gateway.tool_calls import parse_tool_call
 from gateway.turns import MODEL_TOOL_NAME, GenerationSettings, TextPiece, Turn, TurnEnd, TurnRunner, TurnSpec
+from infercept.errors import InferceptError
 from infercept.events import Intercepted, TokenDelta
 
 
@@ -154,3 +158,24 @@ async def test_a_malformed_call_ends_the_turn_as_text_and_releases_the_request()
     assert end.content == "<tool_call>not json</tool_call>"
     assert "".join(p.text for p in pieces if isinstance(p, TextPiece)) == end.content
     assert len(pauses) == 0 and session.is_closed
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error_code"),
+    [
+        ("INVALID_ARGUMENT", 400, "invalid_argument"),
+        ("OUT_OF_RANGE", 400, "context_length_exceeded"),
+        ("RESOURCE_EXHAUSTED", 429, "resource_exhausted"),
+        ("UNAVAILABLE", 503, "unavailable"),
+        ("DEADLINE_EXCEEDED", 504, "deadline_exceeded"),
+        ("INTERNAL", 500, "internal"),
+    ],
+)
+def test_scheduler_errors_become_http_statuses_in_openais_shape(
+    code: str, status: int, error_code: str
+) -> None:
+    error = GatewayError.from_infercept(InferceptError(code, "what happened"))
+    assert error.status == status
+    assert error.body() == {
+        "error": {"message": "what happened", "type": error.type, "param": None, "code": error_code}
+    }
