@@ -312,3 +312,26 @@ def test_with_resume_off_a_tool_call_ends_the_request_and_the_follow_up_starts_a
         )
         counters = stats(url)["gateway"]
     assert (counters["resumed_turns"], counters["fresh_turns"]) == (0, 2)
+
+
+def test_a_seeded_sampled_continuation_is_the_same_resumed_or_fresh(client: openai.OpenAI) -> None:
+    # The server seeds each draw by (seed, position): the same context gives the same tokens.
+    sampling: dict[str, Any] = {"temperature": 0.9, "top_p": 0.95, "seed": 3}
+    messages: list[Any] = [{"role": "user", "content": "Sample me"}]
+    first = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        tools=TOOLS,
+        max_tokens=16,
+        extra_body=script(("lookup", 6)),
+        **sampling,
+    )
+    conversation = follow_up(messages, first, "sampled")
+    answers = [
+        client.chat.completions.create(
+            model=MODEL, messages=conversation, tools=TOOLS, max_tokens=10, extra_body=script(), **sampling
+        )
+        for _ in range(2)
+    ]
+    assert [(a.model_extra or {})["infercept"]["resumed"] for a in answers] == [True, False]
+    assert answers[0].choices[0].message.model_dump() == answers[1].choices[0].message.model_dump()
