@@ -21,6 +21,7 @@ from typing import Any
 import grpc.aio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.chat_template import TemplateError
 from gateway.config import GatewayConfig
@@ -107,6 +108,12 @@ def create_app(config: GatewayConfig) -> FastAPI:
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, error: GatewayError) -> JSONResponse:
         return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # Unknown paths and methods, in OpenAI's shape too.
+        body = GatewayError(error.status_code, str(error.detail)).body()
+        return JSONResponse(body, status_code=error.status_code)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, str]:

@@ -169,6 +169,12 @@ def test_an_unknown_model_is_a_404_in_openais_shape(client: openai.OpenAI) -> No
     assert error_of(raised.value.response)["param"] == "model"
 
 
+def test_an_unknown_path_is_a_404_in_openais_shape(gateway_url: str) -> None:
+    response = httpx.get(f"{gateway_url}/v1/nothing-here")
+    assert response.status_code == 404
+    error_of(response)
+
+
 def test_a_body_that_is_not_json_is_a_400(gateway_url: str) -> None:
     response = httpx.post(
         f"{gateway_url}/v1/chat/completions",
