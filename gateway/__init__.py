@@ -15,5 +15,7 @@ Modules, one concept each:
     pauses          the table of paused turns, matched by context token ids, with a time-to-live
     holdback        which streamed text is safe to show (not part of a marker)
     responses       OpenAI response bodies and stream chunks
+    background      a gateway served from a thread (tests, benchmarks, the demo)
+    process         the gateway as a child process of `infercept serve`
     demo            real tools through the gateway with the openai package
 """
