@@ -85,7 +85,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         sweeper: asyncio.Task[None] | None = None
         try:
             info = await _server_info(client, config.scheduler_timeout_s)
-            assets = ModelAssets.from_server_info(info, config.model_name)
+            assets = ModelAssets.from_server_info(info, config.model_name, config.chat_template)
             runner = TurnRunner(
                 generation_pb2_grpc.GenerationStub(channel),
                 assets,

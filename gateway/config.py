@@ -11,6 +11,9 @@ class GatewayConfig:
     scheduler_address: str = "127.0.0.1:50051"
     # The model name clients send; "" means the scheduler's own name for it.
     model_name: str = ""
+    # The chat template: None for the model's own, "" for the built-in ChatML one with Hermes
+    # tool calls (for a model whose template ignores tools), else the Jinja source to use.
+    chat_template: str | None = None
     # A paused turn nobody continues is released (its request aborted) after this many seconds.
     pause_ttl_s: float = 120.0
     # Continue paused requests on follow-ups (off: every turn is a fresh request, as elsewhere).

@@ -235,9 +235,12 @@ def gateway_url(args: argparse.Namespace) -> Iterator[str]:
     from infercept.launcher import launch
 
     executor = ["--model", args.model, "--device", args.device]
+    template = "" if args.chat_template == "builtin" else None
     with (
         launch(executor, ["--policy", args.policy]) as stack,
-        serve_in_thread(GatewayConfig(scheduler_address=stack.scheduler_address)) as url,
+        serve_in_thread(
+            GatewayConfig(scheduler_address=stack.scheduler_address, chat_template=template)
+        ) as url,
     ):
         yield url
 
@@ -247,6 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="default", help="the executor's --model (launching a stack)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--policy", default="infercept")
+    parser.add_argument(
+        "--chat-template",
+        choices=("model", "builtin"),
+        default="model",
+        help="the model's template, or the built-in ChatML one with tools (a model whose template ignores tools)",
+    )
     parser.add_argument("--gateway", default="", help="use this running gateway (http://host:port) instead")
     parser.add_argument(
         "--scripted", action="store_true", help="calls from each question's plan (a model that writes none)"

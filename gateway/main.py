@@ -41,6 +41,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Command:
     parser.add_argument(
         "--scheduler-timeout-s", type=float, default=60.0, help="wait this long for the scheduler"
     )
+    parser.add_argument(
+        "--chat-template",
+        help="'builtin' (ChatML with Hermes tool calls, for a model whose template ignores tools) or a "
+        "Jinja file to use instead of the model's own template",
+    )
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
@@ -50,8 +55,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Command:
         pause_ttl_s=args.pause_ttl_s,
         is_resume_enabled=not args.no_resume,
         scheduler_timeout_s=args.scheduler_timeout_s,
+        chat_template=_chat_template(args.chat_template),
     )
     return Command(config, host or "127.0.0.1", int(port), args.port_file)
+
+
+def _chat_template(flag: str | None) -> str | None:
+    """The --chat-template flag as GatewayConfig.chat_template."""
+    if flag is None:
+        return None
+    return "" if flag == "builtin" else Path(flag).read_text()
 
 
 class _Server(uvicorn.Server):

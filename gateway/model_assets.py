@@ -32,14 +32,18 @@ class ModelAssets:
     template: ChatTemplate
 
     @classmethod
-    def from_server_info(cls, info: ServerInfo, name: str = "") -> ModelAssets:
-        """Assets for the scheduler's model; `name` overrides the model's own name. Raises
-        ValueError if the server sends no tokenizer."""
+    def from_server_info(
+        cls, info: ServerInfo, name: str = "", chat_template: str | None = None
+    ) -> ModelAssets:
+        """Assets for the scheduler's model; `name` overrides the model's own name and
+        `chat_template` its template ("": the built-in ChatML one). Raises ValueError if the
+        server sends no tokenizer."""
         if not info.tokenizer_json:
             raise ValueError("the scheduler sends no tokenizer (is it older than the gateway?)")
         tokenizer = Tokenizer.from_str(info.tokenizer_json)
         eos = tokenizer.id_to_token(info.eos_token_ids[0]) if info.eos_token_ids else None
-        template = ChatTemplate(info.chat_template, eos_token=eos or "")
+        source = info.chat_template if chat_template is None else chat_template
+        template = ChatTemplate(source, eos_token=eos or "")
         return cls(name or info.model, info.max_model_len, tuple(info.eos_token_ids), tokenizer, template)
 
     def encode(self, text: str) -> list[int]:

@@ -4,6 +4,7 @@ ChatML fallback and token-id splicing, the pause table, a turn over played serve
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from executor_svc.byte_tokenizer import build_byte_tokenizer
 from gateway.chat_template import ChatTemplate
 from gateway.errors import GatewayError
 from gateway.holdback import releasable_length
+from gateway.main import parse_args
 from gateway.model_assets import ModelAssets
 from gateway.pauses import PauseTable
 from gateway.tool_calls import parse_tool_call
@@ -179,3 +181,14 @@ def test_scheduler_errors_become_http_statuses_in_openais_shape(
     assert error.body() == {
         "error": {"message": "what happened", "type": error.type, "param": None, "code": error_code}
     }
+
+
+def test_the_command_line_picks_the_models_template_the_builtin_one_or_a_file(tmp_path: Path) -> None:
+    assert parse_args([]).config.chat_template is None
+    assert parse_args(["--chat-template", "builtin"]).config.chat_template == ""
+    (tmp_path / "t.jinja").write_text("{{ messages[0].content }}")
+    command = parse_args(
+        ["--chat-template", str(tmp_path / "t.jinja"), "--listen", "0.0.0.0:9000", "--no-resume"]
+    )
+    assert command.config.chat_template == "{{ messages[0].content }}"
+    assert (command.host, command.port, command.config.is_resume_enabled) == ("0.0.0.0", 9000, False)
