@@ -35,6 +35,7 @@ COPY proto/ proto/
 COPY client/ client/
 COPY executor_svc/ executor_svc/
 COPY scheduler_svc/ scheduler_svc/
+COPY gateway/ gateway/
 
 # 1. The stub generators (grpcio-tools, mypy-protobuf; the `test` extra's) are installed first, so
 #    that the protobuf runtime pip picks is one the generated code accepts.

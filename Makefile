@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard proto/infercept/v1/*.proto)
 STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
 
-.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler sim-sweep sim-ablation compare-real fidelity clean
+.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler bench-gateway demo-gateway sim-sweep sim-ablation compare-real fidelity clean
 
 setup: $(INSTALLED) $(STUBS)
 
@@ -56,6 +56,16 @@ bench-executor: setup
 
 bench-scheduler: setup
 	$(PY) -m benchmarks.scheduler_bench
+
+# Real tools through the OpenAI-compatible gateway with the openai package, turn by turn. On the
+# random default model the calls come from a script (--scripted); a real model writes its own.
+demo-gateway: setup
+	$(PY) -m gateway.demo --device cpu --scripted
+
+# Multi-turn tool-calling conversations (the authors' trace, scaled) through the HTTP gateway on the
+# tiny model, with turn-to-turn resume on and off: forward tokens, latency, conversations/s.
+bench-gateway: setup
+	$(PY) -m benchmarks.gateway_bench --out results/gateway_bench.json
 
 # The paper's experiment on the simulator (a100-gptj6b profile, 30-minute windows): every policy
 # at 1-4 requests/s (table, JSON, plot), then infercept with each technique off in turn.

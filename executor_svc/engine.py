@@ -95,6 +95,7 @@ class Engine:
             kv_bytes_per_block=self.kv_shape.bytes_per_block,
             tokenizer_json=self.loaded.tokenizer_json,
             version=__version__,
+            chat_template=self.loaded.chat_template,
         )
 
     def reset(self) -> int:

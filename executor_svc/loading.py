@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ class LoadedModel:
     config: LlamaConfig
     model: LlamaForCausalLM
     tokenizer_json: str  # "" if the directory has no tokenizer.json
+    chat_template: str = ""  # "" if tokenizer_config.json has none
 
 
 def resolve_model_dir(name: str) -> Path:
@@ -59,4 +61,19 @@ def load_model(directory: Path, device: torch.device, dtype: torch.dtype = torch
     model.eval()
     tokenizer_path = directory / "tokenizer.json"
     tokenizer_json = tokenizer_path.read_text() if tokenizer_path.is_file() else ""
-    return LoadedModel(directory, config, model, tokenizer_json)
+    return LoadedModel(directory, config, model, tokenizer_json, read_chat_template(directory))
+
+
+def read_chat_template(directory: Path) -> str:
+    """The chat template of tokenizer_config.json in `directory`, or "" if there is none (no
+    file, no template, or a list of named templates without a "default")."""
+    config_path = directory / "tokenizer_config.json"
+    if not config_path.is_file():
+        return ""
+    template = json.loads(config_path.read_text()).get("chat_template", "")
+    if isinstance(template, list):  # [{"name": ..., "template": ...}, ...]
+        named = {
+            entry.get("name"): entry.get("template", "") for entry in template if isinstance(entry, dict)
+        }
+        template = named.get("default", "")
+    return template if isinstance(template, str) else ""

@@ -88,7 +88,10 @@ async def create_server(
     metrics = SchedulerMetrics()
     interceptors = [metrics.rpc_interceptor(), *security.interceptors()]  # refusals are counted too
     server, health_servicer = serving.new_server(SERVICE_NAME, interceptors)
-    servicer = GenerationServicer(loop, server_info(loop), security.authenticator, metrics)
+    info = server_info(loop)
+    # The gateway renders and tokenizes conversations itself, with the model's own files.
+    info.tokenizer_json, info.chat_template = describe.tokenizer_json, describe.chat_template
+    servicer = GenerationServicer(loop, info, security.authenticator, metrics)
     generation_pb2_grpc.add_GenerationServicer_to_server(servicer, server)
     port = serving.bind(server, listen, security.credentials())
     log.info(

@@ -50,7 +50,7 @@ def _write_cert(cert: x509.Certificate, path: Path) -> Path:
 def _builder(
     subject: str, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
 ) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(_name(subject))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from infercept import demo
@@ -89,17 +91,22 @@ def serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        with launch(
-            executor_args,
-            scheduler_args,
-            host=host,
-            scheduler_port=int(port),
-            log_dir=args.log_dir,
-            scheduler_root_certificates=root_certificates,
-        ) as stack:
+        with (
+            launch(
+                executor_args,
+                scheduler_args,
+                host=host,
+                scheduler_port=int(port),
+                log_dir=args.log_dir,
+                scheduler_root_certificates=root_certificates,
+            ) as stack,
+            _gateway(args.gateway_listen, stack.scheduler_address, stack.log_dir) as gateway_url,
+        ):
             print(
                 f"InferCept serving on {stack.scheduler_address} (executor {stack.executor_address}, logs {stack.log_dir})"
             )
+            if gateway_url:
+                print(f"OpenAI-compatible gateway on {gateway_url}/v1")
             print("Ctrl-C stops both services.", flush=True)
             # Wake up now and then: a signal that lands on one of gRPC's threads only sets a flag,
             # which the main thread acts on when it next runs (an untimed wait could sleep on).
@@ -114,6 +121,18 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _gateway(listen: str, scheduler_address: str, log_dir: Path) -> Iterator[str]:
+    """The HTTP gateway as a third child when asked (`--gateway-listen`); yields its URL or ""."""
+    if not listen:
+        yield ""
+        return
+    from gateway.process import run_gateway  # the gateway's package, only when asked for
+
+    with run_gateway(listen, scheduler_address, log_dir) as url:
+        yield url
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="infercept", description="InferCept service: serving for augmented LLMs"
@@ -125,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     serve_parser.add_argument("--listen", default="127.0.0.1:50051", help="the scheduler's public host:port")
+    serve_parser.add_argument(
+        "--gateway-listen", default="", help="also start the OpenAI-compatible HTTP gateway on this host:port"
+    )
     add_stack_flags(serve_parser)
     add_security_flags(serve_parser)
     serve_parser.set_defaults(run=serve)

@@ -26,6 +26,9 @@ class ServerInfo:
     version: str
     device: str  # e.g. "cuda:0"
     dtype: str  # e.g. "bfloat16"
+    # The model's tokenizer.json text and chat template (Jinja); "" where the model has none.
+    tokenizer_json: str = dataclasses.field(default="", repr=False)
+    chat_template: str = dataclasses.field(default="", repr=False)
 
     @classmethod
     def from_proto(cls, message: pb.ServerInfo) -> ServerInfo:
