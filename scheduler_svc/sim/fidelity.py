@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("results/fidelity.json"), help="the JSON written")
     p.add_argument("--no-calibration", action="store_true", help="simulate on the executor's profile alone")
     p.add_argument("--refresh-profile", action="store_true", help="have the executor measure its profile")
-    add_stack_flags(p.add_argument_group("the local stack"))
+    add_stack_flags(p.add_argument_group("the local stack"), default_model="tiny")
     p.set_defaults(device="cpu", policy="vllm")
     args = p.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0 or args.warmup < 0 or args.seed < 0 or args.tolerance < 0:
