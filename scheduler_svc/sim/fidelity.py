@@ -50,7 +50,7 @@ from scheduler_svc.sim.fit import StepSample, fit_served_step
 from scheduler_svc.sim.main import sim_record
 from scheduler_svc.sim.real_run import RealRun, loadgen_args, run_real
 
-# A moderate load for the default model on a CPU: busy, not overloaded (about twice vllm's unloaded
+# A moderate load for the tiny model on a CPU: busy, not overloaded (about twice vllm's unloaded
 # latency); the window is long enough that ~75 requests complete (see the README).
 DEFAULT_RATE = 0.75
 EXTRA_LABELS = {"iterations": "iterations (whole run)"}
