@@ -70,8 +70,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> LlamaConfig:
         raise GGUFConversionError(
             f"{gguf_path}: architecture {metadata.get('general.architecture')!r}; only 'llama' is supported"
         )
-    state = _state_dict(reader)
-    config = _config(metadata, tie_word_embeddings="lm_head.weight" not in state)
+    has_output = any(tensor.name == "output.weight" for tensor in reader.tensors)
+    config = _config(metadata, tie_word_embeddings=not has_output)
+    state = _state_dict(reader, config)
     write_checkpoint(out_dir, config, state)
     tokenizer = build_tokenizer(metadata)
     special = _special_tokens(metadata)
@@ -129,12 +130,8 @@ def _config(metadata: dict[str, Any], tie_word_embeddings: bool) -> LlamaConfig:
 # ----- weights -----
 
 
-def _state_dict(reader: GGUFReader) -> dict[str, torch.Tensor]:
+def _state_dict(reader: GGUFReader, config: LlamaConfig) -> dict[str, torch.Tensor]:
     """float32 tensors under Hugging Face names, q/k rows back in rotate-half order."""
-    metadata_heads = reader.fields["llama.attention.head_count"].contents()
-    heads_kv_field = reader.fields.get("llama.attention.head_count_kv")
-    num_heads = int(metadata_heads)
-    num_kv_heads = int(heads_kv_field.contents()) if heads_kv_field is not None else num_heads
     state: dict[str, torch.Tensor] = {}
     for tensor in reader.tensors:
         name = hf_tensor_name(tensor.name)
@@ -142,9 +139,9 @@ def _state_dict(reader: GGUFReader) -> dict[str, torch.Tensor]:
         shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
         values = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32).reshape(shape)
         if name.endswith("self_attn.q_proj.weight"):
-            values = unpermute_rows(values, num_heads)
+            values = unpermute_rows(values, config.num_attention_heads)
         elif name.endswith("self_attn.k_proj.weight"):
-            values = unpermute_rows(values, num_kv_heads)
+            values = unpermute_rows(values, config.num_key_value_heads)
         state[name] = torch.from_numpy(np.array(values, order="C"))  # a copy: the reader maps the file
     return state
 
