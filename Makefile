@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard proto/infercept/v1/*.proto)
 STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
 
-.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler sim-sweep sim-ablation compare-real fidelity clean
+.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler bench-first-start sim-sweep sim-ablation compare-real fidelity clean
 
 setup: $(INSTALLED) $(STUBS)
 
@@ -59,6 +59,10 @@ bench-executor: setup
 
 bench-scheduler: setup
 	$(PY) -m benchmarks.scheduler_bench
+
+# The default model's first start in an empty cache: conversion, load, profile (wall and CPU s).
+bench-first-start: setup
+	$(PY) -m benchmarks.first_start_bench --model default --device cpu
 
 # The paper's experiment on the simulator (a100-gptj6b profile, 30-minute windows): every policy
 # at 1-4 requests/s (table, JSON, plot), then infercept with each technique off in turn.
