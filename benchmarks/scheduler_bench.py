@@ -134,7 +134,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as logs:
         args_ = [
             "--model",
-            "default",
+            "tiny",
             "--device",
             "cpu",
             "--num-device-blocks",

@@ -94,8 +94,9 @@ class Engine:
             num_host_blocks=self.pools.num_host_blocks,
             kv_bytes_per_block=self.kv_shape.bytes_per_block,
             tokenizer_json=self.loaded.tokenizer_json,
-            version=__version__,
             chat_template=self.loaded.chat_template,
+            chat_template_tokens=self.loaded.chat_template_tokens,
+            version=__version__,
         )
 
     def reset(self) -> int:

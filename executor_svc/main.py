@@ -34,7 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--listen", default="127.0.0.1:50061", help="host:port to serve on (port 0: any free port)"
     )
     p.add_argument(
-        "--model", default="default", help="'default' (built-in random model) or a HF-format directory"
+        "--model",
+        default="default",
+        help="'default' (SmolLM2-135M-Instruct, converted on first use), 'tiny' (random weights) or a HF-format directory",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="weights and KV dtype")

@@ -3,6 +3,11 @@ point, and swap time per block each way. Cached on disk per model, device, dtype
 
 Measurements run real plans through the engine (the same path as serving), so they need an
 idle executor: they overwrite KV blocks. A cached profile is returned without measuring.
+
+Kept to seconds on a CPU: the token grid stops once one forward takes longer than
+_MAX_PREFILL_SAMPLE_S (far past the saturation point; the time is linear in tokens there), and
+decode steps are timed over context whose KV is not computed first (a step's time does not
+depend on the values in the blocks it reads, only on how many).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ log = structlog.get_logger(__name__)
 # Request ids the profiler borrows; they never collide with a scheduler's while the engine is idle.
 _PROFILE_REQUEST_BASE = 1 << 62
 _TOKEN_GRID = (1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+# The grid goes on past a forward this slow only until it has this many points.
+_MAX_PREFILL_SAMPLE_S = 0.25
+_MIN_PREFILL_POINTS = 8
 _DECODE_BATCHES = (1, 8, 32, 64)
 _DECODE_CONTEXT_TOKENS = 512
 _SWAP_BLOCKS = (1, 64)
@@ -111,8 +119,10 @@ def fit_saturation(num_tokens: list[int], forward_s: list[float]) -> tuple[float
 
 def _prefill_samples(engine: Engine, repeats: int) -> list[pb.ForwardSample]:
     limit = min(engine.limits.max_model_len, engine.limits.num_device_blocks * engine.config.block_size)
-    samples = []
+    samples: list[pb.ForwardSample] = []
     for num_tokens in (n for n in _TOKEN_GRID if n <= limit):
+        if len(samples) >= _MIN_PREFILL_POINTS and samples[-1].forward_s > _MAX_PREFILL_SAMPLE_S:
+            break
         seconds = _median_time(repeats, _prefill_once, engine, num_tokens)
         samples.append(pb.ForwardSample(num_batched_tokens=num_tokens, num_requests=1, forward_s=seconds))
     return samples
@@ -124,8 +134,8 @@ def _decode_samples(engine: Engine, repeats: int) -> list[pb.ForwardSample]:
     blocks_each = -(-(context + 1) // block_size)
     samples = []
     for batch in (b for b in _DECODE_BATCHES if b * blocks_each <= engine.limits.num_device_blocks):
-        # Fill the KV once, with tables long enough for the decode token after the context.
-        _run_batch(engine, num_requests=batch, chunk=context, context=0, table_tokens=context + 1)
+        # The first call registers the requests with tables covering the context; its KV is
+        # whatever the blocks hold (the timing does not depend on it).
         seconds = _median_time(repeats, _run_batch, engine, batch, 1, context)
         _forget_all(engine)
         samples.append(
@@ -141,11 +151,11 @@ def _prefill_once(engine: Engine, num_tokens: int) -> None:
     _forget_all(engine)
 
 
-def _run_batch(engine: Engine, num_requests: int, chunk: int, context: int, table_tokens: int = 0) -> None:
+def _run_batch(engine: Engine, num_requests: int, chunk: int, context: int) -> None:
     """One step computing `chunk` tokens at position `context` for each of `num_requests`
-    borrowed requests; new ones get tables of consecutive device blocks for `table_tokens`."""
+    borrowed requests; new ones get tables of consecutive device blocks for all of them."""
     block_size = engine.config.block_size
-    blocks_each = -(-max(context + chunk, table_tokens) // block_size)
+    blocks_each = -(-(context + chunk) // block_size)
     plan = pb.StepPlan(step_id=0)
     for index in range(num_requests):
         request_id = _PROFILE_REQUEST_BASE + index

@@ -1,15 +1,13 @@
-"""Seeded random Llama checkpoints, and the built-in ``default`` model made from one.
+"""Seeded random Llama checkpoints, and the built-in ``tiny`` model made from one.
 
-The default model is created deterministically on first use under the cache directory
-(``$INFERCEPT_CACHE_DIR``, else ``~/.cache/infercept``) as an ordinary Hugging Face directory, so
-the executor and a ``transformers`` reference load the very same files. Nothing is downloaded.
+The tiny model (fast, random weights: for tests and load experiments) is created
+deterministically on first use under the cache directory (see model_cache) as an ordinary
+Hugging Face directory, so the executor and a ``transformers`` reference load the very same
+files. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,14 +15,15 @@ import torch
 from executor_svc.byte_tokenizer import BOS_ID, EOS_ID, VOCAB_SIZE, build_byte_tokenizer
 from executor_svc.checkpoint import write_checkpoint
 from executor_svc.model import LlamaForCausalLM
+from executor_svc.model_cache import cache_dir, ensure_cached_model
 from executor_svc.model_config import LlamaConfig
 
 # Bump the name whenever the config, the seed or the init below change: it keys the cache.
-DEFAULT_MODEL_NAME = "default-v1"
-DEFAULT_SEED = 0
+TINY_MODEL_NAME = "tiny-v1"
+TINY_SEED = 0
 # Large enough that greedy continuations differ from prompt to prompt (the project's floor is 0.1).
-DEFAULT_INIT_STD = 0.1
-DEFAULT_CONFIG = LlamaConfig(
+TINY_INIT_STD = 0.1
+TINY_CONFIG = LlamaConfig(
     vocab_size=VOCAB_SIZE,
     hidden_size=256,
     intermediate_size=768,
@@ -39,10 +38,6 @@ DEFAULT_CONFIG = LlamaConfig(
     eos_token_ids=(EOS_ID,),
     torch_dtype="float32",
 )
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("INFERCEPT_CACHE_DIR") or Path.home() / ".cache" / "infercept")
 
 
 def random_state_dict(config: LlamaConfig, seed: int, init_std: float) -> dict[str, torch.Tensor]:
@@ -61,7 +56,7 @@ def write_random_model(
     model_dir: Path,
     config: LlamaConfig,
     seed: int,
-    init_std: float = DEFAULT_INIT_STD,
+    init_std: float = TINY_INIT_STD,
     max_shard_bytes: int | None = None,
 ) -> None:
     """A complete random checkpoint directory with the byte-level tokenizer."""
@@ -69,21 +64,11 @@ def write_random_model(
     build_byte_tokenizer().save(str(model_dir / "tokenizer.json"))
 
 
-def ensure_default_model() -> Path:
-    """The default model's directory, created on first use (safe against concurrent callers)."""
-    model_dir = cache_dir() / "models" / DEFAULT_MODEL_NAME
-    if (model_dir / "tokenizer.json").is_file():
-        return model_dir
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_NAME}-", dir=model_dir.parent))
-    try:
-        write_random_model(staging, DEFAULT_CONFIG, DEFAULT_SEED)
-        # The tokenizer is written last, so its presence marks a complete directory; the rename
-        # is atomic, and whoever loses a race keeps the winner's identical copy.
-        staging.rename(model_dir)
-    except OSError:
-        if not (model_dir / "tokenizer.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return model_dir
+def ensure_tiny_model() -> Path:
+    """The tiny model's directory, created on first use (safe against concurrent callers)."""
+    return ensure_cached_model(
+        TINY_MODEL_NAME, lambda staging: write_random_model(staging, TINY_CONFIG, TINY_SEED)
+    )
+
+
+__all__ = ["cache_dir", "ensure_tiny_model", "random_state_dict", "write_random_model"]

@@ -8,10 +8,13 @@ from collections import deque
 from tokenizers import Tokenizer
 
 from infercept.v1 import generation_pb2 as gen
+from scheduler_svc.chat_request import ChatRequestError, conversation
+from scheduler_svc.chat_template import ChatTemplateError, Conversation
 from scheduler_svc.config import ExecutorDescription
 from scheduler_svc.detokenizer import IncrementalDecoder
-from scheduler_svc.interception import ScriptedStop, ToolTrigger
+from scheduler_svc.interception import CallDetector, ScriptedStop, ToolTrigger
 from scheduler_svc.request import Request, Sampling
+from scheduler_svc.tool_calls import HermesToolCalls
 
 
 class RequestError(Exception):
@@ -49,9 +52,14 @@ def admit(
     """A Request for `proto`, or RequestError saying what is wrong with it."""
     if proto.prompt and proto.prompt_token_ids:
         raise RequestError("INVALID_ARGUMENT", "give the prompt as text or as token ids, not both")
+    if proto.messages and (proto.prompt or proto.prompt_token_ids):
+        raise RequestError("INVALID_ARGUMENT", "give the prompt as messages or as a prompt, not both")
+    chat = _conversation(proto, executor) if proto.messages else None
     prompt = list(proto.prompt_token_ids) or (
         encode(tokenizer, proto.prompt, "the prompt") if proto.prompt else []
     )
+    if chat is not None:
+        prompt = encode(tokenizer, _render(chat), "the messages")
     if not prompt:
         raise RequestError("INVALID_ARGUMENT", "the prompt is empty")
     check_token_ids(prompt, executor, "prompt")
@@ -67,11 +75,37 @@ def admit(
         token_ids=prompt,
         num_prompt_tokens=len(prompt),
         sampling=_sampling(proto.sampling, tokenizer),
-        tools=tuple(_tool(spec, tokenizer) for spec in proto.tools),
+        tools=_detectors(proto, tokenizer),
         script=deque(_scripted(call) for call in proto.script),
         decoder=IncrementalDecoder(tokenizer),
         segment_start=len(prompt),
+        chat=chat,
     )
+
+
+def _conversation(proto: gen.GenerateRequest, executor: ExecutorDescription) -> Conversation:
+    try:
+        return conversation(proto, executor)
+    except ChatRequestError as error:
+        code = "INVALID_ARGUMENT" if executor.chat_template else "FAILED_PRECONDITION"
+        raise RequestError(code, str(error)) from error
+
+
+def _render(chat: Conversation) -> str:
+    try:
+        return chat.prompt()
+    except ChatTemplateError as error:
+        raise RequestError("INVALID_ARGUMENT", str(error)) from error
+
+
+def _detectors(proto: gen.GenerateRequest, tokenizer: Tokenizer | None) -> tuple[CallDetector, ...]:
+    """The marker-pair tools, then (with tool schemas) the model's <tool_call> JSON calls."""
+    detectors: list[CallDetector] = [_tool(spec, tokenizer) for spec in proto.tools]
+    if proto.tool_schemas_json:
+        if tokenizer is None:
+            raise RequestError("FAILED_PRECONDITION", "tool schemas need a tokenizer; the model has none")
+        detectors.append(HermesToolCalls())
+    return tuple(detectors)
 
 
 def _sampling(s: gen.SamplingParams, tokenizer: Tokenizer | None) -> Sampling:

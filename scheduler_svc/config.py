@@ -37,3 +37,5 @@ class ExecutorDescription:
     model: str = ""
     device: str = ""
     dtype: str = ""
+    chat_template: str = ""  # Jinja source; "" if the model has none (requests with messages are refused)
+    chat_template_tokens: tuple[tuple[str, str], ...] = ()  # (bos_token, "<s>"), ... for the template

@@ -60,19 +60,7 @@ class ExecutorClient:
             response = await self._stub.Describe(pb.DescribeRequest(), timeout=30.0)
         except grpc.aio.AioRpcError as error:
             raise ExecutorUnavailable(f"Describe failed: {error.code().name}: {error.details()}") from error
-        m = response.model
-        description = ExecutorDescription(
-            block_size=response.block_size_tokens,
-            num_device_blocks=response.num_device_blocks,
-            num_host_blocks=response.num_host_blocks,
-            vocab_size=m.vocab_size,
-            max_model_len=m.max_model_len,
-            eos_token_ids=tuple(m.eos_token_ids),
-            model=m.name,
-            device=response.device,
-            dtype=response.dtype,
-        )
-        return description, response
+        return executor_description(response), response
 
     async def profile(self, timeout_s: float = PROFILE_TIMEOUT_S) -> pb.ProfileResponse:
         """The executor's measured cost model (measured on first use, then cached by the executor)."""
@@ -115,3 +103,21 @@ class ExecutorClient:
     async def close(self) -> None:
         await self._close_stream()
         await self._channel.close(None)
+
+
+def executor_description(response: pb.DescribeResponse) -> ExecutorDescription:
+    """What the scheduler keeps of a Describe answer."""
+    m = response.model
+    return ExecutorDescription(
+        block_size=response.block_size_tokens,
+        num_device_blocks=response.num_device_blocks,
+        num_host_blocks=response.num_host_blocks,
+        vocab_size=m.vocab_size,
+        max_model_len=m.max_model_len,
+        eos_token_ids=tuple(m.eos_token_ids),
+        model=m.name,
+        device=response.device,
+        dtype=response.dtype,
+        chat_template=response.chat_template,
+        chat_template_tokens=tuple(sorted(response.chat_template_tokens.items())),
+    )

@@ -4,6 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCall:
+    """A call the model wrote: the tool, the call's text, and its arguments (the JSON object of a
+    <tool_call> call; the call text itself for a marker pair)."""
+
+    name: str
+    call_text: str
+    arguments: str
+
+
+class CallDetector(Protocol):
+    """Recognises a tool call the model just completed (ToolTrigger, tool_calls.HermesToolCalls)."""
+
+    @property
+    def stop_token_ids(self) -> tuple[int, ...]: ...
+
+    @property
+    def expected_duration_s(self) -> float: ...
+
+    def detect(self, segment_text: str, segment_ids: Sequence[int], new_text: str) -> ToolCall | None:
+        """The call if the segment generated since the last resume just completed one (arguments
+        as in ToolTrigger.match)."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +58,10 @@ class ToolTrigger:
         search_from = max(len(segment_text) - len(new_text) - len(self.stop_string) + 1, 0)
         end = segment_text.find(self.stop_string, search_from)
         return None if end < 0 else self._call_text(segment_text[:end])
+
+    def detect(self, segment_text: str, segment_ids: Sequence[int], new_text: str) -> ToolCall | None:
+        call_text = self.match(segment_text, segment_ids, new_text)
+        return None if call_text is None else ToolCall(self.name, call_text, call_text)
 
     def _call_text(self, text: str) -> str:
         if self.opening_marker and self.opening_marker in text:

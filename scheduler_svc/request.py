@@ -6,8 +6,9 @@ import dataclasses
 import enum
 from collections import deque
 
+from scheduler_svc.chat_template import Conversation
 from scheduler_svc.detokenizer import IncrementalDecoder
-from scheduler_svc.interception import ScriptedStop, ToolTrigger
+from scheduler_svc.interception import CallDetector, ScriptedStop
 
 
 class Status(enum.Enum):
@@ -45,7 +46,7 @@ class Request:
     token_ids: list[int]  # prompt, then generated and returned tokens in order
     num_prompt_tokens: int
     sampling: Sampling
-    tools: tuple[ToolTrigger, ...]
+    tools: tuple[CallDetector, ...]
     script: deque[ScriptedStop]
     decoder: IncrementalDecoder
     status: Status = Status.ACTIVE
@@ -60,6 +61,7 @@ class Request:
     pending_call: PendingCall | None = None
     finish_reason: str = ""
     executor_known: bool = False  # registered with the executor
+    chat: Conversation | None = None  # the conversation of a request given as messages
 
     @property
     def num_pending(self) -> int:

@@ -29,6 +29,7 @@ from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import RequestError, admit, check_token_ids
 from scheduler_svc.block_manager import BlockManager
+from scheduler_svc.chat_template import ChatTemplateError
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
 from scheduler_svc.cost_model import UNLIMITED_BLOCKS, CostModel
 from scheduler_svc.detokenizer import IncrementalDecoder
@@ -122,6 +123,17 @@ class Scheduler:
         request = self._paused(request_id)
         if expected_duration_s > 0 and request.pending_call is not None:
             request.pending_call.expected_duration_s = expected_duration_s
+
+    def tool_result_text(self, request_id: int, text: str) -> str:
+        """The text a tool's text result appends: for a request given as messages, the chat
+        template's tool turn around it (recorded in its conversation); otherwise `text` itself."""
+        request = self._paused(request_id)
+        if request.chat is None:
+            return text
+        try:
+            return request.chat.append_tool_turn(request.decoder.text, text)
+        except ChatTemplateError as error:
+            raise RequestError("INVALID_ARGUMENT", f"the tool result: {error}") from error
 
     def resume(self, request_id: int, returned_ids: list[int], now: float) -> list[Event]:
         """Append a tool's returned tokens and let the request compute again."""
@@ -513,13 +525,15 @@ class Scheduler:
             tail = request.token_ids[
                 max(request.segment_start, len(request.token_ids) - len(tool.stop_token_ids)) :
             ]
-            call_text = tool.match(request.decoder.text, tail, text)
-            if call_text is not None:
-                return self._pause(request, tool.name, call_text, tool.expected_duration_s, now)
+            call = tool.detect(request.decoder.text, tail, text)
+            if call is not None:
+                return self._pause(
+                    request, call.name, call.call_text, tool.expected_duration_s, now, call.arguments
+                )
         return []
 
     def _pause(
-        self, request: Request, tool: str, call_text: str, expected_s: float, now: float
+        self, request: Request, tool: str, call_text: str, expected_s: float, now: float, arguments: str = ""
     ) -> list[Event]:
         rid = request.request_id
         action = self.policy.on_pause(request, self.blocks, now)
@@ -544,6 +558,7 @@ class Scheduler:
             num_context_tokens=len(request.token_ids),
             index=request.num_interceptions - 1,
             context_action=action.value,
+            arguments=arguments,
         )
         return [(rid, gen.ServerEvent(intercepted=intercepted))]
 

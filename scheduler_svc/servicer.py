@@ -107,7 +107,8 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
                     result = event.tool_result
                     ids = list(result.token_ids)
                     if not ids and result.text:  # an empty result returns nothing
-                        ids = encode(self._loop.core.tokenizer, result.text, "the tool result")
+                        text = self._loop.core.tool_result_text(request_id, result.text)
+                        ids = encode(self._loop.core.tokenizer, text, "the tool result")
                     self._loop.resume(request_id, ids)
             # The client will send nothing more: a paused request could never resume.
             if self._loop.is_paused(request_id):

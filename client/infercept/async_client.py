@@ -7,7 +7,7 @@ import contextlib
 import inspect
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -118,9 +118,9 @@ class AsyncStream:
         assert tool is not None, "a pending call has a script entry or a tool"
         try:
             if tool.is_async:
-                returned = tool.fn(pending.event.call_text)
+                returned = tool.fn(pending.event.tool_input)
             else:
-                returned = await asyncio.to_thread(tool.fn, pending.event.call_text)
+                returned = await asyncio.to_thread(tool.fn, pending.event.tool_input)
             # A plain function may still return an awaitable; await it here, on the loop.
             return await returned if inspect.isawaitable(returned) else returned
         except Exception as error:
@@ -170,6 +170,7 @@ class AsyncClient:
         prompt: str | None = None,
         *,
         prompt_token_ids: Sequence[int] | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
         sampling: SamplingParams | None = None,
         tools: Sequence[Tool] = (),
         script: Sequence[ScriptedCall] = (),
@@ -181,6 +182,7 @@ class AsyncClient:
         stream = self.stream(
             prompt,
             prompt_token_ids=prompt_token_ids,
+            messages=messages,
             sampling=sampling,
             tools=tools,
             script=script,
@@ -196,6 +198,7 @@ class AsyncClient:
         prompt: str | None = None,
         *,
         prompt_token_ids: Sequence[int] | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
         sampling: SamplingParams | None = None,
         tools: Sequence[Tool] = (),
         script: Sequence[ScriptedCall] = (),
@@ -207,6 +210,7 @@ class AsyncClient:
         state = SessionState(
             prompt=prompt,
             prompt_token_ids=prompt_token_ids,
+            messages=messages,
             sampling=sampling,
             tools=tools,
             script=script,

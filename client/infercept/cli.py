@@ -29,8 +29,16 @@ def stack_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 SIGNAL_POLL_S = 0.2  # how often `serve` looks for Ctrl-C or SIGTERM
 
 
-def add_stack_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    p.add_argument("--model", default="default", help="'default' or a Hugging Face-format directory")
+def add_stack_flags(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, default_model: str = "default"
+) -> None:
+    """The stack's flags; default_model: "default" (the real chat model) for serving, "tiny" (the
+    fast random one) where the load matters more than the words (load generator, fidelity)."""
+    p.add_argument(
+        "--model",
+        default=default_model,
+        help="'default' (SmolLM2-135M-Instruct), 'tiny' (random weights) or a Hugging Face-format directory",
+    )
     p.add_argument("--device", default="auto", help="executor device: auto | cpu | cuda")
     p.add_argument(
         "--policy", default="infercept", help="scheduling policy (infercept-scheduler --help lists them)"

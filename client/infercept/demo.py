@@ -136,8 +136,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the stack, run the tasks, print the transcript, stop the stack."""
-    print(f"Starting the executor (default model) and the scheduler (policy {args.policy}) ...")
-    executor_args = ["--model", "default", "--device", args.device, "--num-device-blocks", "256"]
+    print(f"Starting the executor (tiny random model) and the scheduler (policy {args.policy}) ...")
+    executor_args = ["--model", "tiny", "--device", args.device, "--num-device-blocks", "256"]
     with launch(executor_args, ["--policy", args.policy]) as stack, Client(stack.scheduler_address) as client:
         info = client.server_info()
         print(

@@ -59,6 +59,13 @@ class Intercepted:
     index: int  # 0 for the request's first interception, then 1, 2, ...
     # What the server first did with the paused context: "preserve", "discard" or "swap".
     context_action: str
+    # The call's arguments: the JSON object of a <tool_call> call, the call text of a marker pair.
+    arguments: str = ""
+
+    @property
+    def tool_input(self) -> str:
+        """What the tool's fn is called with: the arguments (the call text from older servers)."""
+        return self.arguments or self.call_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +101,7 @@ def event_from_proto(message: pb.ServerEvent) -> Event | None:
         return TokenDelta(tuple(message.tokens.token_ids), message.tokens.text)
     if kind == "intercepted":
         m = message.intercepted
-        return Intercepted(m.tool, m.call_text, m.num_context_tokens, m.index, m.context_action)
+        return Intercepted(m.tool, m.call_text, m.num_context_tokens, m.index, m.context_action, m.arguments)
     if kind == "resumed":
         r = message.resumed
         return Resumed(

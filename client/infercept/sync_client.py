@@ -6,7 +6,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -123,7 +123,7 @@ class Stream:
                 return call.script.output
         assert call.tool is not None, "a pending call has a script entry or a tool"
         try:
-            return call.tool.fn(call.event.call_text)
+            return call.tool.fn(call.event.tool_input)
         except Exception as error:
             raise tool_failed(call, error) from error
 
@@ -161,6 +161,7 @@ class Client:
         prompt: str | None = None,
         *,
         prompt_token_ids: Sequence[int] | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
         sampling: SamplingParams | None = None,
         tools: Sequence[Tool] = (),
         script: Sequence[ScriptedCall] = (),
@@ -169,13 +170,17 @@ class Client:
     ) -> GenerateResult:
         """Run one request to its end, answering its interceptions, and return the result.
 
-        prompt or prompt_token_ids: exactly one (the server checks). sampling: SamplingParams()
-        when None. tools: tools the model may call. script: synthetic interceptions, in order.
+        prompt, prompt_token_ids or messages: exactly one (the server checks); messages is a
+        conversation in OpenAI's form ({"role", "content"}, assistant "tool_calls", tool
+        "tool_call_id"), rendered with the model's chat template; a text tool result then goes
+        in as the template's tool turn. sampling: SamplingParams() when None. tools: tools the
+        model may call (with a schema: passed to the template, called as <tool_call> JSON). script: synthetic interceptions, in order.
         program_id: groups the requests of one program (logs, routing). timeout_s: deadline of
         the whole request, tool calls included. Raises InferceptError."""
         stream = self.stream(
             prompt,
             prompt_token_ids=prompt_token_ids,
+            messages=messages,
             sampling=sampling,
             tools=tools,
             script=script,
@@ -191,6 +196,7 @@ class Client:
         prompt: str | None = None,
         *,
         prompt_token_ids: Sequence[int] | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
         sampling: SamplingParams | None = None,
         tools: Sequence[Tool] = (),
         script: Sequence[ScriptedCall] = (),
@@ -205,6 +211,7 @@ class Client:
         state = SessionState(
             prompt=prompt,
             prompt_token_ids=prompt_token_ids,
+            messages=messages,
             sampling=sampling,
             tools=tools,
             script=script,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeAlias
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeAlias
 
 from infercept.v1 import generation_pb2 as pb
 
@@ -22,6 +23,10 @@ class Tool:
     was generated after the last `opening_marker` (or since the last resume, without one) and
     before the trigger.
 
+    A tool with a `schema` (see Tool.function) is a function the chat template describes to the
+    model; the model calls it by writing <tool_call>{"name": ..., "arguments": {...}}</tool_call>,
+    and `fn` gets the arguments as JSON text. Its trigger may be "" (no marker pair).
+
     `fn` returns a str or a list of token ids. Client takes sync functions only; AsyncClient takes
     sync functions (run in a worker thread) and async ones."""
 
@@ -31,6 +36,28 @@ class Tool:
     opening_marker: str = ""
     # Expected seconds per call: a hint for the server's waste model (0 = unknown).
     expected_duration_s: float = 0.0
+    # OpenAI's function tool JSON schema, {"type": "function", "function": {"name", "description",
+    # "parameters"}}; None for a tool called by its marker pair only.
+    schema: Mapping[str, Any] | None = None
+
+    @classmethod
+    def function(
+        cls,
+        name: str,
+        fn: ToolFn,
+        *,
+        description: str = "",
+        parameters: Mapping[str, Any] | None = None,
+        expected_duration_s: float = 0.0,
+    ) -> Tool:
+        """A function tool: described to the model by its JSON schema, called as <tool_call>."""
+        function: dict[str, Any] = {"name": name, "description": description}
+        function["parameters"] = dict(parameters or {"type": "object", "properties": {}})
+        schema = {"type": "function", "function": function}
+        return cls(name, "", fn, expected_duration_s=expected_duration_s, schema=schema)
+
+    def schema_json(self) -> str:
+        return json.dumps(self.schema)
 
     def __post_init__(self) -> None:
         if not isinstance(self.trigger, str):

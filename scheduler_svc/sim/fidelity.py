@@ -50,7 +50,7 @@ from scheduler_svc.sim.fit import StepSample, fit_served_step
 from scheduler_svc.sim.main import sim_record
 from scheduler_svc.sim.real_run import RealRun, loadgen_args, run_real
 
-# A moderate load for the default model on a CPU: busy, not overloaded (about twice vllm's unloaded
+# A moderate load for the tiny model on a CPU: busy, not overloaded (about twice vllm's unloaded
 # latency); the window is long enough that ~75 requests complete (see the README).
 DEFAULT_RATE = 0.75
 EXTRA_LABELS = {"iterations": "iterations (whole run)"}
@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("results/fidelity.json"), help="the JSON written")
     p.add_argument("--no-calibration", action="store_true", help="simulate on the executor's profile alone")
     p.add_argument("--refresh-profile", action="store_true", help="have the executor measure its profile")
-    add_stack_flags(p.add_argument_group("the local stack"))
+    add_stack_flags(p.add_argument_group("the local stack"), default_model="tiny")
     p.set_defaults(device="cpu", policy="vllm")
     args = p.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0 or args.warmup < 0 or args.seed < 0 or args.tolerance < 0:

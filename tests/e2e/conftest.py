@@ -15,7 +15,7 @@ NUM_DEVICE_BLOCKS, NUM_HOST_BLOCKS, BLOCK_SIZE = 64, 16, 16
 
 
 def stack_args(policy: str, max_batched_tokens: int = 256) -> tuple[list[str], list[str]]:
-    executor = ["--model", "default", "--device", "cpu", "--block-size", str(BLOCK_SIZE)]
+    executor = ["--model", "tiny", "--device", "cpu", "--block-size", str(BLOCK_SIZE)]
     executor += ["--num-device-blocks", str(NUM_DEVICE_BLOCKS), "--num-host-blocks", str(NUM_HOST_BLOCKS)]
     scheduler = ["--policy", policy, "--max-batched-tokens", str(max_batched_tokens), "--check-invariants"]
     return executor, scheduler

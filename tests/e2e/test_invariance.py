@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from executor_svc.random_model import ensure_default_model
+from executor_svc.random_model import ensure_tiny_model
 from infercept import AsyncClient, Client, GenerateResult, SamplingParams, ScriptedCall
 from infercept.launcher import launch
 from scheduler_svc.policies import POLICIES
@@ -78,7 +78,7 @@ def specs() -> list[Spec]:
 
 @pytest.fixture(scope="module")
 def expected(specs: list[Spec]) -> list[list[int]]:
-    model = load_reference(ensure_default_model())
+    model = load_reference(ensure_tiny_model())
     return [reference_loop(model, spec) for spec in specs]
 
 

@@ -14,6 +14,7 @@ from infercept.launcher import is_serving
 
 def test_serve_stops_both_services_on_ctrl_c(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "infercept.cli", "serve", "--listen", "127.0.0.1:0", "--device", "cpu"]
+    command += ["--model", "tiny"]
     command += ["--num-device-blocks", "64", "--log-dir", str(tmp_path)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from executor_svc.random_model import ensure_default_model
+from executor_svc.random_model import ensure_tiny_model
 from infercept import Client, SamplingParams, ScriptedCall, Tool
 from infercept.launcher import Stack
 from tests.e2e.test_invariance import Spec, reference_loop
@@ -17,7 +17,7 @@ GREEDY = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
 
 @pytest.fixture(scope="module")
 def reference() -> torch.nn.Module:
-    return load_reference(ensure_default_model())
+    return load_reference(ensure_tiny_model())
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
     next(tmp_path.glob("model-00002-*.safetensors")).unlink()
     with pytest.raises(CheckpointError, match="is missing"):
         read_state_dict(tmp_path, torch.device("cpu"))
-    with pytest.raises(CheckpointError, match="not 'default' and not a directory"):
+    with pytest.raises(CheckpointError, match="not a built-in model"):
         resolve_model_dir(str(tmp_path / "nowhere"))
 
 

@@ -31,4 +31,4 @@ def test_a_bad_model_path_exits_with_a_message(tmp_path: Path) -> None:
         text=True,
     )
     assert result.returncode == 2
-    assert "not 'default' and not a directory" in result.stderr
+    assert "not a built-in model" in result.stderr

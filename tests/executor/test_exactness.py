@@ -49,9 +49,9 @@ def test_greedy_tokens_and_logits_match_transformers(model_spec: tuple[ModelSpec
     assert len({tuple(r.tokens[r.num_prompt_tokens :]) for r in requests}) > 1
 
 
-def test_default_model_matches_transformers() -> None:
+def test_tiny_model_matches_transformers() -> None:
     engine = Engine(
-        ExecutorConfig(model="default", device="cpu", block_size=16, num_device_blocks=40, num_host_blocks=16)
+        ExecutorConfig(model="tiny", device="cpu", block_size=16, num_device_blocks=40, num_host_blocks=16)
     )
     driver = PlanDriver(engine.step, block_size=16, num_device_blocks=40, num_host_blocks=16, seed=3)
     prompts = [list(text.encode()) for text in ("What is 2+2?", "Call the weather tool for Paris", "x")]

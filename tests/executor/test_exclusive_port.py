@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.executor.executor_process import running_executor
 
-ARGS = ["--model", "default", "--device", "cpu", "--num-device-blocks", "16", "--num-host-blocks", "0"]
+ARGS = ["--model", "tiny", "--device", "cpu", "--num-device-blocks", "16", "--num-host-blocks", "0"]
 
 
 def test_a_second_executor_on_a_served_port_exits_with_a_clear_message(tmp_path: Path) -> None:

@@ -73,3 +73,30 @@ def test_measuring_with_live_requests_is_refused(engine: Engine) -> None:
     )
     with pytest.raises(ProfilerBusy, match="1 live requests"):
         get_profile(engine, refresh=True)
+
+
+def test_the_token_grid_stops_once_forwards_are_slow(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from executor_svc import profiler
+
+    monkeypatch.setattr(profiler, "_MAX_PREFILL_SAMPLE_S", 0.0)  # every forward counts as slow
+    prefill = [s for s in get_profile(engine, repeats=1).forward_samples if s.context_tokens == 0]
+    assert [s.num_batched_tokens for s in prefill] == list(
+        profiler._TOKEN_GRID[: profiler._MIN_PREFILL_POINTS]
+    )
+
+
+def test_decode_samples_are_timed_without_computing_their_context(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    computed: list[int] = []
+    step = engine.step
+
+    def counting_step(plan: pb.StepPlan) -> pb.StepResult:
+        computed.extend(w.start_position for w in plan.work if len(w.token_ids) > 4)  # chunks of > 1 token
+        return step(plan)
+
+    monkeypatch.setattr(engine, "step", counting_step)
+    decode = [s for s in get_profile(engine, repeats=1).forward_samples if s.context_tokens > 0]
+    assert decode and all(s.context_tokens == 512 for s in decode)
+    assert set(computed) == {0}, "only the prefill samples computed chunks, all from position 0"

@@ -12,7 +12,16 @@ import httpx
 
 def test_serve_with_a_gateway_answers_over_http_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "infercept.cli", "serve", "--listen", "127.0.0.1:0", "--device", "cpu"]
-    command += ["--policy", "preserve", "--num-device-blocks", "64", "--log-dir", str(tmp_path)]
+    command += [
+        "--model",
+        "tiny",
+        "--policy",
+        "preserve",
+        "--num-device-blocks",
+        "64",
+        "--log-dir",
+        str(tmp_path),
+    ]
     command += ["--gateway-listen", "127.0.0.1:0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None

@@ -27,7 +27,7 @@ SERVER_KEYS = [
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    executor = ["--model", "default", "--device", "cpu", "--block-size", "16"]
+    executor = ["--model", "tiny", "--device", "cpu", "--block-size", "16"]
     executor += ["--num-device-blocks", "64", "--num-host-blocks", "16"]
     scheduler = ["--policy", "swap", "--max-batched-tokens", "256"]
     with launch(executor, scheduler, log_dir=tmp_path_factory.mktemp("stack")) as running:

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--slo", type=float, default=DEFAULT_SLO_S_PER_TOKEN, help="SLO, mean normalized s/token"
     )
     sweep.add_argument("--plot", type=Path, help="write the latency-against-rate plot (PNG) here")
-    add_stack_flags(p.add_argument_group("--launch: the local stack"))
+    add_stack_flags(p.add_argument_group("--launch: the local stack"), default_model="tiny")
     return p
 
 

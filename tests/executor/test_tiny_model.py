@@ -1,4 +1,4 @@
-"""The built-in default model: created deterministically on first use, byte-level tokenizer."""
+"""The built-in tiny model: created deterministically on first use, byte-level tokenizer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from executor_svc.random_model import DEFAULT_MODEL_NAME, ensure_default_model
+from executor_svc.random_model import TINY_MODEL_NAME, ensure_tiny_model
 
 
 def _digest(directory: Path) -> dict[str, str]:
@@ -19,16 +19,16 @@ def test_created_on_first_use_and_identical_everywhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("INFERCEPT_CACHE_DIR", str(tmp_path / "a"))
-    first = ensure_default_model()
-    assert first == tmp_path / "a" / "models" / DEFAULT_MODEL_NAME
+    first = ensure_tiny_model()
+    assert first == tmp_path / "a" / "models" / TINY_MODEL_NAME
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in first.iterdir()}
-    assert ensure_default_model() == first  # second use finds it
+    assert ensure_tiny_model() == first  # second use finds it
     monkeypatch.setenv("INFERCEPT_CACHE_DIR", str(tmp_path / "b"))
-    assert _digest(ensure_default_model()) == _digest(first)
+    assert _digest(ensure_tiny_model()) == _digest(first)
 
 
 def test_tokenizer_is_byte_level_with_bos_and_eos() -> None:
-    tokenizer = Tokenizer.from_file(str(ensure_default_model() / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(ensure_tiny_model() / "tokenizer.json"))
     text = "naïve café: 2+2=4\n"
     ids = tokenizer.encode(text).ids
     assert ids == list(text.encode())
