@@ -49,6 +49,32 @@ def test_greedy_tokens_and_logits_match_transformers(model_spec: tuple[ModelSpec
     assert len({tuple(r.tokens[r.num_prompt_tokens :]) for r in requests}) > 1
 
 
+def test_greedy_tokens_match_transformers_when_blocks_move_by_device_copies(
+    model_spec: tuple[ModelSpec, Path],
+) -> None:
+    spec, model_dir = model_spec
+    engine = Engine(
+        ExecutorConfig(
+            model=str(model_dir),
+            device="cpu",
+            block_size=spec.block_size,
+            num_device_blocks=48,
+            num_host_blocks=32,
+        )
+    )
+    driver = PlanDriver(
+        engine.step,
+        block_size=spec.block_size,
+        num_device_blocks=48,
+        num_host_blocks=32,
+        seed=5,
+        device_copies=True,
+    )
+    requests = driver.run(random_prompts(5, spec.config.vocab_size, count=4), num_new_tokens=10)
+    assert driver.num_copied > 0 and driver.num_swapped_in > 0
+    assert_matches_reference(load_reference(model_dir), requests)
+
+
 def test_default_model_matches_transformers() -> None:
     engine = Engine(
         ExecutorConfig(model="default", device="cpu", block_size=16, num_device_blocks=40, num_host_blocks=16)
