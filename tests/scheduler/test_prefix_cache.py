@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from scheduler_svc.cost_model import CostModel
+from scheduler_svc.main import parse_args
 from scheduler_svc.policies import POLICIES
 from scheduler_svc.policies.continuum import ContinuumPolicy
 from scheduler_svc.policies.spec import parse_policy_spec
@@ -300,3 +301,9 @@ def test_continuum_pins_nothing_for_a_tool_without_history() -> None:
     a = h.add(generate_request(list(range(1, 17)), max_tokens=4, script=[(2, "new-tool")]))
     assert h.run_until_paused(a).context_action == "discard"
     assert h.scheduler.stats_proto().device_blocks_cached > 0
+
+
+def test_the_scheduler_command_line_switches_prefix_caching() -> None:
+    assert parse_args([]).prefix_caching is None  # the policy's default
+    assert parse_args(["--prefix-caching"]).prefix_caching is True
+    assert parse_args(["--no-prefix-caching", "--policy", "vllm-apc"]).prefix_caching is False
