@@ -87,14 +87,18 @@ class CachingBlockPool:
         its hash is published, free otherwise. `blocks` is in logical order: the cached ones are
         released tail first, so a context's tail is evicted before its head (a head serves more
         prompts: everything sharing it)."""
-        refcount = self._refcount
-        for block in blocks:
+        refcount, hash_of, cached = self._refcount, self._hash_of, self._cached
+        unnamed = []  # released blocks with no content worth keeping, tail first
+        for block in reversed(blocks):
             assert refcount[block] > 0, f"block {block} freed with no reference"
             refcount[block] -= 1
-        for block in reversed(blocks):
-            if not refcount[block] and block in self._hash_of and block not in self._cached:
-                self._cached[block] = None
-        self._free.extend(b for b in blocks if not refcount[b] and b not in self._hash_of)
+            if refcount[block]:
+                continue
+            if block in hash_of:
+                cached[block] = None
+            else:
+                unnamed.append(block)
+        self._free.extend(reversed(unnamed))
 
     def free_ids(self) -> list[int]:
         return list(self._free) + list(self._cached)
