@@ -15,8 +15,9 @@ an arbitrary, scattered block map, where ``copy_`` needs one call per contiguous
 ``copy_blocks`` uses on CPU, and the reference the Triton kernel is tested against (on CPU, in
 the Triton interpreter).
 
-Intended use on CUDA (NOT yet wired into swap.py, and UNVERIFIED on a GPU: it was written and
-tested on CPU only). The host pool is pinned (KVPools pins it on CUDA); under unified virtual
+Wired into the engine for the plan's device-to-device copies (copy-on-write of shared prefix
+blocks), one call per layer before the layer computes. For swaps it is NOT yet wired into swap.py.
+Intended use for swaps on CUDA (UNVERIFIED on a GPU: it was written and tested on CPU only). The host pool is pinned (KVPools pins it on CUDA); under unified virtual
 addressing a pinned host tensor's address is valid on the device, so the kernel can read and
 write host blocks directly, with no staging copy. The swap side stream would, per layer, do::
 

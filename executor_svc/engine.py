@@ -2,7 +2,8 @@
 
 One step: validate the whole plan (refuse it untouched if invalid), forget and register
 requests, update block tables, start the swaps, run one ragged forward pass (each layer first
-waiting for its own copies), sample, report. Not thread-safe: the server calls it from one thread.
+waiting for its own swaps, then making the plan's device block copies: copy-on-write), sample,
+report. Not thread-safe: the server calls it from one thread.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from executor_svc import __version__
 from executor_svc.attention import create_backend
 from executor_svc.batch import build_batch
+from executor_svc.block_copy import copy_blocks
 from executor_svc.checkpoint import read_config
 from executor_svc.config import DEFAULT_CPU_DEVICE_BLOCKS, DEFAULT_HOST_POOL_BYTES, ExecutorConfig
 from executor_svc.kv_cache import KVPools, KVShape, device_blocks_that_fit
@@ -145,9 +147,10 @@ class Engine:
         device_pool = self.pools.device
 
         def before_layer(layer: int) -> None:
+            # Copy-on-write of shared prefix blocks: after the layer's swaps, before it computes.
             self.swap.wait_for_layer(layer)
             if len(src):
-                device_pool[layer].index_copy_(0, dst, device_pool[layer].index_select(0, src))
+                copy_blocks(device_pool[layer], device_pool[layer], src, dst)
 
         if not plan.work:
             for layer in range(self.kv_shape.num_layers):

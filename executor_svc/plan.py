@@ -92,6 +92,7 @@ def validate_plan(plan: pb.StepPlan, requests: dict[int, RequestState], limits: 
     copies = _block_map(
         "device_copies", plan.device_copies, limits.num_device_blocks, limits.num_device_blocks
     )
+    _check_copies_apart(copies, swap_in)
     work = _work(plan, requests, live, set(new_requests), tables, limits)
     return ValidatedPlan(plan.step_id, forget_ids, new_requests, tables, swap_out, swap_in, copies, work)
 
@@ -165,6 +166,21 @@ def _block_map(name: str, block_map: pb.BlockMap, num_src: int, num_dst: int) ->
     if len(np.unique(dst)) != len(dst):
         raise PlanRejected("INVALID_ARGUMENT", f"{name}: a destination block is written twice")
     return src, dst
+
+
+def _check_copies_apart(copies: tuple[BlockIds, BlockIds], swap_in: tuple[BlockIds, BlockIds]) -> None:
+    """Device copies run after the swaps, each block read or written once: no copy reads a block
+    a copy writes (the copy kernel works in place), and none touches a swap-in's destination
+    (the order between them would decide the result)."""
+    src, dst = copies
+    if np.intersect1d(src, dst).size:
+        block = int(np.intersect1d(src, dst)[0])
+        raise PlanRejected("INVALID_ARGUMENT", f"device_copies: block {block} is both copied from and to")
+    touched = np.intersect1d(np.concatenate((src, dst)), swap_in[1])
+    if touched.size:
+        raise PlanRejected(
+            "INVALID_ARGUMENT", f"device_copies: block {int(touched[0])} is also a swap_in destination"
+        )
 
 
 def _work(

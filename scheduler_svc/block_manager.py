@@ -10,8 +10,18 @@ is on the device. Swap-out moves blocks from the back of the device prefix to th
 host segment; swap-in brings blocks back from the front of the host segment (all of them, or as
 many as an iteration's swap budget allows); dropping frees a tail.
 
-Invariant (check_invariants): in each pool every block is either free or owned by exactly one
-request, and free + owned == total.
+Invariant (check_invariants): in the host pool every block is either free or owned by exactly one
+request, and free + owned == total. Device blocks are reference counted (prefix_cache.py): with
+prefix caching on, requests whose contexts begin alike share their leading full blocks, and freed
+full blocks stay cached until memory is needed; free + cached + owned == total, and a block's
+refcount is the number of block-table entries naming it.
+
+Prefix caching (enable_prefix_caching): a request that starts computing from nothing takes the
+cached blocks of its context's leading full blocks (share_cached_prefix) and computes only the
+rest; each block it fills is registered under its chain hash (register_computed). A shared block
+is never written: the writer gets a copy first, a device-side block copy in the plan
+(prepare_write). Swapping a shared block out copies it to the host and drops this request's
+reference; the block stays on the device for the others.
 
 Host blocks freed by a swap-in stay unusable until end_iteration(): the executor runs an
 iteration's swap-outs before its swap-ins, so reusing such a block for a swap-out in the same
@@ -21,7 +31,9 @@ iteration would overwrite it before it is read.
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
+from collections import Counter, deque
+
+from scheduler_svc.prefix_cache import CachingBlockPool, extend_chain_hashes
 
 
 class BlockPool:
@@ -56,6 +68,8 @@ class BlockLayout:
     # Leading device blocks the executor's copy of the table still agrees with: the plan builder
     # sends the table as "keep these, append the rest" without comparing lists.
     num_synced: int = 0
+    # Chain hashes of the context's leading full blocks (prefix caching), grown as needed.
+    chain_hashes: list[int] = dataclasses.field(default_factory=list)
 
     @property
     def num_blocks(self) -> int:
@@ -63,12 +77,22 @@ class BlockLayout:
 
 
 class BlockManager:
-    def __init__(self, num_device_blocks: int, num_host_blocks: int, block_size: int) -> None:
+    def __init__(
+        self,
+        num_device_blocks: int,
+        num_host_blocks: int,
+        block_size: int,
+        enable_prefix_caching: bool = False,
+    ) -> None:
         self.block_size = block_size
-        self.device = BlockPool(num_device_blocks)
+        self.enable_prefix_caching = enable_prefix_caching
+        self.device = CachingBlockPool(num_device_blocks)
         self.host = BlockPool(num_host_blocks)
         self.layouts: dict[int, BlockLayout] = {}
         self._host_freed_this_iteration: list[int] = []
+        # Sources of this iteration's device copies keep a reference until the plan is complete:
+        # the executor copies after the swaps, so a source must not be reused within the plan.
+        self._copy_sources: list[int] = []
 
     def layout(self, request_id: int) -> BlockLayout:
         layout = self.layouts.get(request_id)
@@ -147,25 +171,97 @@ class BlockManager:
         del self.layouts[request_id]
 
     def end_iteration(self) -> None:
-        """Host blocks read by this iteration's swap-ins become reusable."""
+        """Host blocks read by this iteration's swap-ins become reusable; the device blocks this
+        iteration fills become findable by their content."""
         self.host.free(self._host_freed_this_iteration)
         self._host_freed_this_iteration = []
+        self.device.free(self._copy_sources)
+        self._copy_sources = []
+        self.device.publish()
+
+    # Prefix caching.
+    def share_cached_prefix(self, request_id: int, token_ids: list[int]) -> int:
+        """Give a request with no blocks the cached blocks of its context's leading full blocks.
+        Returns the positions they cover, at most len(token_ids) - 1: the last token is always
+        computed (it samples the next one), in the last shared block if the context ends on a
+        block boundary (then prepare_write copies that block first)."""
+        layout = self.layout(request_id)
+        assert not (layout.device or layout.host), (
+            f"request {request_id} shares a prefix while holding blocks"
+        )
+        if not self.enable_prefix_caching or len(token_ids) < 2:
+            return 0
+        extend_chain_hashes(
+            layout.chain_hashes, token_ids, self.block_size, len(token_ids) // self.block_size
+        )
+        blocks = self.device.lookup(layout.chain_hashes)
+        if not blocks:
+            return 0
+        self.device.share(blocks)
+        layout.device = blocks
+        layout.num_synced = 0
+        return min(len(blocks) * self.block_size, len(token_ids) - 1)
+
+    def register_computed(self, request_id: int, token_ids: list[int], start: int, end: int) -> None:
+        """Positions [start, end) of the request are computed by this iteration: name the blocks
+        they fill by their chain hash (findable after end_iteration)."""
+        first, last = start // self.block_size, end // self.block_size  # blocks [first, last) fill
+        if not self.enable_prefix_caching or first >= last:
+            return
+        layout = self.layouts[request_id]
+        extend_chain_hashes(layout.chain_hashes, token_ids, self.block_size, last)
+        for index in range(first, min(last, len(layout.device))):
+            self.device.register(layout.device[index], layout.chain_hashes[index])
+
+    def num_blocks_to_copy(self, request_id: int, start: int) -> int:
+        """Shared device blocks the request would write into computing from position `start`."""
+        device = self.layout(request_id).device
+        return sum(self.device.refcount(b) > 1 for b in device[start // self.block_size :])
+
+    def prepare_write(self, request_id: int, start: int) -> list[tuple[int, int]]:
+        """Make the request's device blocks from position `start` on its own to write: a shared
+        one is replaced by a fresh copy (needs num_blocks_to_copy free blocks), an unshared named
+        one loses its name until it is full again. Returns the (source, copy) device block pairs,
+        which the plan copies before the forward."""
+        layout = self.layout(request_id)
+        copies = []
+        for index in range(start // self.block_size, len(layout.device)):
+            block = layout.device[index]
+            if self.device.refcount(block) > 1:
+                (copy,) = self.device.allocate(1)
+                self._copy_sources.append(block)  # this request's reference, released at end_iteration
+                layout.device[index] = copy
+                layout.num_synced = min(layout.num_synced, index)
+                copies.append((block, copy))
+            elif self.enable_prefix_caching:
+                self.device.unpublish(block)
+        return copies
+
+    def forget_cached(self) -> None:
+        """The device lost its contents: nothing cached may be found again."""
+        self.device.forget_all()
+
+    def check_writable(self, request_id: int, start: int, end: int) -> None:
+        """A request writing positions [start, end) writes only blocks it alone references."""
+        device = self.layouts[request_id].device
+        for block in device[start // self.block_size : -(-end // self.block_size)]:
+            assert self.device.refcount(block) == 1, (
+                f"request {request_id} writes device block {block}, shared by {self.device.refcount(block)}"
+            )
 
     def check_invariants(self) -> None:
-        """Every block is free or owned by exactly one request; free + owned == total."""
-        for name, pool, owned, pending in (
-            ("device", self.device, [b for layout in self.layouts.values() for b in layout.device], []),
-            (
-                "host",
-                self.host,
-                [b for layout in self.layouts.values() for b in layout.host],
-                self._host_freed_this_iteration,
-            ),
-        ):
-            everything = pool.free_ids() + owned + pending
-            assert len(everything) == pool.num_total, (
-                f"{name} pool: {pool.num_free} free + {len(owned)} owned + {len(pending)} pending != {pool.num_total}"
-            )
-            assert sorted(everything) == list(range(pool.num_total)), (
-                f"{name} pool: a block is lost or doubly owned"
-            )
+        """Host: every block is free or owned by exactly one request, free + owned == total.
+        Device: free + cached + owned == total, refcounts match the block tables, no table names a
+        block twice (prefix_cache.CachingBlockPool.check)."""
+        for rid, layout in self.layouts.items():
+            assert len(set(layout.device)) == len(layout.device), f"request {rid}: device blocks repeat"
+        references = Counter(b for layout in self.layouts.values() for b in layout.device)
+        self.device.check(references + Counter(self._copy_sources))
+        host = self.host
+        owned = [b for layout in self.layouts.values() for b in layout.host]
+        pending = self._host_freed_this_iteration
+        everything = host.free_ids() + owned + pending
+        assert len(everything) == host.num_total, (
+            f"host pool: {host.num_free} free + {len(owned)} owned + {len(pending)} pending != {host.num_total}"
+        )
+        assert sorted(everything) == list(range(host.num_total)), "host pool: a block is lost or doubly owned"

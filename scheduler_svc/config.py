@@ -16,6 +16,9 @@ class SchedulerConfig:
     max_num_seqs: int = 256  # requests computed per iteration
     max_live_requests: int = 4096  # beyond this, new requests get RESOURCE_EXHAUSTED
     check_invariants: bool = False  # assert the block-manager invariant every iteration (tests)
+    # Keep freed full KV blocks cached by content and share them between requests whose contexts
+    # begin alike; None: the policy's default (on for vllm-apc and continuum, off for the rest).
+    enable_prefix_caching: bool | None = None
 
     def __post_init__(self) -> None:
         create_policy(self.policy, self.estimator, self.disabled_techniques)  # ValueError if invalid

@@ -93,6 +93,11 @@ class _ToolDurations:
             return None
         return self._suffix_sums[first] / num_longer - elapsed_s
 
+    def quantile_s(self, p: float) -> float:
+        """The nearest-rank p-quantile of the recorded durations (at least one recorded)."""
+        rank = max(math.ceil(p * len(self._sorted)), 1)
+        return self._sorted[min(rank, len(self._sorted)) - 1]
+
     def _rebuild_suffix_sums(self) -> None:
         sums = [0.0] * (len(self._sorted) + 1)
         for i in range(len(self._sorted) - 1, -1, -1):
@@ -129,6 +134,14 @@ class HistoryEstimator(DurationEstimator):
         excess_s = durations.mean_excess_s(elapsed_s)
         # The call outlived everything seen: the history has nothing to say, the paper's rule does.
         return elapsed_s if excess_s is None else max(excess_s, 0.0)
+
+    def quantile_s(self, tool: str, p: float) -> float | None:
+        """The p-quantile (0 < p <= 1) of the tool's recorded durations, seconds; None with fewer
+        than `min_samples` recorded (the history has nothing to say yet)."""
+        durations = self._durations.get(tool)
+        if durations is None or len(durations) < self.min_samples:
+            return None
+        return durations.quantile_s(p)
 
     def observe(self, tool: str, duration_s: float) -> None:
         """Record a finished call; a negative or non-finite duration (a clock bug) is ignored."""

@@ -51,6 +51,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="TECHNIQUE[,...]",
         help=f"infercept: switch techniques off for ablations, from {', '.join(TECHNIQUES)}",
     )
+    p.add_argument(
+        "--prefix-caching",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cache freed KV blocks by content and share common prefixes (default: on for vllm-apc "
+        "and continuum, off for the others)",
+    )
     p.add_argument("--max-batched-tokens", type=int, default=512, help="token budget of one iteration")
     p.add_argument("--max-num-seqs", type=int, default=256, help="most requests computed in one iteration")
     p.add_argument(
@@ -128,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             max_num_seqs=args.max_num_seqs,
             max_live_requests=args.max_live_requests,
             check_invariants=args.check_invariants,
+            enable_prefix_caching=args.prefix_caching,
         )
         security, executor_link = security_from_args(args)
         metrics_endpoint = MetricsEndpoint(args.metrics_host, args.metrics_port)

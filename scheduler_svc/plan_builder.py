@@ -18,6 +18,7 @@ class PlanBuilder:
         self.plan = pb.StepPlan(step_id=step_id)
         self._swap_out: BlockPairs = []
         self._swap_in: BlockPairs = []
+        self._device_copies: BlockPairs = []
 
     def forget(self, request_ids: list[int]) -> None:
         self.plan.forget_request_ids.extend(request_ids)
@@ -27,6 +28,10 @@ class PlanBuilder:
 
     def swap_in(self, pairs: BlockPairs) -> None:
         self._swap_in += pairs
+
+    def device_copy(self, pairs: BlockPairs) -> None:
+        """Copy device blocks (source, destination) before the forward: copy-on-write of shared blocks."""
+        self._device_copies += pairs
 
     @property
     def num_swapped_blocks(self) -> tuple[int, int]:
@@ -56,7 +61,10 @@ class PlanBuilder:
         self.plan.work.add(request_id=rid, start_position=start, token_ids=packed, sample=sample)
 
     def build(self) -> pb.StepPlan:
-        for block_map, pairs in ((self.plan.swap_out, self._swap_out), (self.plan.swap_in, self._swap_in)):
+        maps = [(self.plan.swap_out, self._swap_out), (self.plan.swap_in, self._swap_in)]
+        if self._device_copies:  # rare: leave the field unset otherwise
+            maps.append((self.plan.device_copies, self._device_copies))
+        for block_map, pairs in maps:
             block_map.src_block_ids = pack_u32([src for src, _ in pairs])
             block_map.dst_block_ids = pack_u32([dst for _, dst in pairs])
         return self.plan

@@ -80,7 +80,14 @@ class Scheduler:
         self.cost_model = cost_model
         if self.policy.manages_paused:
             self.policy.bind_cost_model(cost_model)
-        self.blocks = BlockManager(executor.num_device_blocks, executor.num_host_blocks, executor.block_size)
+        self.prefix_caching = (
+            self.policy.prefix_caching
+            if config.enable_prefix_caching is None
+            else config.enable_prefix_caching
+        )
+        self.blocks = BlockManager(
+            executor.num_device_blocks, executor.num_host_blocks, executor.block_size, self.prefix_caching
+        )
         self.requests: dict[int, Request] = {}
         self.stats = SchedulerStats()
         self._next_request_id = 1
@@ -191,6 +198,7 @@ class Scheduler:
     def schedule(self, now: float) -> pb.StepPlan:
         self._account_paused_time(now)
         kinds_before, discards_before = dict(self.stats.tokens_by_kind), self.stats.paused_discards
+        hits_before = sum(self.stats.prefix_hit_tokens_by_kind.values())
         self._step_id += 1
         builder = PlanBuilder(self._step_id)
         builder.forget(self._pending_forget)
@@ -200,7 +208,11 @@ class Scheduler:
         decodes = self._queues.ready()
         budget = self._budget(len(decodes))
         # Paused contexts are revisited first, so that what they free serves this iteration.
-        if self.policy.manages_paused and self._paused_requests and self._memory_is_short():
+        if (
+            self.policy.manages_paused
+            and self._paused_requests
+            and (self.policy.revisits_paused_always or self._memory_is_short())
+        ):
             self._manage_paused(builder, budget, decodes, now)
         self._holders, self._chunked, self._room_failed = None, [], False
         scheduled: set[int] = set()
@@ -213,10 +225,13 @@ class Scheduler:
                 break
         self._swapped_blocks = builder.num_swapped_blocks
         self.blocks.end_iteration()
+        plan = builder.build()
         if self.config.check_invariants:
             self.blocks.check_invariants()
-        plan = builder.build()
-        self._iteration = self._iteration_stats(plan, kinds_before, discards_before)
+            for work in plan.work:  # a shared block is never written
+                start = work.start_position
+                self.blocks.check_writable(work.request_id, start, start + len(work.token_ids) // 4)
+        self._iteration = self._iteration_stats(plan, kinds_before, discards_before, hits_before)
         return plan
 
     def update(self, plan: pb.StepPlan, result: pb.StepResult, now: float) -> list[Event]:
@@ -250,9 +265,10 @@ class Scheduler:
                 self._queues.place(request, self.blocks.layout(request.request_id))
         self._pending_swap_out, self._pending_forget = {}, []
         self.blocks.end_iteration()
+        self.blocks.forget_cached()
 
     def _iteration_stats(
-        self, plan: pb.StepPlan, kinds_before: dict[str, int], discards_before: int
+        self, plan: pb.StepPlan, kinds_before: dict[str, int], discards_before: int, hits_before: int
     ) -> gen.IterationStats:
         kinds = self.stats.tokens_by_kind
         num_out, num_in = self._swapped_blocks
@@ -267,6 +283,7 @@ class Scheduler:
             swap_in_blocks=num_in,
             paused_device_blocks=self._paused_held_blocks,
             paused_discards=self.stats.paused_discards - discards_before,
+            prefix_hit_tokens=sum(self.stats.prefix_hit_tokens_by_kind.values()) - hits_before,
         )
 
     def _record_iteration(self, result: pb.StepResult) -> None:
@@ -307,6 +324,7 @@ class Scheduler:
             swap_out_budget_blocks=max(budget.swap_blocks - self._swap_in_demand_blocks(), 0),
             host_free_blocks=self.blocks.host.num_free,
             block_size_tokens=self.blocks.block_size,
+            memory_is_short=self._memory_is_short(),
         )
         for decision in self.policy.manage_paused(contexts, view):
             request = self._paused_requests[decision.request_id]
@@ -370,17 +388,23 @@ class Scheduler:
                 scheduled.add(rid)
                 return True
             self._swapping_in.discard(rid)
+        if self.prefix_caching and not (request.num_computed or layout.device or layout.host):
+            self._share_cached_prefix(request)
         start = request.num_computed
         end = start + min(request.num_pending, budget.tokens)
         if not self.policy.chunks_recompute and start < request.max_computed:
             end = len(request.token_ids)  # the whole context at once, past the budget
-        if not self._make_room(request, self.blocks.num_blocks_to_grow(rid, end), scheduled):
+        num_copies = self.blocks.num_blocks_to_copy(rid, start)
+        if not self._make_room(request, self.blocks.num_blocks_to_grow(rid, end) + num_copies, scheduled):
             # Chunked prefill: compute what fits in the blocks it has and the free ones.
-            end = min(end, (len(layout.device) + self.blocks.device.num_free) * self.blocks.block_size)
+            num_usable = len(layout.device) + self.blocks.device.num_free - num_copies
+            end = min(end, num_usable * self.blocks.block_size)
             if end <= start:
                 return False
+        builder.device_copy(self.blocks.prepare_write(rid, start))
         self.blocks.grow(rid, end)
         builder.add_work(request, start, end, sample=end == len(request.token_ids), layout=layout)
+        self.blocks.register_computed(rid, request.token_ids, start, end)
         kinds = request.count_kinds(start, end)
         for kind, count in kinds.items():
             self.stats.tokens_by_kind[kind] += count
@@ -393,6 +417,17 @@ class Scheduler:
         self._chunked.append(request)
         return True
 
+    def _share_cached_prefix(self, request: Request) -> None:
+        """A request computing from nothing starts after the cached blocks of its context."""
+        num_hit = self.blocks.share_cached_prefix(request.request_id, request.token_ids)
+        if not num_hit:
+            return
+        for kind, count in request.count_kinds(0, num_hit).items():
+            self.stats.prefix_hit_tokens_by_kind[kind] += count
+        self.stats.prefix_hit_blocks += len(self.blocks.layouts[request.request_id].device)
+        request.num_computed = num_hit
+        request.max_computed = max(request.max_computed, num_hit)
+
     def _schedule_decodes(
         self, decodes: list[Request], builder: PlanBuilder, budget: _Budget, scheduled: set[int]
     ) -> None:
@@ -400,6 +435,7 @@ class Scheduler:
         The hot loop of the scheduler: a decode that needs no new block and is no recomputation
         is handled inline; anything else goes through _schedule_decode."""
         layouts, block_size, add_work = self.blocks.layouts, self.blocks.block_size, builder.add_work
+        caching = self.prefix_caching
         num_plain = 0  # plain decode tokens, counted once at the end
         for request in decodes:
             if budget.tokens <= 0 or budget.seqs <= 0:
@@ -415,6 +451,8 @@ class Scheduler:
                 continue
             add_work(request, position, position + 1, True, layout)
             request.max_computed = request.num_computed = position + 1
+            if caching and not (position + 1) % block_size:  # the token fills its block
+                self.blocks.register_computed(rid, request.token_ids, position, position + 1)
             budget.tokens -= 1
             budget.seqs -= 1
             scheduled.add(rid)
@@ -428,12 +466,15 @@ class Scheduler:
         rid, position = request.request_id, request.num_computed
         if position == 0:  # preempted earlier in this iteration: its context must be recomputed
             return self._schedule_one(request, builder, budget, scheduled)
+        if self.prefix_caching and self.blocks.num_blocks_to_copy(rid, position):
+            return self._schedule_one(request, builder, budget, scheduled)  # writes a shared block
         layout = self.blocks.layouts[rid]
         if position == len(layout.device) * self.blocks.block_size:  # the token opens a new block
             if not self._make_room(request, 1, scheduled):
                 return False
             layout.device += self.blocks.device.allocate(1)
         builder.add_work(request, position, position + 1, sample=True, layout=layout)
+        self.blocks.register_computed(rid, request.token_ids, position, position + 1)
         kind = request.kind_at(position)
         self.stats.tokens_by_kind[kind] += 1
         if kind == "recompute":
@@ -536,6 +577,8 @@ class Scheduler:
         self, request: Request, tool: str, call_text: str, expected_s: float, now: float, arguments: str = ""
     ) -> list[Event]:
         rid = request.request_id
+        # Set first: a policy may decide by the call (continuum learns per tool).
+        request.pending_call = PendingCall(tool, call_text, now, expected_s, context_action="")
         action = self.policy.on_pause(request, self.blocks, now)
         num_device = len(self.blocks.layout(rid).device)
         if action is PauseAction.SWAP and not (num_device and self.blocks.can_swap_out(num_device)):
@@ -549,7 +592,7 @@ class Scheduler:
         self._queues.remove(request)
         self._paused_requests[rid] = request
         self._hold_paused(rid)
-        request.pending_call = PendingCall(tool, call_text, now, expected_s, action.value)
+        request.pending_call.context_action = action.value
         request.num_interceptions += 1
         self.stats.interceptions_by_tool[tool] += 1
         intercepted = gen.Intercepted(
@@ -638,4 +681,8 @@ class Scheduler:
             paused_discards=self.stats.paused_discards,
             stall_s=self.stats.stall_s,
             last_iteration=self.stats.last_iteration,
+            prefix_hit_tokens=sum(self.stats.prefix_hit_tokens_by_kind.values()),
+            prefix_hit_blocks=self.stats.prefix_hit_blocks,
+            device_blocks_cached=self.blocks.device.num_cached,
+            prefix_caching=self.prefix_caching,
         )

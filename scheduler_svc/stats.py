@@ -23,4 +23,8 @@ class SchedulerStats:
     preemptions: int = 0
     paused_discards: int = 0  # paused contexts a policy discarded after the pause
     stall_s: float = 0.0  # iteration time not hidden behind the forward pass, seconds
+    # Positions a request did not compute because its context's leading blocks were cached
+    # (prefix caching), by what computing them would have been (prompt/recompute/returned/decode).
+    prefix_hit_tokens_by_kind: Counter[str] = dataclasses.field(default_factory=Counter)
+    prefix_hit_blocks: int = 0  # cached device blocks taken by requests starting to compute
     last_iteration: gen.IterationStats = dataclasses.field(default_factory=gen.IterationStats)

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from scheduler_svc.policies.base import IterationView, PauseAction, PausedContext, PausedDecision, Policy
 from scheduler_svc.policies.baselines import ImprovedDiscardPolicy, PreservePolicy, SwapPolicy, VllmPolicy
+from scheduler_svc.policies.continuum import ContinuumPolicy
 from scheduler_svc.policies.infercept import TECHNIQUES, InferceptOptions, InferceptPolicy
+from scheduler_svc.policies.vllm_apc import VllmApcPolicy
 
 POLICIES: dict[str, type[Policy]] = {
     policy.name: policy
-    for policy in (VllmPolicy, ImprovedDiscardPolicy, PreservePolicy, SwapPolicy, InferceptPolicy)
+    for policy in (
+        VllmPolicy,
+        ImprovedDiscardPolicy,
+        PreservePolicy,
+        SwapPolicy,
+        InferceptPolicy,
+        VllmApcPolicy,
+        ContinuumPolicy,
+    )
 }
 
 __all__ = [

@@ -53,6 +53,7 @@ class IterationView:
     swap_out_budget_blocks: int  # blocks that may still be copied device -> host this iteration
     host_free_blocks: int
     block_size_tokens: int
+    memory_is_short: bool = True  # a request could not get blocks last iteration, or almost none are free
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,11 @@ class Policy(abc.ABC):
     # hides them; the executor on a GPU overlaps them layer by layer).
     pipelines_swaps: bool = False
     chunks_recompute: bool = True  # recomputation stays within the token budget
+    # The default of SchedulerConfig.enable_prefix_caching under this policy. Off for the paper's
+    # baselines (their figures stay those of vLLM 0.2) and for infercept (not evaluated with it yet).
+    prefix_caching: ClassVar[bool] = False
+    # manage_paused is called every iteration with paused contexts, not only when memory is short.
+    revisits_paused_always: ClassVar[bool] = False
 
     @abc.abstractmethod
     def on_pause(self, request: Request, blocks: BlockManager, now: float) -> PauseAction:

@@ -3,6 +3,7 @@
     infercept                              the policy with its defaults
     infercept/no-swap-budget               ... with a technique switched off (any number of /no-X)
     infercept/estimator=elapsed            ... with another duration estimator
+    infercept/prefix-caching=on            ... with prefix caching switched on (or off)
     vllm                                   a baseline (no options)
 
 The spec is also the label a sweep reports the run under.
@@ -21,11 +22,16 @@ class PolicySpec:
     policy: str
     estimator: str = "history"
     disabled_techniques: tuple[str, ...] = ()
+    prefix_caching: bool | None = None  # None: the policy's default
 
     def apply(self, config: SchedulerConfig) -> SchedulerConfig:
         """`config` running this policy (ValueError if the options do not fit the policy)."""
         return dataclasses.replace(
-            config, policy=self.policy, estimator=self.estimator, disabled_techniques=self.disabled_techniques
+            config,
+            policy=self.policy,
+            estimator=self.estimator,
+            disabled_techniques=self.disabled_techniques,
+            enable_prefix_caching=self.prefix_caching,
         )
 
 
@@ -33,15 +39,19 @@ def parse_policy_spec(text: str, default_estimator: str = "history") -> PolicySp
     """The spec in `text` (see the module docstring); ValueError naming what is wrong."""
     name, *options = text.strip().split("/")
     estimator, disabled = default_estimator, []
+    prefix_caching: bool | None = None
     for option in options:
         if option.startswith("no-"):
             disabled.append(option.removeprefix("no-"))
         elif option.startswith("estimator="):
             estimator = option.removeprefix("estimator=")
+        elif option in ("prefix-caching=on", "prefix-caching=off"):
+            prefix_caching = option == "prefix-caching=on"
         else:
             raise ValueError(
-                f"policy spec {text!r}: option {option!r} is neither no-TECHNIQUE nor estimator=NAME"
+                f"policy spec {text!r}: option {option!r} is none of no-TECHNIQUE, estimator=NAME, "
+                "prefix-caching=on|off"
             )
-    spec = PolicySpec(text.strip(), name, estimator, tuple(disabled))
+    spec = PolicySpec(text.strip(), name, estimator, tuple(disabled), prefix_caching)
     spec.apply(SchedulerConfig())  # validates policy, estimator and techniques
     return spec

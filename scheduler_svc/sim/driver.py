@@ -85,8 +85,13 @@ def generate_request(plan: RequestPlan) -> gen.GenerateRequest:
         gen.ScriptedCall(after_tokens=s.generated_tokens, tool=s.tool or "", expected_duration_s=s.duration_s)
         for s in plan.segments[:-1]
     ]
+    # The first token tells requests apart (distinct users): with prefix caching a request finds
+    # cached only what it computed itself, in earlier turns.
+    prompt_ids = [SAMPLED_TOKEN_ID] * plan.prompt_tokens
+    if prompt_ids:
+        prompt_ids[0] = 2 + plan.index % (VOCAB_SIZE - 2)
     return gen.GenerateRequest(
-        prompt_token_ids=[SAMPLED_TOKEN_ID] * plan.prompt_tokens,
+        prompt_token_ids=prompt_ids,
         sampling=gen.SamplingParams(max_tokens=plan.max_tokens, ignore_eos=True),
         script=script,
     )

@@ -42,7 +42,8 @@ from scheduler_svc.sim.profiles import PROFILES, load_profile
 
 # What the simulator does differently from the load generator's requests.
 SIM_ASSUMPTIONS = {
-    "prompt_and_returned_ids": "all 1 (the virtual executor computes no values)",
+    "prompt_and_returned_ids": "all 1 (the virtual executor computes no values), but each prompt's "
+    "first token, unique to its request (prefix caching finds only a request's own earlier turns)",
     "sampling": "token 1 every step, ignore_eos, max_tokens = the plan's generated tokens",
     "tool_duration_hint": "each scripted call carries its drawn duration as expected_duration_s",
 }

@@ -15,7 +15,10 @@ and how long the iteration would have taken:
                        iteration's swap budget (profile.swap_budget_tokens) cost nothing, the
                        excess stalls; this is how InferCept's budgeted swap is to be modelled
 
-An empty plan (no work, no swaps) takes no time.
+An empty plan (no work, no swaps) takes no time. Device-to-device block copies (copy-on-write
+of shared prefix blocks) cost nothing: a block is a few hundred KiB moved at HBM bandwidth, about
+a microsecond, against forwards of milliseconds. Positions a request found in the prefix cache are
+not in its work, so they cost no compute; they are in its start position, so they are read.
 
 step_s is the executor's own step, as the real executor reports it. The scheduler's loop sees
 more: iteration_s adds what a real iteration spends outside the executor (the scheduler's CPU,
@@ -30,7 +33,9 @@ from scheduler_svc.sim.cost_model import CostProfile
 from scheduler_svc.step_loop import is_empty
 
 SAMPLED_TOKEN_ID = 1  # every sampled token; below VOCAB_SIZE and not an end-of-sequence id
-VOCAB_SIZE = 2  # the simulator's token ids are 0 and 1: lengths matter, not content
+# Lengths matter, not content, except that prefix caching compares contents: a request's first
+# prompt token is unique to it (driver.generate_request), so requests share no prefix by accident.
+VOCAB_SIZE = 1 << 31
 _U32_BYTES = 4
 
 

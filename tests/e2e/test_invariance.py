@@ -1,6 +1,7 @@
 """Output invariance over two real processes: whatever a policy does with paused contexts
-(preserve, discard, swap, host-pool fallback, preemption), 50 greedy requests with random scripts
-produce exactly the tokens of a `transformers` reference loop on the same weights."""
+(preserve, discard, swap, host-pool fallback, preemption, prefix caching), 50 greedy requests
+with random scripts produce exactly the tokens of a `transformers` reference loop on the same
+weights; so do requests that share a system prompt through the prefix cache."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from executor_svc.random_model import ensure_tiny_model
 from infercept import AsyncClient, Client, GenerateResult, SamplingParams, ScriptedCall
 from infercept.launcher import launch
 from scheduler_svc.policies import POLICIES
-from tests.e2e.conftest import stack_args
+from tests.e2e.conftest import BLOCK_SIZE, stack_args
 from tests.executor.reference import load_reference
 
 NUM_REQUESTS = 50
@@ -142,6 +143,37 @@ def test_memory_pressure_really_happened(
         assert "discard" in actions, "the small host pool must have forced the discard fallback"
     if policy in ("vllm", "improved-discard"):
         assert actions == {"discard"} and recomputed > 0
+    if policy == "vllm-apc":  # a returning request finds its context cached, minus evictions
+        assert actions == {"discard"} and stats["prefix_hit_tokens"] > 0 and stats["prefix_caching"]
+    if policy == "continuum":  # no pin before a tool has history; released contexts are cached
+        assert "discard" in actions and stats["prefix_hit_tokens"] > 0 and stats["prefix_caching"]
+    if policy not in ("vllm-apc", "continuum"):
+        assert not stats.get("prefix_hit_tokens") and not stats.get("prefix_caching")
     if policy == "infercept":  # decides after the pause: swaps (some partial) and discards
         assert actions == {"preserve"}
         assert stats["swap_out_blocks"] > 0 and stats["swap_in_blocks"] > 0 and recomputed > 0
+
+
+def test_requests_sharing_a_system_prompt_get_the_reference_tokens_from_shared_blocks(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    rng = random.Random(7)
+    system = [rng.randrange(256) for _ in range(2 * BLOCK_SIZE)]  # two full blocks
+    # The first computes the system prompt; the second's prompt is exactly it, so its last token
+    # is computed into a copy of the shared last block (copy-on-write on the executor).
+    specs = [
+        Spec(system + tail, [], final_tokens=6) for tail in ([1, 2, 3], [], [4] * 20, [rng.randrange(256)])
+    ]
+    model = load_reference(ensure_default_model())
+    executor_args, scheduler_args = stack_args("vllm-apc")
+    with (
+        launch(executor_args, scheduler_args, log_dir=tmp_path_factory.mktemp("shared")) as stack,
+        Client(stack.scheduler_address) as client,
+    ):
+        for spec in specs:  # one after another: each finds what the ones before it left cached
+            sampling = SamplingParams(max_tokens=spec.max_tokens, temperature=0.0, ignore_eos=True)
+            result = client.generate(prompt_token_ids=spec.prompt, sampling=sampling)
+            assert result.output_token_ids == reference_loop(model, spec)
+        stats = client.server_stats()
+    assert stats["prefix_hit_blocks"] >= 2 * (len(specs) - 1)
+    assert stats["prefix_hit_tokens"] >= (2 * BLOCK_SIZE - 1) * (len(specs) - 1)

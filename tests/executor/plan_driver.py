@@ -3,8 +3,9 @@
 It drives several greedy requests to completion with plans that split prompts into random
 chunks, mix them with other requests' decode tokens, swap random tails of paused requests out to
 host blocks and back into different device blocks, discard tails to be recomputed, and allocate
-blocks at random from small pools (so ids are non-contiguous and reused). Whatever happens to the
-KV blocks, the tokens must come out as without any of it.
+blocks at random from small pools (so ids are non-contiguous and reused), and (with
+`device_copies`) move tails of block tables to other device blocks by device-side copies, as
+copy-on-write does. Whatever happens to the KV blocks, the tokens must come out as without any of it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class PlanDriver:
         num_host_blocks: int,
         seed: int,
         return_logits: bool = True,
+        device_copies: bool = False,
     ) -> None:
         self._step = step
         self.block_size = block_size
@@ -55,6 +57,8 @@ class PlanDriver:
         self._free_device = list(range(num_device_blocks))
         self._free_host = list(range(num_host_blocks))
         self._return_logits = return_logits
+        self._device_copies = device_copies
+        self.num_copied = 0
         self._step_id = 0
         self.num_swapped_out = self.num_swapped_in = self.num_discarded = 0
 
@@ -78,18 +82,25 @@ class PlanDriver:
             elif roll < 0.35:
                 self._discard_tail(request, plan)
         swap_in: list[tuple[int, int]] = []
+        copies: list[tuple[int, int]] = []
+        copied_from: list[int] = []  # reusable only after this plan: a copy reads them after the swaps
         work_items: list[DrivenRequest] = []
         for request in chosen:
             if not request.registered:
                 plan.new_requests.add(request_id=request.request_id, sampling=pb.RequestSampling())
                 request.registered = True
+            if self._device_copies and self._rng.random() < 0.3:
+                copies += self._copy_tail(request, plan, copied_from)
             swap_in += self._swap_in(request, plan)
             if self._add_work(request, plan):
                 work_items.append(request)
         _set_map(plan.swap_out, swap_out)
         _set_map(plan.swap_in, swap_in)
+        if copies:
+            _set_map(plan.device_copies, copies)
         result = self._step(plan)
         assert not result.HasField("error"), result.error
+        self._free_device += copied_from
         sampled = {s.request_id: s for s in result.sampled}
         for request in work_items:
             token = sampled[request.request_id]
@@ -143,6 +154,21 @@ class PlanDriver:
         self._free_device += moved
         self.num_swapped_out += k
         return list(zip(moved, host, strict=True))
+
+    def _copy_tail(
+        self, request: DrivenRequest, plan: pb.StepPlan, copied_from: list[int]
+    ) -> list[tuple[int, int]]:
+        """Move the last k device blocks to fresh ones by device-side copies (before the forward)."""
+        k = min(self._rng.randint(1, 3), len(request.device_blocks), len(self._free_device))
+        if k == 0:
+            return []
+        old = request.device_blocks[-k:]
+        new = self._take(self._free_device, k)
+        request.device_blocks = request.device_blocks[:-k] + new
+        self._update_table(plan, request, len(request.device_blocks) - k, new)
+        copied_from += old
+        self.num_copied += k
+        return list(zip(old, new, strict=True))
 
     def _swap_in(self, request: DrivenRequest, plan: pb.StepPlan) -> list[tuple[int, int]]:
         """Bring the whole host segment back, into freshly drawn device blocks."""

@@ -1,5 +1,6 @@
 """The executor's greedy tokens and logits match `transformers` on the same weights, whatever
-the plan does to the KV blocks (chunking, interleaving, swaps, discards, random block ids)."""
+the plan does to the KV blocks (chunking, interleaving, swaps, discards, device copies, random
+block ids)."""
 
 from __future__ import annotations
 
@@ -39,10 +40,12 @@ def test_greedy_tokens_and_logits_match_transformers(model_spec: tuple[ModelSpec
         num_device_blocks=num_device_blocks,
         num_host_blocks=num_host_blocks,
         seed=seed,
+        device_copies=seed == 1,  # blocks also move by device-side copies (copy-on-write)
     )
     requests = driver.run(random_prompts(seed, spec.config.vocab_size, count=6), num_new_tokens=12)
     # The run really exercised what it is meant to.
     assert driver.num_swapped_out > 0 and driver.num_swapped_in > 0 and driver.num_discarded > 0
+    assert (driver.num_copied > 0) == (seed == 1)
     assert not engine.requests, "every request was forgotten"
     assert_matches_reference(load_reference(model_dir), requests)
     # Greedy outputs vary with the prompt: the weights are not degenerate.

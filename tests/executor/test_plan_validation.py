@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from executor_svc.config import ExecutorConfig
 from executor_svc.engine import Engine
@@ -115,6 +116,15 @@ BAD_PLANS = {
         "INVALID_ARGUMENT",
         pb.StepPlan(new_requests=[pb.NewRequest(request_id=3, sampling=pb.RequestSampling(top_p=1.5))]),
     ),
+    "device copy reading a block another copy writes": (
+        "INVALID_ARGUMENT",
+        pb.StepPlan(device_copies=_map([2, 5], [5, 6])),
+    ),
+    "device copy onto a swap-in destination": (
+        "INVALID_ARGUMENT",
+        pb.StepPlan(swap_in=_map([1], [6]), device_copies=_map([2], [6])),
+    ),
+    "device copy out of range": ("OUT_OF_RANGE", pb.StepPlan(device_copies=_map([2], [NUM_DEVICE_BLOCKS]))),
     "position past the maximum length": (
         "OUT_OF_RANGE",
         pb.StepPlan(block_table_updates=[_table(2, 0, list(range(3, 16)))], work=[_work(2, 2047, [1, 1])]),
@@ -163,3 +173,25 @@ def test_swap_out_then_in_within_one_plan_reuses_the_freed_block(live: Engine) -
     assert not result.HasField("error")
     assert (pools.host[:, 0] == before).all()
     assert (pools.device[:, 2] == 7.0).all()
+
+
+def test_device_copies_run_after_the_swaps_and_before_the_forward(live: Engine) -> None:
+    """Block 2 (request 1's context) is copied to 7 and request 1 reads it there: the copy is exact,
+    and a block a swap-out reads in the same plan is read before a copy overwrites it."""
+    pools = live.pools
+    pools.device[:, 9] = 3.0
+    context = pools.device[:, 2].clone()
+    result = live.step(
+        pb.StepPlan(
+            step_id=4,
+            swap_out=_map([9], [1]),
+            device_copies=_map([2], [9]),  # 9 is free once swapped out
+            block_table_updates=[_table(1, 0, [9])],
+            work=[pb.SequenceWork(request_id=1, start_position=3, use_last_sampled=True, sample=True)],
+        )
+    )
+    assert not result.HasField("error"), result.error.message
+    assert (pools.host[:, 1] == 3.0).all()
+    # Positions 0-2 hold what block 2 held; position 3 is the token just computed.
+    assert torch.equal(pools.device[:, 9, :, :3], context[:, :, :3])
+    assert torch.equal(pools.device[:, 2], context)

@@ -1,10 +1,15 @@
 """Driving the scheduler core with fabricated executor results, in-process and without sockets.
 
 `FakeExecutor` obeys a StepPlan the way the real executor would, but instead of tensors it keeps,
-for every KV slot, which (request, position, token) was written there. Before computing a work
-item it checks that every position the item attends to holds exactly that request's token at that
-position, so a wrong swap, a stale block table or a missed recomputation fails the test where it
-happens. The token it "samples" is chosen by a rule the test controls.
+for every KV slot, which (request, position, token, context digest) was written there; the digest
+names every token up to and including the position, which is what a real KV entry depends on.
+Before computing a work item it checks that every position the item attends to holds an entry for
+that position whose digest is the reading request's own (so a block shared with another request
+that has the same prefix reads correctly, and any other block does not), so a wrong swap, a stale
+block table, a wrong prefix hit, a missed copy-on-write or a missed recomputation fails the test
+where it happens. It applies device copies after the swaps, as the executor does, and refuses a
+plan in which one request writes a block another reads or writes. The token it "samples" is
+chosen by a rule the test controls.
 
 `Harness` wires a Scheduler to a FakeExecutor and a clock: `step()` is one schedule → run →
 update iteration.
@@ -30,7 +35,7 @@ VOCAB_SIZE = 300
 EOS = 257
 
 TokenRule = Callable[[int, int], int]  # (request id, position of the sampled token) -> token id
-Slot = tuple[int, int, int]  # (request id, position, token id) written into one KV slot
+Slot = tuple[int, int, int, int]  # (writer request id, position, token id, context digest) in one KV slot
 
 
 def counting_rule(request_id: int, position: int) -> int:
@@ -93,6 +98,8 @@ class FakeExecutor:
         self.tables: dict[int, list[int]] = {}
         # The one true token at each position of each request: the first one ever sent or sampled.
         self.truth: dict[int, dict[int, int]] = defaultdict(dict)
+        self._digests: dict[int, list[int]] = defaultdict(list)  # request -> digest at each position
+        self.num_device_copies = 0
 
     def run(self, plan: pb.StepPlan) -> pb.StepResult:
         for rid in plan.forget_request_ids:
@@ -107,15 +114,25 @@ class FakeExecutor:
             table = old[: update.num_kept_blocks] + ids(update.appended_block_ids)
             assert len(set(table)) == len(table), f"table {table} repeats a block"
             self.tables[update.request_id] = table
-        for block_map in (plan.swap_out, plan.swap_in):
+        for block_map in (plan.swap_out, plan.swap_in, plan.device_copies):
             assert len(set(ids(block_map.dst_block_ids))) == len(ids(block_map.dst_block_ids)), (
                 "a block written twice"
             )
+        copy_src, copy_dst = ids(plan.device_copies.src_block_ids), ids(plan.device_copies.dst_block_ids)
+        assert not set(copy_src) & set(copy_dst), "a device copy reads a block another writes"
+        assert not set(copy_src + copy_dst) & set(ids(plan.swap_in.dst_block_ids)), (
+            "a device copy touches a swap-in destination"
+        )
         # Swap-outs run before swap-ins (a block freed by a swap-out may be a swap-in target).
         for src, dst in zip(ids(plan.swap_out.src_block_ids), ids(plan.swap_out.dst_block_ids), strict=True):
             self.host[dst] = list(self.device[src])
         for src, dst in zip(ids(plan.swap_in.src_block_ids), ids(plan.swap_in.dst_block_ids), strict=True):
             self.device[dst] = list(self.host[src])
+        # Device copies after the swaps, before the forward (copy-on-write of shared blocks).
+        for src, dst in zip(copy_src, copy_dst, strict=True):
+            self.device[dst] = list(self.device[src])
+        self.num_device_copies += len(copy_src)
+        self._check_no_conflicts(plan)
         result = pb.StepResult(step_id=plan.step_id)
         written: set[int] = set()
         for work in plan.work:
@@ -135,9 +152,11 @@ class FakeExecutor:
         assert len(table) * self.block_size >= start + len(tokens), f"request {rid}: table {table} too short"
         for position in range(start):  # the context attention reads
             slot = self.device[table[position // self.block_size]][position % self.block_size]
-            assert slot == (rid, position, truth.get(position)), (
-                f"request {rid} position {position} reads {slot}"
-            )
+            assert slot is not None and slot[1:] == (
+                position,
+                truth.get(position),
+                self._digest(rid, position),
+            ), f"request {rid} position {position} reads {slot}"
         blocks = set(table[start // self.block_size : -(-(start + len(tokens)) // self.block_size)])
         assert not blocks & written, f"request {rid} writes blocks {blocks & written} another request writes"
         written |= blocks
@@ -148,8 +167,39 @@ class FakeExecutor:
                 rid,
                 position,
                 token,
+                self._digest(rid, position),
             )
         return len(tokens)
+
+    def know(self, request_id: int, start: int, token_ids: list[int]) -> None:
+        """The client sent these tokens at positions start, start + 1, ...: the truth a prefix hit
+        is checked against (the request itself never sends the positions it finds cached)."""
+        for offset, token in enumerate(token_ids):
+            self.truth[request_id].setdefault(start + offset, token)
+
+    def _digest(self, request_id: int, position: int) -> int:
+        """A name for the request's tokens [0, position]: equal for two requests exactly when
+        their contexts agree up to there."""
+        digests, truth = self._digests[request_id], self.truth[request_id]
+        while len(digests) <= position:
+            digests.append(hash((digests[-1] if digests else 0, truth[len(digests)])))
+        return digests[position]
+
+    def _check_no_conflicts(self, plan: pb.StepPlan) -> None:
+        """No work item writes a block another work item of the plan reads or writes."""
+        reads: dict[int, set[int]] = {}
+        writes: dict[int, set[int]] = {}
+        for work in plan.work:
+            rid, start = work.request_id, work.start_position
+            end, table = start + len(ids(work.token_ids)), self.tables[work.request_id]
+            reads[rid] = set(table[: -(-start // self.block_size)])
+            writes[rid] = set(table[start // self.block_size : -(-end // self.block_size)])
+        for rid, blocks in writes.items():
+            for other in writes:
+                if other != rid:
+                    assert not blocks & (reads[other] | writes[other]), (
+                        f"request {rid} writes blocks {blocks & (reads[other] | writes[other])} request {other} uses"
+                    )
 
 
 def harness_cost_model() -> CostModel:
@@ -182,6 +232,7 @@ class Harness:
         cost_model: CostModel | None = None,
         estimator: str = "history",
         disabled_techniques: tuple[str, ...] = (),
+        enable_prefix_caching: bool | None = None,
     ) -> None:
         self.desc = executor_description(num_device_blocks, num_host_blocks, max_model_len)
         config = SchedulerConfig(
@@ -191,6 +242,7 @@ class Harness:
             check_invariants=True,
             estimator=estimator,
             disabled_techniques=disabled_techniques,
+            enable_prefix_caching=enable_prefix_caching,
         )
         self.scheduler = Scheduler(config, self.desc, tokenizer, cost_model or harness_cost_model())
         self.executor = FakeExecutor(self.desc, rule)
@@ -200,6 +252,7 @@ class Harness:
 
     def add(self, proto: gen.GenerateRequest) -> int:
         request, events = self.scheduler.add(proto, self.now)
+        self.executor.know(request.request_id, 0, request.token_ids)
         self._record(events)
         return request.request_id
 
@@ -220,7 +273,10 @@ class Harness:
         return plan
 
     def resume(self, request_id: int, returned_ids: list[int]) -> None:
+        request = self.scheduler.requests.get(request_id)
         self._record(self.scheduler.resume(request_id, returned_ids, self.now))
+        assert request is not None  # resume raised otherwise
+        self.executor.know(request_id, len(request.token_ids) - len(returned_ids), returned_ids)
 
     def abort(self, request_id: int) -> None:
         self._record(self.scheduler.abort(request_id))

@@ -158,3 +158,13 @@ def test_registry_holds_every_estimator_by_name() -> None:
 def test_unknown_estimator_names_the_choices() -> None:
     with pytest.raises(ValueError, match=r"'guess'.*\['elapsed', 'history', 'oracle'\]"):
         create_estimator("guess")
+
+
+def test_history_quantile_is_the_nearest_rank_of_a_tools_recorded_durations() -> None:
+    estimator = HistoryEstimator(window=10, min_samples=4)
+    for duration_s in (4.0, 1.0, 3.0):
+        estimator.observe("calc", duration_s)
+    assert estimator.quantile_s("calc", 0.9) is None  # fewer than min_samples
+    estimator.observe("calc", 2.0)
+    assert estimator.quantile_s("calc", 0.5) == 2.0 and estimator.quantile_s("calc", 0.9) == 4.0
+    assert estimator.quantile_s("calc", 0.01) == 1.0 and estimator.quantile_s("search", 0.5) is None

@@ -30,7 +30,7 @@ def test_specs() -> None:
         ("nope", "unknown policy 'nope'"),
         ("infercept/no-warp", "unknown technique"),
         ("infercept/estimator=tea-leaves", "unknown duration estimator"),
-        ("infercept/fast", "neither no-TECHNIQUE nor estimator=NAME"),
+        ("infercept/fast", "none of no-TECHNIQUE, estimator=NAME, prefix-caching=on"),
         ("vllm/no-min-waste", "has no techniques"),
     ],
 )

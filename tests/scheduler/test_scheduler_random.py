@@ -27,7 +27,11 @@ def returned_ids(request_id: int, index: int) -> list[int]:
     return [1 + (request_id * 13 + index * 5 + i) % 250 for i in range((request_id + index) % 5)]
 
 
-def simulate(policy: str, seed: int) -> tuple[Harness, Outputs]:
+def simulate(
+    policy: str, seed: int, enable_prefix_caching: bool | None = None, system_prompt_len: int = 0
+) -> tuple[Harness, Outputs]:
+    """Run the random workload; with `system_prompt_len`, half the prompts begin with one shared
+    system prompt of that many tokens (prefix caching shares it, copies on write)."""
     rng = random.Random(seed)
     h = Harness(
         policy,
@@ -35,10 +39,14 @@ def simulate(policy: str, seed: int) -> tuple[Harness, Outputs]:
         num_device_blocks=NUM_DEVICE_BLOCKS,
         num_host_blocks=NUM_HOST_BLOCKS,
         max_model_len=64,
+        enable_prefix_caching=enable_prefix_caching,
     )
+    system = [rng.randrange(1, 250) for _ in range(system_prompt_len)]
     arrivals: dict[int, list[tuple[list[int], int, list[tuple[int, str]]]]] = {}
     for _ in range(12):
         prompt = [rng.randrange(1, 250) for _ in range(rng.randint(1, 30))]
+        if system and rng.random() < 0.5:
+            prompt = system + prompt[: rng.choice((0, rng.randint(1, 12)))]  # often exactly it
         script = [(rng.randint(1, 6), rng.choice(["calc", "search"])) for _ in range(rng.randint(0, 3))]
         arrivals.setdefault(rng.randrange(25), []).append((prompt, rng.randint(1, 20), script))
     due: dict[int, tuple[int, int]] = {}  # request id -> (step its tool returns, call index)
@@ -74,11 +82,13 @@ def simulate(policy: str, seed: int) -> tuple[Harness, Outputs]:
     # was forgotten twice or without being known (the fake executor asserts that).
     assert not h.step().work
     assert not h.executor.tables and not h.scheduler.has_work()
-    # Every prompt token was computed once as a prompt token (later computations are recomputes).
+    # Every prompt token was computed once as a prompt token (later computations are recomputes),
+    # or found in the prefix cache the first time it was needed.
     prompts = sum(
         e.accepted.num_prompt_tokens for rid in rids for e in h.events[rid] if e.HasField("accepted")
     )
-    assert h.scheduler.stats.tokens_by_kind["prompt"] == prompts
+    stats_ = h.scheduler.stats
+    assert stats_.tokens_by_kind["prompt"] + stats_.prefix_hit_tokens_by_kind["prompt"] == prompts
     return h, {rid: (h.tokens(rid), h.finished(rid).finish_reason) for rid in rids}
 
 
@@ -116,4 +126,20 @@ def test_the_workloads_reach_preemption_swaps_and_aborts() -> None:
     )
     assert all(stats.swap_in_blocks > 0 for (policy, _), stats in runs.items() if policy == "swap")
     assert any(stats.aborted_requests > 0 for stats in runs.values())
+    assert all(
+        stats.prefix_hit_blocks > 0
+        for (policy, _), stats in runs.items()
+        if policy in ("vllm-apc", "continuum")
+    )
     assert all(sum(stats.interceptions_by_tool.values()) > 5 for stats in runs.values())
+
+
+@pytest.mark.parametrize("policy", ["vllm-apc", "continuum", "swap", "infercept"])
+def test_shared_system_prompts_under_prefix_caching_give_the_same_tokens(policy: str) -> None:
+    # Shared blocks meet every path: preemption, swaps of shared blocks, copy-on-write, discards.
+    # Two full blocks: a prompt that is exactly the system prompt writes into a shared block.
+    cached, outputs = simulate(policy, seed=7, enable_prefix_caching=True, system_prompt_len=8)
+    assert outputs == simulate("preserve", seed=7, enable_prefix_caching=False, system_prompt_len=8)[1]
+    stats = cached.scheduler.stats
+    assert stats.prefix_hit_tokens_by_kind["prompt"] > 0, "the system prompt was shared"
+    assert cached.executor.num_device_copies > 0, "a shared block was copied on write"
