@@ -164,7 +164,7 @@ def test_requests_sharing_a_system_prompt_get_the_reference_tokens_from_shared_b
     specs = [
         Spec(system + tail, [], final_tokens=6) for tail in ([1, 2, 3], [], [4] * 20, [rng.randrange(256)])
     ]
-    model = load_reference(ensure_default_model())
+    model = load_reference(ensure_tiny_model())
     executor_args, scheduler_args = stack_args("vllm-apc")
     with (
         launch(executor_args, scheduler_args, log_dir=tmp_path_factory.mktemp("shared")) as stack,

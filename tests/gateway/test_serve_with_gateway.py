@@ -31,7 +31,7 @@ def test_serve_with_a_gateway_answers_over_http_and_stops_it_on_ctrl_c(tmp_path:
         assert banner.startswith("OpenAI-compatible gateway on "), banner
         base_url = banner.split()[-1]
         models = httpx.get(f"{base_url}/models", timeout=10.0).json()
-        assert [model["id"] for model in models["data"]] == ["default"]
+        assert [model["id"] for model in models["data"]] == ["tiny"]
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
