@@ -52,6 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", action="store_true", help="print the cost-model profile (measured or cached) and exit"
     )
     p.add_argument("--refresh-profile", action="store_true", help="with --profile: measure even if cached")
+    p.add_argument(
+        "--lease-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a scheduler keeps the executor after its last Reset while it has no Run stream "
+        "open (another scheduler is refused meanwhile; a broken stream releases it at once)",
+    )
     p.add_argument("--port-file", help="write the bound port to this file once serving")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of the console format")
@@ -98,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:  # uvloop is optional off Linux/macOS
         pass
-    asyncio.run(serve(engine, args.listen, args.port_file))
+    asyncio.run(serve(engine, args.listen, args.port_file, args.lease_timeout))
     return 0
 
 

@@ -9,6 +9,7 @@ import structlog
 from grpc_health.v1 import _async as health_aio
 
 from executor_svc.engine import Engine
+from executor_svc.lease import DEFAULT_TIMEOUT_S, Lease
 from executor_svc.servicer import ExecutorServicer
 from infercept import serving
 from infercept.v1 import executor_pb2, executor_pb2_grpc
@@ -36,18 +37,21 @@ class ExecutorServer:
         self.servicer.close()
 
 
-def create_server(engine: Engine, address: str) -> ExecutorServer:
+def create_server(engine: Engine, address: str, lease_timeout_s: float = DEFAULT_TIMEOUT_S) -> ExecutorServer:
     """A server for `engine` bound to `address` ("host:port"; port 0 picks a free one), not yet
-    started. Raises OSError if the address cannot be bound."""
+    started. Raises OSError if the address cannot be bound. `lease_timeout_s`: how long a
+    scheduler with no Run stream open keeps the executor after its last Reset (lease.py)."""
     server, health_servicer = serving.new_server(SERVICE_NAME)
-    servicer = ExecutorServicer(engine)
+    servicer = ExecutorServicer(engine, Lease(lease_timeout_s))
     executor_pb2_grpc.add_ExecutorServicer_to_server(servicer, server)
     return ExecutorServer(server, serving.bind(server, address), servicer, health_servicer)
 
 
-async def serve(engine: Engine, address: str, port_file: str | None = None) -> None:
+async def serve(
+    engine: Engine, address: str, port_file: str | None = None, lease_timeout_s: float = DEFAULT_TIMEOUT_S
+) -> None:
     """Serve until SIGINT or SIGTERM, then stop gracefully. Writes the bound port to port_file."""
-    executor_server = create_server(engine, address)
+    executor_server = create_server(engine, address, lease_timeout_s)
     await executor_server.start()
     log.info("executor.listening", address=serving.announce(address, executor_server.port, port_file))
     await serving.wait_for_stop_signal()

@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from infercept.logs import configure_logging
-from scheduler_svc.config import SchedulerConfig
+from scheduler_svc.config import LinkConfig, SchedulerConfig
 from scheduler_svc.estimators import ESTIMATORS
 from scheduler_svc.executor_client import ExecutorUnavailable
 from scheduler_svc.policies import POLICIES, TECHNIQUES
@@ -50,6 +50,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--executor-timeout", type=float, default=120.0, help="seconds to wait for the executor at start"
     )
+    link = LinkConfig()
+    p.add_argument(
+        "--step-timeout",
+        type=float,
+        default=link.step_timeout_s,
+        help="seconds one executor step may take before the executor counts as hung and is reconnected",
+    )
+    p.add_argument(
+        "--reset-timeout",
+        type=float,
+        default=link.reset_timeout_s,
+        help="seconds an executor Reset or health probe may take",
+    )
+    p.add_argument(
+        "--outage-timeout",
+        type=float,
+        default=link.outage_timeout_s,
+        help="seconds computing requests wait for a lost executor before they end with UNAVAILABLE",
+    )
+    p.add_argument(
+        "--probe-interval",
+        type=float,
+        default=link.probe_interval_s,
+        help="seconds between health probes of the executor while the scheduler is idle",
+    )
     p.add_argument(
         "--check-invariants", action="store_true", help="assert the block invariant every iteration"
     )
@@ -75,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
             max_live_requests=args.max_live_requests,
             check_invariants=args.check_invariants,
         )
+        link = LinkConfig(
+            step_timeout_s=args.step_timeout,
+            reset_timeout_s=args.reset_timeout,
+            outage_timeout_s=args.outage_timeout,
+            probe_interval_s=args.probe_interval,
+        )
     except ValueError as error:
         print(f"infercept-scheduler: {error}", file=sys.stderr)
         return 2
@@ -87,15 +118,20 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # uvloop is optional off Linux/macOS
         pass
     try:
-        asyncio.run(
+        return asyncio.run(
             serve(
-                config, args.listen, args.executor, args.executor_timeout, args.port_file, args.iteration_log
+                config,
+                args.listen,
+                args.executor,
+                args.executor_timeout,
+                args.port_file,
+                args.iteration_log,
+                link,
             )
         )
     except ExecutorUnavailable as error:
         print(f"infercept-scheduler: {error}", file=sys.stderr)
         return 3
-    return 0
 
 
 if __name__ == "__main__":

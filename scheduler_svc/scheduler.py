@@ -237,6 +237,9 @@ class Scheduler:
             if request.status is Status.ACTIVE:
                 self._queues.place(request, self.blocks.layout(request.request_id))
         self._pending_swap_out, self._pending_forget = {}, []
+        self._paused_held.clear()  # paused contexts are gone too: they are rebuilt on resume
+        self._paused_held_blocks = 0
+        self._swapping_in.clear()
         self.blocks.end_iteration()
 
     def _iteration_stats(

@@ -35,7 +35,7 @@ class Stack:
 
 
 @dataclasses.dataclass
-class _Service:
+class Service:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
@@ -80,25 +80,28 @@ def run_service(
     """Run one service ("executor" or "scheduler") until the block ends; yields its address.
     Raises LaunchError (with the end of its log) if it does not come up."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    service = _start(name, f"{name}_svc", listen, list(args), log_dir)
+    service = start_service(name, f"{name}_svc", listen, list(args), log_dir)
     try:
-        port = _wait_serving(service, log_dir, startup_timeout_s)
+        port = wait_serving(service, log_dir, startup_timeout_s)
         yield f"{listen.rsplit(':', 1)[0]}:{port}"
     finally:
-        _stop(service)
+        stop_service(service)
 
 
-def _start(name: str, module: str, listen: str, args: list[str], logs: Path) -> _Service:
+def start_service(name: str, module: str, listen: str, args: list[str], logs: Path) -> Service:
+    """Spawn `python -m module --listen LISTEN ...` in its own session, logging to logs/NAME.log;
+    its port goes to logs/NAME.port once it serves, its process id to logs/NAME.pid."""
     port_file = logs / f"{name}.port"
     port_file.unlink(missing_ok=True)
     log_path = logs / f"{name}.log"
     command = [sys.executable, "-m", module, "--listen", listen, "--port-file", str(port_file), *args]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return _Service(name, process, log_path)
+    (logs / f"{name}.pid").write_text(f"{process.pid}\n")
+    return Service(name, process, log_path)
 
 
-def _wait_serving(service: _Service, logs: Path, timeout_s: float) -> int:
+def wait_serving(service: Service, logs: Path, timeout_s: float) -> int:
     """The service's port, once its health service answers SERVING."""
     port_file = logs / f"{service.name}.port"
     deadline = time.monotonic() + timeout_s
@@ -119,7 +122,8 @@ def is_serving(address: str) -> bool:
     return check(address, timeout_s=1.0)[0]
 
 
-def _stop(service: _Service) -> None:
+def stop_service(service: Service) -> None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT_S."""
     if service.process.poll() is not None:
         return
     service.process.send_signal(signal.SIGTERM)
