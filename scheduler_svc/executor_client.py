@@ -35,6 +35,12 @@ class ExecutorUnavailable(RuntimeError):
 PROFILE_TIMEOUT_S = 600.0  # a first measurement of a large model takes minutes
 DEFAULT_STEP_TIMEOUT_S = 120.0  # generous: a long prefill of a real model on a CPU takes seconds
 RESET_TIMEOUT_S = 30.0
+# gRPC backs off reconnecting up to 2 minutes by default; a restarted executor is wanted at once.
+RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
 
 
 class ExecutorClient:
@@ -50,7 +56,9 @@ class ExecutorClient:
         self.step_timeout_s = step_timeout_s
         self.reset_timeout_s = reset_timeout_s
         self.client_id = secrets.token_hex(16)
-        self._channel = grpc.aio.insecure_channel(address, options=serving.MESSAGE_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(
+            address, options=(*serving.MESSAGE_OPTIONS, *RECONNECT_OPTIONS)
+        )
         self._stub = executor_pb2_grpc.ExecutorStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._call: grpc.aio.StreamStreamCall[pb.StepPlan, pb.StepResult] | None = None

@@ -95,7 +95,7 @@ def start_service(name: str, module: str, listen: str, args: list[str], logs: Pa
     port_file.unlink(missing_ok=True)
     log_path = logs / f"{name}.log"
     command = [sys.executable, "-m", module, "--listen", listen, "--port-file", str(port_file), *args]
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:  # appended: a restarted service keeps its history
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     (logs / f"{name}.pid").write_text(f"{process.pid}\n")
     return Service(name, process, log_path)

@@ -101,6 +101,7 @@ def chaos_stack(
     log_dir: Path, policy: str = "swap", scheduler_flags: list[str] | None = None
 ) -> Iterator[ChaosStack]:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    log_dir.mkdir(parents=True, exist_ok=True)
     stack = ChaosStack(log_dir, policy, scheduler_flags)
     try:
         stack.start_executor()
