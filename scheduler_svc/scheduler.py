@@ -111,8 +111,10 @@ class Scheduler:
                 "RESOURCE_EXHAUSTED", f"the server holds {len(self.requests)} live requests already"
             )
         request = admit(proto, self._next_request_id, now, self.executor, self.tokenizer)
-        if request.sampling.seed is None:  # chosen here, so that Accepted can tell a resuming client
-            request.sampling = dataclasses.replace(request.sampling, seed=effective_seed(request.request_id))
+        seed = request.sampling.seed
+        if seed is None:  # chosen here, so that Accepted can tell a resuming client
+            seed = effective_seed(request.request_id)
+            request.sampling = dataclasses.replace(request.sampling, seed=seed)
         last_text = (
             replay(request, proto.resume, self.executor, self.tokenizer) if proto.HasField("resume") else ""
         )
@@ -122,7 +124,7 @@ class Scheduler:
         accepted = gen.Accepted(
             request_id=str(request.request_id),
             num_prompt_tokens=request.num_prompt_tokens,
-            seed=request.sampling.seed,
+            seed=seed,
         )
         events: list[Event] = [(request.request_id, gen.ServerEvent(accepted=accepted))]
         if len(request.token_ids) > request.segment_start:  # resumed mid-generation: the last token

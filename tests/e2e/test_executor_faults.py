@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infercept import Client, InferceptError, SamplingParams, ScriptedCall, Tool
+from infercept import NO_RESUME, Client, InferceptError, ResumePolicy, SamplingParams, ScriptedCall, Tool
 from infercept.result import GenerateResult
 from tests.e2e.chaos import WAIT_S, ChaosStack, chaos_stack, wait_for
 
@@ -34,8 +34,10 @@ def generate(
     sampling: SamplingParams,
     script: Sequence[ScriptedCall] = (),
     tools: Sequence[Tool] = (),
+    resume: ResumePolicy = NO_RESUME,
 ) -> GenerateResult:
-    with Client(stack.scheduler_address) as client:
+    """The request's result; a broken stream is not resumed unless `resume` says so."""
+    with Client(stack.scheduler_address, resume=resume) as client:
         return client.generate(
             prompt_token_ids=PROMPT, sampling=sampling, script=script, tools=tools, timeout_s=WAIT_S * 2
         )
@@ -56,7 +58,10 @@ def restart_executor_after_outage(stack: ChaosStack) -> None:
     """Kill the executor; see health turn NOT_SERVING; restart it; see health SERVING again."""
     stack.kill(stack.executor)
     wait_for(lambda: stack.scheduler_health() == "NOT_SERVING", "NOT_SERVING while the executor is gone")
-    with Client(stack.scheduler_address) as client, pytest.raises(InferceptError) as refused:
+    with (
+        Client(stack.scheduler_address, resume=NO_RESUME) as client,
+        pytest.raises(InferceptError) as refused,
+    ):
         client.generate(prompt_token_ids=PROMPT, sampling=GREEDY, timeout_s=WAIT_S)
     assert refused.value.code == "UNAVAILABLE"  # new requests are refused during the outage
     stack.start_executor()
