@@ -1,5 +1,5 @@
-"""`infercept serve` keeps its executor alive: killed or hung, it comes back on the same port and
-the stack serves again."""
+"""`infercept serve` keeps its services alive: an executor killed or hung, a scheduler killed,
+each comes back on the same port and the stack serves again."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ def _executor_pid(log_dir: Path) -> int:
     return int((log_dir / "executor.pid").read_text())
 
 
-def test_serve_restarts_a_killed_and_a_hung_executor_on_the_same_port(tmp_path: Path) -> None:
+def test_serve_restarts_a_killed_or_hung_executor_and_a_killed_scheduler_on_their_ports(
+    tmp_path: Path,
+) -> None:
     command = [sys.executable, "-m", "infercept.cli", "serve", "--listen", "127.0.0.1:0", "--device", "cpu"]
     command += ["--num-device-blocks", "64", "--log-dir", str(tmp_path)]
     command += ["--health-interval", "0.5", "--health-timeout", "1", "--max-missed-checks", "2"]
@@ -69,6 +71,11 @@ def test_serve_restarts_a_killed_and_a_hung_executor_on_the_same_port(tmp_path: 
                 wait_for(lambda: check(address)[0], "the scheduler SERVING again")
                 again = client.generate(prompt_token_ids=[1, 2, 3], sampling=sampling, timeout_s=WAIT_S * 2)
                 assert again.output_token_ids == clean.output_token_ids
+            os.kill(int((tmp_path / "scheduler.pid").read_text()), signal.SIGKILL)
+            assert address in _until(lines, "scheduler: restarting on")
+            _until(lines, "scheduler: serving again")
+            again = client.generate(prompt_token_ids=[1, 2, 3], sampling=sampling, timeout_s=WAIT_S * 2)
+            assert again.output_token_ids == clean.output_token_ids
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=WAIT_S) == 0
     finally:
