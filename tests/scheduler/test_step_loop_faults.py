@@ -14,7 +14,7 @@ from infercept.v1 import generation_pb2 as gen
 from scheduler_svc import server as server_module
 from scheduler_svc.admission import RequestError
 from scheduler_svc.config import LinkConfig, SchedulerConfig
-from scheduler_svc.executor_client import ExecutorUnavailable
+from scheduler_svc.executor_client import ExecutorClient, ExecutorUnavailable
 from scheduler_svc.server import SERVICE_NAME, SchedulerServer
 from scheduler_svc.step_loop import StepLoop
 from tests.scheduler.harness import FakeExecutor, Harness, generate_request
@@ -132,3 +132,38 @@ async def test_serve_returns_a_failure_code_when_the_loop_dies(monkeypatch: pyte
         server_module.serve(SchedulerConfig(), "127.0.0.1:0", "unused", 1.0, None), timeout=30
     )
     assert code == server_module.LOOP_DIED_EXIT_CODE != 0
+
+
+class EndedCall:
+    """A Run call whose stream has ended: writing raises as grpc.aio does."""
+
+    def __init__(self, write_error: BaseException | None = None) -> None:
+        self.write_error = write_error
+        self.cancelled = False
+
+    async def write(self, plan: pb.StepPlan) -> None:
+        if self.write_error is not None:
+            raise self.write_error
+        await asyncio.sleep(3600)  # a hung executor never answers
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+    def done(self) -> bool:
+        return self.write_error is not None
+
+
+@pytest.mark.parametrize(
+    "call",
+    [EndedCall(asyncio.InvalidStateError("RPC already finished")), EndedCall(RuntimeError("x")), EndedCall()],
+    ids=["write-after-end", "any-exception", "hung"],
+)
+async def test_every_failure_of_the_run_stream_is_executor_unavailable(call: EndedCall) -> None:
+    client = ExecutorClient("127.0.0.1:1", step_timeout_s=0.2)
+    client._call = call  # type: ignore[assignment]
+    with pytest.raises(ExecutorUnavailable):
+        await client.run(pb.StepPlan(step_id=1))
+    assert call.cancelled and client._call is None  # the next attempt opens a new stream
+    assert not await client.is_serving()  # nothing listens there
+    await client.close()
