@@ -40,6 +40,9 @@ class SupervisionConfig:
     startup_timeout_s: float = 180.0  # a start that does not serve within this is killed
 
 
+DEFAULT_SUPERVISION = SupervisionConfig()
+
+
 class State(enum.Enum):
     STARTING = "starting"
     RUNNING = "running"
