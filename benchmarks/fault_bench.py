@@ -65,7 +65,8 @@ class Stack:
 
     def stop(self) -> None:
         for service in (self.scheduler, self.executor):
-            os.kill(service.process.pid, signal.SIGCONT)
+            if service.process.poll() is None:
+                service.process.send_signal(signal.SIGCONT)  # a stopped one cannot stop
             stop_service(service)
 
 

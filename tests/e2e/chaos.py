@@ -90,9 +90,8 @@ class ChaosStack:
     def stop(self) -> None:
         for service in (self.scheduler, self.executor):
             if service is not None:
-                if service is self.executor:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(service.process.pid, signal.SIGCONT)  # a stopped one cannot stop
+                if service is self.executor and service.process.poll() is None:
+                    service.process.send_signal(signal.SIGCONT)  # a stopped one cannot stop
                 stop_service(service)
 
 
