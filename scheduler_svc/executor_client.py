@@ -33,8 +33,8 @@ class ExecutorUnavailable(RuntimeError):
 
 
 PROFILE_TIMEOUT_S = 600.0  # a first measurement of a large model takes minutes
-DEFAULT_STEP_TIMEOUT_S = 120.0  # generous: a long prefill of a real model on a CPU takes seconds
-RESET_TIMEOUT_S = 30.0
+DEFAULT_STEP_TIMEOUT_S = 120.0  # as LinkConfig.step_timeout_s: generous for a long CPU prefill
+RESET_TIMEOUT_S = 10.0  # as LinkConfig.reset_timeout_s
 # gRPC backs off reconnecting up to 2 minutes by default; a restarted executor is wanted at once.
 RECONNECT_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 200),
