@@ -81,6 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--metrics-host", default=DEFAULT_METRICS_HOST, help="address the metrics endpoint listens on"
     )
+    p.add_argument(
+        "--lease-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a scheduler keeps the executor after its last Reset while it has no Run stream "
+        "open (another scheduler is refused meanwhile; a broken stream releases it at once)",
+    )
     p.add_argument("--port-file", help="write the bound port to this file once serving")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-json", action="store_true", help="log JSON lines instead of the console format")
@@ -142,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # uvloop is optional off Linux/macOS
         pass
     try:
-        asyncio.run(serve(engine, args.listen, args.port_file, security, metrics_endpoint))
+        asyncio.run(
+            serve(engine, args.listen, args.port_file, security, metrics_endpoint, args.lease_timeout)
+        )
     except (OSError, TlsConfigError) as error:
         print(f"infercept-executor: {error}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ import structlog
 from grpc_health.v1 import _async as health_aio
 
 from executor_svc.engine import Engine
+from executor_svc.lease import DEFAULT_TIMEOUT_S, Lease
 from executor_svc.metrics import ExecutorMetrics
 from executor_svc.servicer import ExecutorServicer
 from infercept import serving
@@ -40,16 +41,20 @@ class ExecutorServer:
 
 
 def create_server(
-    engine: Engine, address: str, security: serving.ServerSecurity | None = None
+    engine: Engine,
+    address: str,
+    security: serving.ServerSecurity | None = None,
+    lease_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ExecutorServer:
     """A server for `engine` bound to `address` ("host:port"; port 0 picks a free one), not yet
-    started, with `security`'s TLS and tokens (default: neither). Raises OSError if the address
-    cannot be bound, TlsConfigError if a TLS file cannot be read."""
+    started, with `security`'s TLS and tokens (default: neither). `lease_timeout_s`: how long a
+    scheduler with no Run stream open keeps the executor after its last Reset (lease.py). Raises
+    OSError if the address cannot be bound, TlsConfigError if a TLS file cannot be read."""
     security = security or serving.ServerSecurity()
     metrics = ExecutorMetrics()
     interceptors = [metrics.rpc_interceptor(), *security.interceptors()]  # refusals are counted too
     server, health_servicer = serving.new_server(SERVICE_NAME, interceptors)
-    servicer = ExecutorServicer(engine, metrics)
+    servicer = ExecutorServicer(engine, Lease(lease_timeout_s), metrics)
     executor_pb2_grpc.add_ExecutorServicer_to_server(servicer, server)
     port = serving.bind(server, address, security.credentials())
     return ExecutorServer(server, port, servicer, health_servicer, metrics)
@@ -61,10 +66,11 @@ async def serve(
     port_file: str | None = None,
     security: serving.ServerSecurity | None = None,
     metrics_endpoint: MetricsEndpoint | None = None,
+    lease_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then stop gracefully. Writes the bound port to port_file;
     serves metrics on `metrics_endpoint` (default: off)."""
-    executor_server = create_server(engine, address, security)
+    executor_server = create_server(engine, address, security, lease_timeout_s)
     stop_metrics = (metrics_endpoint or MetricsEndpoint()).start(executor_server.metrics.registry)
     await executor_server.start()
     log.info(

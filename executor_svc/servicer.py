@@ -2,6 +2,10 @@
 
 All engine work (steps, profiling, resets) runs on one dedicated thread, in arrival order, so the
 event loop stays free to move messages while the forward pass computes.
+
+One scheduler at a time: Reset and Run are refused (FAILED_PRECONDITION) to anyone but the
+holder of the lease (lease.py). A cancelled Run stream is ordinary: nothing of its context is read
+after cancellation (gRPC's context may be gone by then).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import grpc
 import structlog
 
 from executor_svc.engine import Engine
+from executor_svc.lease import CLIENT_ID_KEY, Lease, LeaseHeld
 from executor_svc.metrics import ExecutorMetrics
 from executor_svc.profiler import ProfilerBusy, get_profile
 from infercept.v1 import executor_pb2 as pb
@@ -23,12 +28,14 @@ log = structlog.get_logger(__name__)
 
 
 class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
-    def __init__(self, engine: Engine, metrics: ExecutorMetrics | None = None) -> None:
+    def __init__(
+        self, engine: Engine, lease: Lease | None = None, metrics: ExecutorMetrics | None = None
+    ) -> None:
         self._engine = engine
         self._metrics = metrics or ExecutorMetrics()
         self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._description = engine.describe()
-        self._run_stream_open = False
+        self._lease = lease or Lease()
 
     async def Describe(
         self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
@@ -45,6 +52,11 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
             raise  # abort raises; this keeps type checkers aware
 
     async def Reset(self, request: pb.ResetRequest, context: grpc.aio.ServicerContext) -> pb.ResetResponse:
+        try:
+            self._lease.acquire(client_id(context))
+        except LeaseHeld as held:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(held))
+            raise
         forgotten = await self._on_engine_thread(self._engine.reset)
         log.info("executor.reset", forgotten_requests=forgotten)
         return pb.ResetResponse(num_forgotten_requests=forgotten)
@@ -52,19 +64,20 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
     async def Run(
         self, request_iterator: AsyncIterator[pb.StepPlan], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StepResult]:
-        if self._run_stream_open:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "another Run stream is open: one executor serves one scheduler",
-            )
-        self._run_stream_open = True
-        log.info("run.stream_opened", peer=context.peer())
+        # Read once, now: after a cancellation the context must not be touched.
+        client, peer = client_id(context), context.peer()
+        try:
+            self._lease.open_stream(client)
+        except LeaseHeld as held:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(held))
+            raise
+        log.info("run.stream_opened", peer=peer)
         try:
             async for plan in request_iterator:
                 yield await self._on_engine_thread(self._step, plan)
         finally:
-            self._run_stream_open = False
-            log.info("run.stream_closed", peer=context.peer())
+            self._lease.close_stream(client)
+            log.info("run.stream_closed", peer=peer)
 
     def _step(self, plan: pb.StepPlan) -> pb.StepResult:
         """engine.step, except that a failure inside it is reported in-band, not by dying."""
@@ -84,3 +97,11 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
 
     def close(self) -> None:
         self._engine_thread.shutdown(wait=True)
+
+
+def client_id(context: grpc.aio.ServicerContext) -> str:
+    """The caller's client id from its metadata ("" if it sent none)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == CLIENT_ID_KEY:
+            return value if isinstance(value, str) else value.decode(errors="replace")
+    return ""

@@ -42,3 +42,22 @@ class ExecutorDescription:
     dtype: str = ""
     chat_template: str = ""  # Jinja source; "" if the model has none (requests with messages are refused)
     chat_template_tokens: tuple[tuple[str, str], ...] = ()  # (bos_token, "<s>"), ... for the template
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkConfig:
+    """How the scheduler watches its executor and rides out losing it (step_loop.py)."""
+
+    step_timeout_s: float = 120.0  # a plan unanswered this long means a hung executor
+    reset_timeout_s: float = 10.0  # the same for a Reset or a health probe
+    outage_timeout_s: float = 30.0  # computing requests wait this long for an executor, then UNAVAILABLE
+    probe_interval_s: float = 1.0  # an idle loop checks the executor's health this often
+    reconnect_backoff_s: float = 0.5  # between two attempts to reach a lost executor
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            if not getattr(self, field.name) > 0:
+                raise ValueError(f"{field.name} must be > 0, got {getattr(self, field.name)}")
+
+
+DEFAULT_LINK = LinkConfig()

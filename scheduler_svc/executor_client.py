@@ -1,10 +1,16 @@
 """The scheduler's side of the executor's internal API: Describe, Reset, and one long-lived
-Run stream over which each plan is answered by its result."""
+Run stream over which each plan is answered by its result.
+
+Every failure of the link (an RPC error, a write to a stream that ended, a step past its
+deadline, anything else the channel raises) surfaces as one exception, ExecutorUnavailable, so
+the step loop has one thing to recover from. Reset and Run carry this scheduler's random client
+id, with which the executor's lease tells it from any other scheduler.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import secrets
 import time
 
 import grpc
@@ -17,6 +23,9 @@ from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
 from scheduler_svc.config import ExecutorDescription
 
+# The executor's metadata key for the client id (executor_svc/lease.py, not imported: no torch here).
+CLIENT_ID_KEY = "infercept-client-id"
+
 log = structlog.get_logger(__name__)
 
 
@@ -25,15 +34,35 @@ class ExecutorUnavailable(RuntimeError):
 
 
 PROFILE_TIMEOUT_S = 600.0  # a first measurement of a large model takes minutes
+DEFAULT_STEP_TIMEOUT_S = 120.0  # as LinkConfig.step_timeout_s: generous for a long CPU prefill
+RESET_TIMEOUT_S = 10.0  # as LinkConfig.reset_timeout_s
+# gRPC backs off reconnecting up to 2 minutes by default; a restarted executor is wanted at once.
+RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
 
 
 class ExecutorClient:
     def __init__(
-        self, address: str, credentials: grpc.ChannelCredentials | None = None, token: str | None = None
+        self,
+        address: str,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S,
+        reset_timeout_s: float = RESET_TIMEOUT_S,
     ) -> None:
-        """credentials: TLS to the executor (None: plaintext); token: the executor's bearer token."""
+        """credentials: TLS to the executor (None: plaintext); token: the executor's bearer token.
+        `step_timeout_s`: the longest one plan may take before the executor counts as hung;
+        `reset_timeout_s`: the same for a Reset (and a health probe)."""
         self.address = address
-        self._channel = open_aio_channel(address, serving.MESSAGE_OPTIONS, credentials, token)
+        self.step_timeout_s = step_timeout_s
+        self.reset_timeout_s = reset_timeout_s
+        self.client_id = secrets.token_hex(16)
+        self._channel = open_aio_channel(
+            address, (*serving.MESSAGE_OPTIONS, *RECONNECT_OPTIONS), credentials, token
+        )
         self._stub = executor_pb2_grpc.ExecutorStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._call: grpc.aio.StreamStreamCall[pb.StepPlan, pb.StepResult] | None = None
@@ -69,35 +98,70 @@ class ExecutorClient:
         except grpc.aio.AioRpcError as error:
             raise ExecutorUnavailable(f"Profile failed: {error.code().name}: {error.details()}") from error
 
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """What Reset and Run carry: the client id (where credentials would join it)."""
+        return ((CLIENT_ID_KEY, self.client_id),)
+
+    async def is_serving(self) -> bool:
+        """Whether the executor answers SERVING within reset_timeout_s and the Run stream, if
+        open, has not ended (never raises)."""
+        if self._call is not None and self._call.done():
+            return False  # the executor went away (perhaps it is back, but it forgot everything)
+        try:
+            response = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=self.reset_timeout_s
+            )
+        except Exception:  # any failure of the probe means "not reachable now"
+            return False
+        return response.status == health_pb2.HealthCheckResponse.SERVING
+
     async def reset(self) -> None:
+        """Forget the old Run stream, Reset the executor (taking its lease) and open a new stream,
+        which holds the lease while this scheduler lives. ExecutorUnavailable on any failure."""
         await self._close_stream()
         try:
-            await self._stub.Reset(pb.ResetRequest(), timeout=30.0)
+            await self._stub.Reset(pb.ResetRequest(), timeout=self.reset_timeout_s, metadata=self.metadata())
+            # A bidirectional call opened without an iterator is written to explicitly.
+            self._call = self._stub.Run(metadata=self.metadata())  # type: ignore[call-arg]
         except grpc.aio.AioRpcError as error:
             raise ExecutorUnavailable(f"Reset failed: {error.code().name}: {error.details()}") from error
+        except Exception as error:  # the channel may fail in other ways (closed, cancelled)
+            raise ExecutorUnavailable(f"Reset failed: {error!r}") from error
 
     async def run(self, plan: pb.StepPlan) -> pb.StepResult:
-        """Send one plan on the Run stream and wait for its result."""
+        """Send one plan on the Run stream and wait for its result, at most step_timeout_s.
+        ExecutorUnavailable on any failure of the link, a hung executor included."""
         try:
-            if self._call is None:
-                # A bidirectional call opened without an iterator is written to explicitly.
-                self._call = self._stub.Run()  # type: ignore[call-arg]
-            await self._call.write(plan)
-            result = await self._call.read()
+            return await asyncio.wait_for(self._exchange(plan), timeout=self.step_timeout_s)
+        except ExecutorUnavailable:
+            await self._close_stream()
+            raise
+        except TimeoutError as error:  # the builtin TimeoutError only from 3.11
+            await self._close_stream()
+            raise ExecutorUnavailable(
+                f"step {plan.step_id} took longer than {self.step_timeout_s:g}s: the executor is hung"
+            ) from error
         except grpc.aio.AioRpcError as error:
-            self._call = None
+            await self._close_stream()
             raise ExecutorUnavailable(f"Run stream failed: {error.code().name}: {error.details()}") from error
+        except Exception as error:  # e.g. InvalidStateError: a write to a stream that already ended
+            await self._close_stream()
+            raise ExecutorUnavailable(f"Run stream failed: {error!r}") from error
+
+    async def _exchange(self, plan: pb.StepPlan) -> pb.StepResult:
+        if self._call is None:
+            self._call = self._stub.Run(metadata=self.metadata())  # type: ignore[call-arg]
+        await self._call.write(plan)
+        result = await self._call.read()
         if result is grpc.aio.EOF:  # type: ignore[attr-defined]
-            self._call = None
             raise ExecutorUnavailable("the executor closed the Run stream")
         assert isinstance(result, pb.StepResult)
         return result
 
     async def _close_stream(self) -> None:
+        """Cancel the Run stream, if any; never raises (the stream may be broken already)."""
         if self._call is not None:
             call, self._call = self._call, None
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                await call.done_writing()
             call.cancel()
 
     async def close(self) -> None:

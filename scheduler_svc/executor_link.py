@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from infercept.tls import ClientTls
+from scheduler_svc.config import DEFAULT_LINK, LinkConfig
 from scheduler_svc.executor_client import ExecutorClient
 
 
@@ -16,6 +17,10 @@ class ExecutorLink:
     tls: ClientTls | None = None
     token: str | None = None
 
-    def client(self, address: str) -> ExecutorClient:
-        """A client of the executor at `address`; TlsConfigError if a TLS file cannot be read."""
-        return ExecutorClient(address, self.tls.credentials() if self.tls else None, self.token)
+    def client(self, address: str, timeouts: LinkConfig = DEFAULT_LINK) -> ExecutorClient:
+        """A client of the executor at `address` with `timeouts`' step and reset deadlines;
+        TlsConfigError if a TLS file cannot be read."""
+        credentials = self.tls.credentials() if self.tls else None
+        return ExecutorClient(
+            address, credentials, self.token, timeouts.step_timeout_s, timeouts.reset_timeout_s
+        )

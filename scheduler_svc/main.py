@@ -11,7 +11,7 @@ from infercept.logs import configure_logging
 from infercept.metrics_endpoint import DEFAULT_METRICS_HOST, MetricsEndpoint
 from infercept.serving import ServerSecurity
 from infercept.tls import ClientTls, ServerTls, TlsConfigError
-from scheduler_svc.config import SchedulerConfig
+from scheduler_svc.config import LinkConfig, SchedulerConfig
 from scheduler_svc.estimators import ESTIMATORS
 from scheduler_svc.executor_client import ExecutorUnavailable
 from scheduler_svc.executor_link import ExecutorLink
@@ -65,6 +65,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--executor-timeout", type=float, default=120.0, help="seconds to wait for the executor at start"
+    )
+    link = LinkConfig()
+    p.add_argument(
+        "--step-timeout",
+        type=float,
+        default=link.step_timeout_s,
+        help="seconds one executor step may take before the executor counts as hung and is reconnected",
+    )
+    p.add_argument(
+        "--reset-timeout",
+        type=float,
+        default=link.reset_timeout_s,
+        help="seconds an executor Reset or health probe may take",
+    )
+    p.add_argument(
+        "--outage-timeout",
+        type=float,
+        default=link.outage_timeout_s,
+        help="seconds computing requests wait for a lost executor before they end with UNAVAILABLE",
+    )
+    p.add_argument(
+        "--probe-interval",
+        type=float,
+        default=link.probe_interval_s,
+        help="seconds between health probes of the executor while the scheduler is idle",
     )
     p.add_argument(
         "--check-invariants", action="store_true", help="assert the block invariant every iteration"
@@ -141,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         metrics_endpoint = MetricsEndpoint(args.metrics_host, args.metrics_port)
         if args.stats_interval_s < 0:
             raise ValueError(f"--stats-interval-s must be >= 0, not {args.stats_interval_s}")
+        link = LinkConfig(
+            step_timeout_s=args.step_timeout,
+            reset_timeout_s=args.reset_timeout,
+            outage_timeout_s=args.outage_timeout,
+            probe_interval_s=args.probe_interval,
+        )
     except (ValueError, TlsConfigError, TokenFileError) as error:
         print(f"infercept-scheduler: {error}", file=sys.stderr)
         return 2
@@ -153,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # uvloop is optional off Linux/macOS
         pass
     try:
-        asyncio.run(
+        return asyncio.run(
             serve(
                 config,
                 args.listen,
@@ -161,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.executor_timeout,
                 args.port_file,
                 args.iteration_log,
+                link,
                 security=security,
                 executor_link=executor_link,
                 metrics_endpoint=metrics_endpoint,
@@ -170,7 +202,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ExecutorUnavailable, OSError, TlsConfigError) as error:
         print(f"infercept-scheduler: {error}", file=sys.stderr)
         return 3
-    return 0
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from scheduler_svc.plan_builder import BlockPairs, PlanBuilder
 from scheduler_svc.policies import IterationView, PauseAction, PausedContext, Policy, create_policy
 from scheduler_svc.queues import ComputeQueues, queue_key
 from scheduler_svc.request import PendingCall, Request, Status
+from scheduler_svc.resume import effective_seed, replay
 from scheduler_svc.stats import SchedulerStats
 
 log = structlog.get_logger(__name__)
@@ -118,13 +119,25 @@ class Scheduler:
                 "RESOURCE_EXHAUSTED", f"the server holds {len(self.requests)} live requests already"
             )
         request = admit(proto, self._next_request_id, now, self.executor, self.tokenizer)
+        seed = request.sampling.seed
+        if seed is None:  # chosen here, so that Accepted can tell a resuming client
+            seed = effective_seed(request.request_id)
+            request.sampling = dataclasses.replace(request.sampling, seed=seed)
+        last_text = (
+            replay(request, proto.resume, self.executor, self.tokenizer) if proto.HasField("resume") else ""
+        )
         self._next_request_id += 1
         self.requests[request.request_id] = request
         self._queues.place(request, self.blocks.layout(request.request_id))
         accepted = gen.Accepted(
-            request_id=str(request.request_id), num_prompt_tokens=request.num_prompt_tokens
+            request_id=str(request.request_id),
+            num_prompt_tokens=request.num_prompt_tokens,
+            seed=seed,
         )
-        return request, [(request.request_id, gen.ServerEvent(accepted=accepted))]
+        events: list[Event] = [(request.request_id, gen.ServerEvent(accepted=accepted))]
+        if len(request.token_ids) > request.segment_start:  # resumed mid-generation: the last token
+            events += self._after_token(request, request.token_ids[-1], last_text, now)  # may have ended it
+        return request, events
 
     def tool_started(self, request_id: int, expected_duration_s: float) -> None:
         request = self._paused(request_id)
@@ -264,6 +277,9 @@ class Scheduler:
             if request.status is Status.ACTIVE:
                 self._queues.place(request, self.blocks.layout(request.request_id))
         self._pending_swap_out, self._pending_forget = {}, []
+        self._paused_held.clear()  # paused contexts are gone too: they are rebuilt on resume
+        self._paused_held_blocks = 0
+        self._swapping_in.clear()
         self.blocks.end_iteration()
         self.blocks.forget_cached()
 
@@ -539,11 +555,16 @@ class Scheduler:
         if text:
             tokens.text = text
         events.append((request.request_id, delta))
+        events += self._after_token(request, token_id, text, now)
+
+    def _after_token(self, request: Request, token_id: int, text: str, now: float) -> list[Event]:
+        """Finish or intercept the request if its last token, completing `text`, says so."""
         reason = self._finish_reason(request, token_id, text)
         if reason:
-            events += self._finish(request, reason)
-        elif request.script or request.tools:
-            events += self._maybe_intercept(request, text, now)
+            return self._finish(request, reason)
+        if request.script or request.tools:
+            return self._maybe_intercept(request, text, now)
+        return []
 
     def _finish_reason(self, request: Request, token_id: int, text: str) -> str:
         if token_id in self.executor.eos_token_ids and not request.sampling.ignore_eos:

@@ -4,8 +4,12 @@ Everything here runs on the event loop's thread, so the scheduler core needs no 
 call submit/tool_started/resume/abort between iterations, and the loop calls schedule/update.
 Events go to each session's own queue, so one slow client never stalls the loop or the others.
 
-If the executor goes away, the loop reconnects, resets it, and rebuilds every live request by
-recomputation: the scheduler holds every token, so nothing is lost.
+If the executor goes away (any failure of the link, a step past its deadline, a failed health
+probe while idle), the loop reports itself unavailable, reconnects, resets the executor and
+rebuilds every live request by recomputation: the scheduler holds every token, so nothing is
+lost. Paused requests stay paused and are rebuilt when they resume. While no executor answers,
+new requests are refused with UNAVAILABLE at once, and computing requests wait at most
+`outage_timeout_s`, then end with UNAVAILABLE and free everything.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ import structlog
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import RequestError
+from scheduler_svc.config import DEFAULT_LINK, LinkConfig
 from scheduler_svc.executor_client import ExecutorClient, ExecutorUnavailable
+from scheduler_svc.request import Status
 from scheduler_svc.scheduler import Event, Scheduler
 
 log = structlog.get_logger(__name__)
 
 SessionItem = gen.ServerEvent | RequestError
-RECONNECT_BACKOFF_S = 0.5
 
 
 def is_empty(plan: pb.StepPlan) -> bool:
@@ -36,18 +41,31 @@ def is_empty(plan: pb.StepPlan) -> bool:
 
 class StepLoop:
     def __init__(
-        self, core: Scheduler, executor: ExecutorClient, clock: Callable[[], float] = time.monotonic
+        self,
+        core: Scheduler,
+        executor: ExecutorClient,
+        clock: Callable[[], float] = time.monotonic,
+        link: LinkConfig = DEFAULT_LINK,
+        on_availability: Callable[[bool], None] | None = None,
     ) -> None:
+        """`on_availability(is_available)` is called whenever the executor is lost or regained
+        (the server's health status follows it)."""
         self.core = core
         self.executor = executor
         self.clock = clock
+        self.link = link
+        self.on_availability = on_availability
+        self.is_available = True
         self._sessions: dict[int, asyncio.Queue[SessionItem]] = {}
         self._wake = asyncio.Event()
 
     # ----- called by sessions -----
 
     def submit(self, request: gen.GenerateRequest) -> tuple[int, asyncio.Queue[SessionItem]]:
-        """Admit a request (RequestError if refused); returns its id and its event queue."""
+        """Admit a request (RequestError if refused, UNAVAILABLE while no executor answers);
+        returns its id and its event queue."""
+        if not self.is_available:
+            raise RequestError("UNAVAILABLE", "no executor is reachable now; retry later")
         admitted, events = self.core.add(request, self.clock())
         queue: asyncio.Queue[SessionItem] = asyncio.Queue()
         self._sessions[admitted.request_id] = queue
@@ -82,13 +100,12 @@ class StepLoop:
     # ----- the loop -----
 
     async def run_forever(self) -> None:
+        """Schedule -> run -> update, forever. Survives every failure of the executor link; any
+        other exception is a bug and ends the loop (the server then exits)."""
         while True:
-            if not self.core.has_work():
-                await self._sleep_until_woken()
-                continue
-            plan = self.core.schedule(self.clock())
-            if is_empty(plan):  # everyone is blocked on memory or tools: wait for news
-                await self._sleep_until_woken()
+            plan = self._next_plan()
+            if plan is None:  # nothing to compute, or all blocked on memory or tools
+                await self._wait_for_news()
                 continue
             try:
                 result = await self.executor.run(plan)
@@ -105,21 +122,60 @@ class StepLoop:
                 continue
             self._dispatch(self.core.update(plan, result, self.clock()))
 
+    def _next_plan(self) -> pb.StepPlan | None:
+        if not self.core.has_work():
+            return None
+        plan = self.core.schedule(self.clock())
+        return None if is_empty(plan) else plan
+
+    async def _wait_for_news(self) -> None:
+        """Sleep until woken, or for probe_interval_s; an executor found gone is recovered now,
+        so that health tells the truth and paused requests are rebuilt, even with nothing to do."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=self.link.probe_interval_s)
+            self._wake.clear()
+        except TimeoutError:  # the builtin TimeoutError only from 3.11
+            if not await self.executor.is_serving():
+                log.error("executor.unavailable", error="the executor does not answer its health check")
+                await self._recover()
+
     async def _recover(self) -> None:
-        """Reconnect, reset the executor and recompute every live request."""
+        """Reconnect, reset the executor and recompute every live request. While it is gone,
+        computing requests wait up to outage_timeout_s, then end with UNAVAILABLE."""
+        self._set_available(False)
+        started_s = self.clock()
         while True:
             try:
                 await self.executor.reset()
                 break
             except ExecutorUnavailable as error:
                 log.warning("executor.reconnecting", error=str(error))
-                await asyncio.sleep(RECONNECT_BACKOFF_S)
+            if self.clock() - started_s >= self.link.outage_timeout_s:
+                self._fail_computing(self.clock() - started_s)
+            await asyncio.sleep(self.link.reconnect_backoff_s)
         self.core.reset_executor_state()
+        self._set_available(True)
         log.info("executor.recovered", live_requests=len(self.core.requests))
 
-    async def _sleep_until_woken(self) -> None:
-        await self._wake.wait()
-        self._wake.clear()
+    def _fail_computing(self, outage_s: float) -> None:
+        """End every request that wants computation with UNAVAILABLE and free its blocks;
+        paused requests stay (they need no executor until their tool returns)."""
+        computing = [r.request_id for r in self.core.requests.values() if r.status is Status.ACTIVE]
+        for request_id in computing:
+            self.core.abort(request_id, self.clock())  # its Finished(abort) is not sent: the error is
+            queue = self._sessions.pop(request_id, None)
+            if queue is not None:
+                queue.put_nowait(
+                    RequestError("UNAVAILABLE", f"no executor has been reachable for {outage_s:.1f}s")
+                )
+        if computing:
+            log.error("requests.unavailable", num_requests=len(computing), outage_s=round(outage_s, 1))
+
+    def _set_available(self, is_available: bool) -> None:
+        if is_available != self.is_available:
+            self.is_available = is_available
+            if self.on_availability is not None:
+                self.on_availability(is_available)
 
     def _dispatch(self, events: list[Event]) -> None:
         for request_id, event in events:

@@ -31,6 +31,7 @@ from infercept.async_client import AsyncClient, AsyncStream
 from infercept.errors import InferceptError
 from infercept.events import Accepted, Event, Finished, Intercepted, Resumed, TokenDelta, Usage
 from infercept.result import GenerateResult, Interception
+from infercept.resume import NO_RESUME, ResumePolicy
 from infercept.server_info import ServerInfo
 from infercept.sync_client import Client, Stream
 from infercept.tools import Tool, ToolOutput
@@ -39,6 +40,7 @@ from infercept.types import SamplingParams, ScriptedCall
 __version__ = "0.1.0"
 
 __all__ = [
+    "NO_RESUME",
     "Accepted",
     "AsyncClient",
     "AsyncStream",
@@ -49,6 +51,7 @@ __all__ = [
     "InferceptError",
     "Intercepted",
     "Interception",
+    "ResumePolicy",
     "Resumed",
     "SamplingParams",
     "ScriptedCall",

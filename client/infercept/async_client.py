@@ -18,6 +18,7 @@ from infercept.channel import channel_options, open_aio_channel
 from infercept.errors import CANCELLED, InferceptError, translated_rpc_errors
 from infercept.events import Event
 from infercept.result import GenerateResult
+from infercept.resume import DEFAULT_RESUME, ResumePolicy
 from infercept.server_info import ServerInfo, message_to_dict
 from infercept.session import PendingCall, SessionState, tool_failed
 from infercept.tls import channel_credentials
@@ -36,11 +37,16 @@ class AsyncStream:
     that iterates, or close() cancels the RPC, and the server aborts the request."""
 
     def __init__(
-        self, stub: generation_pb2_grpc.GenerationAsyncStub, state: SessionState, timeout_s: float | None
+        self,
+        stub: generation_pb2_grpc.GenerationAsyncStub,
+        state: SessionState,
+        timeout_s: float | None,
+        resume: ResumePolicy = DEFAULT_RESUME,
     ):
         self._stub = stub
         self._state = state
         self._timeout_s = timeout_s
+        self._resume = resume
         self._closed = asyncio.Event()
         self._call: grpc.aio.StreamStreamCall[pb.ClientEvent, pb.ServerEvent] | None = None
         self._is_started = False
@@ -73,27 +79,40 @@ class AsyncStream:
         if self._closed.is_set():
             raise InferceptError(CANCELLED, _CLOSED_MESSAGE)
         self._is_started = True
-        call = self._call = self._stub.Session(None, timeout=self._timeout_s)
-        try:
-            with translated_rpc_errors():
-                await _write(call, self._state.open(time.monotonic()))
-                async for message in call:
-                    event = self._state.on_message(message, time.monotonic())
-                    if event is None:
-                        continue
-                    yield event
-                    if self._state.pending_call is not None:
-                        await self._answer(call, self._state.pending_call)
-                    elif self._state.is_finished:
-                        await call.done_writing()  # the server then ends the RPC
-            self._state.check_finished()
-        except InferceptError as error:
-            if self._closed.is_set():  # whatever the cancelled call reported, close() ended it
-                raise InferceptError(CANCELLED, _CLOSED_MESSAGE) from error
-            raise
-        finally:
-            if not self._state.is_finished:
-                call.cancel()
+        # One deadline for the request, resumptions included.
+        deadline_s = None if self._timeout_s is None else time.monotonic() + self._timeout_s
+        attempt = 0
+        while True:
+            timeout_s = None if deadline_s is None else max(deadline_s - time.monotonic(), 0.0)
+            call = self._call = self._stub.Session(None, timeout=timeout_s)
+            try:
+                with translated_rpc_errors():
+                    first = self._state.open(time.monotonic()) if attempt == 0 else self._state.reopen()
+                    await _write(call, first)
+                    async for message in call:
+                        event = self._state.on_message(message, time.monotonic())
+                        if event is None:
+                            continue
+                        yield event
+                        if self._state.pending_call is not None:
+                            await self._answer(call, self._state.pending_call)
+                        elif self._state.is_finished:
+                            await call.done_writing()  # the server then ends the RPC
+                self._state.check_finished()
+                return
+            except InferceptError as error:
+                if self._closed.is_set():  # whatever the cancelled call reported, close() ended it
+                    raise InferceptError(CANCELLED, _CLOSED_MESSAGE) from error
+                attempt += 1
+                if attempt > self._resume.max_attempts or not self._state.can_resume(error):
+                    raise
+                with contextlib.suppress(asyncio.TimeoutError):  # the builtin one only from 3.11
+                    await asyncio.wait_for(self._closed.wait(), timeout=self._resume.backoff_s(attempt))
+                if self._closed.is_set():
+                    raise InferceptError(CANCELLED, _CLOSED_MESSAGE) from error
+            finally:
+                if not self._state.is_finished:
+                    call.cancel()
 
     async def _answer(
         self, call: grpc.aio.StreamStreamCall[pb.ClientEvent, pb.ServerEvent], pending: PendingCall
@@ -152,11 +171,14 @@ class AsyncClient:
         options: Sequence[tuple[str, Any]] = (),
         root_certificates: bytes | None = None,
         token: str | None = None,
+        resume: ResumePolicy = DEFAULT_RESUME,
     ) -> None:
         """address: "host:port". options: extra gRPC channel options (override the defaults).
         root_certificates: PEM of the CA that signed the server's certificate; given, the
-        channel uses TLS (else plaintext). token: sent as `authorization: Bearer <token>`."""
+        channel uses TLS (else plaintext). token: sent as `authorization: Bearer <token>`.
+        resume: how a request whose stream breaks with UNAVAILABLE is resubmitted (NO_RESUME: never)."""
         self.address = address
+        self.resume = resume
         self._options = channel_options(options)
         self._root_certificates = root_certificates
         self._token = token
@@ -216,7 +238,7 @@ class AsyncClient:
             script=script,
             program_id=program_id,
         )
-        stream = AsyncStream(self._stub(), state, timeout_s)
+        stream = AsyncStream(self._stub(), state, timeout_s, self.resume)
         self._streams.add(stream)
         return stream
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import secrets
 import shlex
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from infercept import demo
-from infercept.launcher import LaunchError, launch
+from infercept.launcher import EXECUTOR_TOKEN_ENV, LaunchError
+from infercept.supervisor import Supervised, SupervisionConfig
 
 
 def stack_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -85,6 +89,7 @@ def security_args(args: argparse.Namespace) -> tuple[list[str], bytes | None]:
 
 
 def serve(args: argparse.Namespace) -> int:
+    """Start both services and keep them alive (supervisor.py) until Ctrl-C or SIGTERM."""
     executor_args, scheduler_args = stack_args(args)
     try:
         secured_args, root_certificates = security_args(args)
@@ -92,39 +97,59 @@ def serve(args: argparse.Namespace) -> int:
         print(f"infercept serve: {error}", file=sys.stderr)
         return 2
     scheduler_args += secured_args
-    host, port = args.listen.rsplit(":", 1)
+    host = args.listen.rsplit(":", 1)[0]
+    logs = Path(args.log_dir or tempfile.mkdtemp(prefix="infercept-"))
+    logs.mkdir(parents=True, exist_ok=True)
+    config = SupervisionConfig(
+        check_interval_s=args.health_interval,
+        probe_timeout_s=args.health_timeout,
+        max_missed_checks=args.max_missed_checks,
+        max_backoff_s=args.max_restart_backoff,
+    )
+    # One random internal token for this stack (kept across restarts): nothing else can drive
+    # the executor.
+    env = {EXECUTOR_TOKEN_ENV: os.environ.get(EXECUTOR_TOKEN_ENV) or secrets.token_urlsafe(32)}
     stop = threading.Event()
     # Both signals stop the stack, SIGINT too when the parent started us with it ignored (a
     # command run in the background of a script), which would otherwise leave it running.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    # The executor's port is chosen once (args.executor_port, or any free one at the first
+    # start): a restarted executor comes back where the scheduler looks for it.
+    executor = Supervised("executor", f"{host}:{args.executor_port}", executor_args, logs, config, env=env)
+    services = [executor]
     try:
-        with (
-            launch(
-                executor_args,
-                scheduler_args,
-                host=host,
-                scheduler_port=int(port),
-                log_dir=args.log_dir,
-                scheduler_root_certificates=root_certificates,
-            ) as stack,
-            _gateway(args.gateway_listen, stack.scheduler_address, stack.log_dir) as gateway_url,
-        ):
-            print(
-                f"InferCept serving on {stack.scheduler_address} (executor {stack.executor_address}, logs {stack.log_dir})"
-            )
+        executor.start()
+        scheduler = Supervised(
+            "scheduler",
+            args.listen,
+            ["--executor", executor.address, *scheduler_args],
+            logs,
+            config,
+            env=env,
+            root_certificates=root_certificates,
+        )
+        services.append(scheduler)
+        scheduler.start()
+        with _gateway(args.gateway_listen, scheduler.address, logs) as gateway_url:
+            print(f"InferCept serving on {scheduler.address} (executor {executor.address}, logs {logs})")
             if gateway_url:
                 print(f"OpenAI-compatible gateway on {gateway_url}/v1")
-            print("Ctrl-C stops both services.", flush=True)
-            # Wake up now and then: a signal that lands on one of gRPC's threads only sets a flag,
-            # which the main thread acts on when it next runs (an untimed wait could sleep on).
+            print("Ctrl-C stops every service.", flush=True)
+            # Wake up now and then: to supervise, and because a signal that lands on one of gRPC's
+            # threads only sets a flag, which the main thread acts on when it next runs.
             while not stop.wait(timeout=SIGNAL_POLL_S):
-                pass
+                for service in services:
+                    if line := service.poll():
+                        print(line, flush=True)
     except KeyboardInterrupt:
         pass
     except LaunchError as error:
         print(f"infercept serve: {error}", file=sys.stderr)
         return 1
+    finally:
+        for service in reversed(services):  # the scheduler first, then the executor
+            service.stop()
     print("stopped")
     return 0
 
@@ -148,12 +173,37 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser(
         "serve",
-        help="start an executor and a scheduler, wait until both serve, stop both on Ctrl-C",
+        help="start an executor and a scheduler, keep both alive (a dead or hung one is restarted on its port), stop both on Ctrl-C",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     serve_parser.add_argument("--listen", default="127.0.0.1:50051", help="the scheduler's public host:port")
     serve_parser.add_argument(
         "--gateway-listen", default="", help="also start the OpenAI-compatible HTTP gateway on this host:port"
+    )
+    serve_parser.add_argument(
+        "--executor-port", type=int, default=0, help="the executor's port (0: a free one, kept on restarts)"
+    )
+    supervision = SupervisionConfig()
+    serve_parser.add_argument(
+        "--health-interval",
+        type=float,
+        default=supervision.check_interval_s,
+        help="seconds between liveness probes of each service",
+    )
+    serve_parser.add_argument(
+        "--health-timeout", type=float, default=supervision.probe_timeout_s, help="seconds a probe may take"
+    )
+    serve_parser.add_argument(
+        "--max-missed-checks",
+        type=int,
+        default=supervision.max_missed_checks,
+        help="consecutive unanswered probes after which a service is killed as hung and restarted",
+    )
+    serve_parser.add_argument(
+        "--max-restart-backoff",
+        type=float,
+        default=supervision.max_backoff_s,
+        help="the longest wait, seconds, before restarting a service that keeps dying",
     )
     add_stack_flags(serve_parser)
     add_security_flags(serve_parser)

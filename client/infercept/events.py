@@ -37,6 +37,7 @@ class Accepted:
 
     request_id: str  # for abort() and logs
     num_prompt_tokens: int
+    seed: int = 0  # what sampling is seeded with: the request's seed, or the server's choice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +97,8 @@ def event_from_proto(message: pb.ServerEvent) -> Event | None:
     """The typed event, or None for a kind this client does not know (a newer server's)."""
     kind = message.WhichOneof("event")
     if kind == "accepted":
-        return Accepted(message.accepted.request_id, message.accepted.num_prompt_tokens)
+        a = message.accepted
+        return Accepted(a.request_id, a.num_prompt_tokens, a.seed)
     if kind == "tokens":
         return TokenDelta(tuple(message.tokens.token_ids), message.tokens.text)
     if kind == "intercepted":

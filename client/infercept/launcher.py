@@ -39,7 +39,7 @@ class Stack:
 
 
 @dataclasses.dataclass
-class _Service:
+class Service:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
@@ -107,22 +107,25 @@ def run_service(
     `env` is added to its environment; `root_certificates` (PEM) probe its health over TLS.
     Raises LaunchError (with the end of its log) if it does not come up."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    service = _start(name, f"{name}_svc", listen, list(args), log_dir, env)
+    service = start_service(name, f"{name}_svc", listen, list(args), log_dir, env)
     try:
-        port = _wait_serving(service, log_dir, startup_timeout_s, root_certificates)
+        port = wait_serving(service, log_dir, startup_timeout_s, root_certificates)
         yield f"{listen.rsplit(':', 1)[0]}:{port}"
     finally:
-        _stop(service)
+        stop_service(service)
 
 
-def _start(
+def start_service(
     name: str, module: str, listen: str, args: list[str], logs: Path, env: Mapping[str, str] | None = None
-) -> _Service:
+) -> Service:
+    """Spawn `python -m module --listen LISTEN ...` in its own session, logging to logs/NAME.log,
+    with `env` added to its environment; its port goes to logs/NAME.port once it serves, its
+    process id to logs/NAME.pid."""
     port_file = logs / f"{name}.port"
     port_file.unlink(missing_ok=True)
     log_path = logs / f"{name}.log"
     command = [sys.executable, "-m", module, "--listen", listen, "--port-file", str(port_file), *args]
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:  # appended: a restarted service keeps its history
         process = subprocess.Popen(
             command,
             stdout=log,
@@ -130,11 +133,12 @@ def _start(
             start_new_session=True,
             env={**os.environ, **(env or {})},
         )
-    return _Service(name, process, log_path)
+    (logs / f"{name}.pid").write_text(f"{process.pid}\n")
+    return Service(name, process, log_path)
 
 
-def _wait_serving(
-    service: _Service, logs: Path, timeout_s: float, root_certificates: bytes | None = None
+def wait_serving(
+    service: Service, logs: Path, timeout_s: float, root_certificates: bytes | None = None
 ) -> int:
     """The service's port, once its health service answers SERVING."""
     port_file = logs / f"{service.name}.port"
@@ -157,7 +161,8 @@ def is_serving(address: str, root_certificates: bytes | None = None) -> bool:
     return check(address, timeout_s=1.0, root_certificates=root_certificates)[0]
 
 
-def _stop(service: _Service) -> None:
+def stop_service(service: Service) -> None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT_S."""
     if service.process.poll() is not None:
         return
     service.process.send_signal(signal.SIGTERM)

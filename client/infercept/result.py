@@ -58,6 +58,11 @@ class GenerateResult:
     first_token_s: float | None  # when the first generated token arrived; None if none did
     finish_s: float  # when Finished arrived
     tool_time_s: float  # total seconds spent inside tool calls
+    # The seed sampling used (the request's, or the server's choice): the same request with this
+    # seed gives the same tokens.
+    seed: int | None = None
+    # Times the request was resubmitted after its stream broke (resume.py).
+    num_resumptions: int = 0
 
     @property
     def latency_s(self) -> float:

@@ -13,6 +13,10 @@ Client and AsyncClient drive a SessionState the same way and differ only in how 
             half-close; the server then ends the RPC
     state.check_finished(); return state.result()
 
+If the stream breaks with UNAVAILABLE and state.can_resume(error) holds, the client waits, opens a
+new stream and sends state.reopen() instead of open(): the same request with what has arrived so
+far (resume.py); the new stream's Accepted is taken but not shown again.
+
 Which answers an interception: the next unused ScriptedCall if it names the intercepted tool
 (it is then used up), otherwise the Tool of that name. A ScriptedCall that carries no return
 value of its own and shares its name with a Tool only says *when*: after its wait, that Tool is
@@ -31,6 +35,7 @@ from typing import Any
 from infercept.errors import PROTOCOL_ERROR, TOOL_FAILED, UNKNOWN_TOOL, InferceptError
 from infercept.events import Accepted, Event, Finished, Intercepted, Resumed, TokenDelta, event_from_proto
 from infercept.result import GenerateResult, Interception
+from infercept.resume import RESUMABLE_CODES
 from infercept.tools import Tool
 from infercept.types import SamplingParams, ScriptedCall
 from infercept.v1 import generation_pb2 as pb
@@ -162,6 +167,8 @@ class SessionState:
         self._text_parts: list[str] = []
         self._interceptions: list[Interception] = []
         self._finished: Finished | None = None
+        self._seed: int | None = None  # from the first Accepted
+        self._num_accepted = 0
         self._arrival_s = 0.0
         self._first_token_s: float | None = None
         self._finish_s = 0.0
@@ -189,6 +196,11 @@ class SessionState:
             return None
         if isinstance(event, Accepted):
             self._request_id, self._num_prompt_tokens = event.request_id, event.num_prompt_tokens
+            self._num_accepted += 1
+            if self._seed is None:
+                self._seed = event.seed
+            if self._num_accepted > 1:
+                return None  # a resumed stream: the caller saw the request accepted already
         elif isinstance(event, TokenDelta):
             if event.token_ids and self._first_token_s is None:
                 self._first_token_s = now
@@ -201,6 +213,38 @@ class SessionState:
         elif isinstance(event, Finished):
             self._finished, self._finish_s = event, now
         return event
+
+    def can_resume(self, error: InferceptError) -> bool:
+        """Whether the request may be resubmitted after `error` ended its stream: a resumable
+        status, no Finished yet, and no interception waiting for its result."""
+        return error.code in RESUMABLE_CODES and self._finished is None and self.pending_call is None
+
+    def reopen(self) -> pb.ClientEvent:
+        """The first message of a new stream that resumes this request (resume.py)."""
+        request = pb.GenerateRequest()
+        request.CopyFrom(self.request)
+        if self._seed is not None and not request.sampling.HasField("seed"):
+            request.sampling.seed = self._seed  # the seed the first stream sampled with
+        request.resume.previous_request_id = self._request_id
+        request.resume.segments.extend(self._segments())
+        return pb.ClientEvent(generate=request)
+
+    def _segments(self) -> list[pb.ResumeSegment]:
+        """What arrived after the prompt: generated tokens, each run ended by a tool's result."""
+        segments, start = [], 0
+        for interception in self._interceptions:
+            segment = pb.ResumeSegment(
+                generated_token_ids=self._output_token_ids[start : interception.output_offset]
+            )
+            segment.tool_result.SetInParent()  # present even when the tool returned nothing
+            if interception.returned_text is not None:
+                segment.tool_result.text = interception.returned_text
+            else:
+                segment.tool_result.token_ids.extend(interception.returned_token_ids)
+            segments.append(segment)
+            start = interception.output_offset + len(interception.returned_token_ids)
+        segments.append(pb.ResumeSegment(generated_token_ids=self._output_token_ids[start:]))
+        return segments
 
     def start_call(self, now: float) -> pb.ClientEvent:
         """ToolStarted for the pending call, which the client starts running at `now`."""
@@ -259,6 +303,8 @@ class SessionState:
             first_token_s=self._first_token_s,
             finish_s=self._finish_s,
             tool_time_s=sum(interception.wait_s for interception in self._interceptions),
+            seed=self._seed,
+            num_resumptions=max(self._num_accepted - 1, 0),
         )
 
     def _resolve(self, event: Intercepted) -> PendingCall:

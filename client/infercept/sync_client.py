@@ -16,6 +16,7 @@ from infercept.channel import channel_options, open_channel
 from infercept.errors import CANCELLED, InferceptError, translated_rpc_errors
 from infercept.events import Event
 from infercept.result import GenerateResult
+from infercept.resume import DEFAULT_RESUME, ResumePolicy
 from infercept.server_info import ServerInfo, message_to_dict
 from infercept.session import PendingCall, SessionState, tool_failed
 from infercept.tls import channel_credentials
@@ -37,11 +38,17 @@ class Stream:
     and the server aborts the request. Errors are raised as InferceptError."""
 
     def __init__(
-        self, stub: generation_pb2_grpc.GenerationStub, state: SessionState, timeout_s: float | None
+        self,
+        stub: generation_pb2_grpc.GenerationStub,
+        state: SessionState,
+        timeout_s: float | None,
+        resume: ResumePolicy = DEFAULT_RESUME,
     ):
         self._stub = stub
         self._state = state
         self._timeout_s = timeout_s
+        self._resume = resume
+        self._deadline_s = 0.0  # time.monotonic() when the whole request times out
         # The request iterator gRPC consumes on its own thread; None ends it (half-close).
         self._outbox: queue.SimpleQueue[pb.ClientEvent | None] = queue.SimpleQueue()
         self._closed = threading.Event()
@@ -74,37 +81,56 @@ class Stream:
         self.close()
 
     def __iter__(self) -> Iterator[Event]:
-        call = self._start()
-        try:
-            with translated_rpc_errors():
-                for message in call:
-                    event = self._state.on_message(message, time.monotonic())
-                    if event is None:
-                        continue
-                    yield event
-                    if self._state.pending_call is not None:
-                        self._answer(self._state.pending_call)
-                    elif self._state.is_finished:
-                        self._outbox.put(None)  # half-close; the server then ends the RPC
-            self._state.check_finished()
-        except InferceptError as error:
-            if self._closed.is_set():  # whatever the cancelled call reported, close() ended it
-                raise InferceptError(CANCELLED, _CLOSED_MESSAGE) from error
-            raise
-        finally:
-            self._outbox.put(None)  # gRPC's sending thread waits on the outbox until this
-            if not self._state.is_finished:
-                call.cancel()
+        self._claim()
+        attempt = 0
+        while True:
+            call = self._open(attempt)
+            try:
+                with translated_rpc_errors():
+                    for message in call:
+                        event = self._state.on_message(message, time.monotonic())
+                        if event is None:
+                            continue
+                        yield event
+                        if self._state.pending_call is not None:
+                            self._answer(self._state.pending_call)
+                        elif self._state.is_finished:
+                            self._outbox.put(None)  # half-close; the server then ends the RPC
+                self._state.check_finished()
+                return
+            except InferceptError as error:
+                if self._closed.is_set():  # whatever the cancelled call reported, close() ended it
+                    raise InferceptError(CANCELLED, _CLOSED_MESSAGE) from error
+                attempt += 1
+                if attempt > self._resume.max_attempts or not self._state.can_resume(error):
+                    raise
+                if self._closed.wait(self._resume.backoff_s(attempt)):
+                    raise InferceptError(CANCELLED, _CLOSED_MESSAGE) from error
+            finally:
+                self._outbox.put(None)  # gRPC's sending thread waits on the outbox until this
+                if not self._state.is_finished:
+                    call.cancel()
 
-    def _start(self) -> grpc.CallIterator[pb.ServerEvent]:
+    def _claim(self) -> None:
         with self._lock:
             if self._is_started:
                 raise RuntimeError("a Stream can be iterated only once")
             if self._closed.is_set():
                 raise InferceptError(CANCELLED, _CLOSED_MESSAGE)
             self._is_started = True
-            self._outbox.put(self._state.open(time.monotonic()))
-            self._call = self._stub.Session(iter(self._outbox.get, None), timeout=self._timeout_s)
+            if self._timeout_s is not None:  # one deadline for the request, resumptions included
+                self._deadline_s = time.monotonic() + self._timeout_s
+
+    def _open(self, attempt: int) -> grpc.CallIterator[pb.ServerEvent]:
+        """A new Session call: the request (attempt 0), or its resumption."""
+        with self._lock:
+            if self._closed.is_set():
+                raise InferceptError(CANCELLED, _CLOSED_MESSAGE)
+            self._outbox = queue.SimpleQueue()
+            first = self._state.open(time.monotonic()) if attempt == 0 else self._state.reopen()
+            self._outbox.put(first)
+            timeout_s = None if self._timeout_s is None else max(self._deadline_s - time.monotonic(), 0.0)
+            self._call = self._stub.Session(iter(self._outbox.get, None), timeout=timeout_s)
             return self._call
 
     def _answer(self, call: PendingCall) -> None:
@@ -144,11 +170,14 @@ class Client:
         options: Sequence[tuple[str, Any]] = (),
         root_certificates: bytes | None = None,
         token: str | None = None,
+        resume: ResumePolicy = DEFAULT_RESUME,
     ) -> None:
         """address: "host:port". options: extra gRPC channel options (override the defaults).
         root_certificates: PEM of the CA that signed the server's certificate; given, the
-        channel uses TLS (else plaintext). token: sent as `authorization: Bearer <token>`."""
+        channel uses TLS (else plaintext). token: sent as `authorization: Bearer <token>`.
+        resume: how a request whose stream breaks with UNAVAILABLE is resubmitted (NO_RESUME: never)."""
         self.address = address
+        self.resume = resume
         credentials = channel_credentials(root_certificates) if root_certificates is not None else None
         self._channel = open_channel(address, channel_options(options), credentials, token)
         self._stub = generation_pb2_grpc.GenerationStub(self._channel)
@@ -217,7 +246,7 @@ class Client:
             script=script,
             program_id=program_id,
         )
-        stream = Stream(self._stub, state, timeout_s)
+        stream = Stream(self._stub, state, timeout_s, self.resume)
         with self._lock:
             if self._is_closed:
                 raise InferceptError(CANCELLED, "the client is closed")

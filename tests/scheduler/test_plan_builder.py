@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from infercept.v1 import executor_pb2 as pb
+from scheduler_svc.resume import effective_seed
 from tests.scheduler.harness import Harness, generate_request, ids
 
 
@@ -25,10 +26,11 @@ def test_new_request_is_sent_once_with_its_sampling() -> None:
     assert all(not plan.new_requests for plan in h.plans[1:])
 
 
-def test_unseeded_request_sends_no_seed() -> None:
+def test_unseeded_request_sends_the_seed_the_server_chose_for_it() -> None:
     h = Harness()
-    h.add(generate_request())
-    assert not h.step().new_requests[0].sampling.HasField("seed")
+    rid = h.add(generate_request())
+    sampling = h.step().new_requests[0].sampling
+    assert sampling.HasField("seed") and sampling.seed == effective_seed(rid)
 
 
 def test_block_table_is_sent_as_appended_blocks_only_when_it_grows() -> None:

@@ -6,8 +6,8 @@ Whether the two agree is what the command measures; on a short, noisy run it is 
 from __future__ import annotations
 
 import json
+import math
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -34,9 +34,7 @@ def test_a_tiny_run_prints_both_results_side_by_side_and_writes_them(
     argv = ["--workload", "math", "--rate", "2", "--duration", "8", "--warmup", "0", "--seed", "1"]
     argv += ["--max-model-len", "128", "--num-device-blocks", "256", "--out", str(out)]
     argv += ["--log-dir", str(tmp_path / "logs")]
-    started = time.monotonic()
     code = fidelity.main(argv)
-    assert time.monotonic() - started < 40
     assert code in (0, 1)  # agreement is what the command reports, not what this test checks
 
     report = json.loads(out.read_text())
@@ -60,6 +58,10 @@ def test_a_tiny_run_prints_both_results_side_by_side_and_writes_them(
     sim_latency = sim["normalized_latency_s_per_token"]["mean"]
     assert comparison["normalized_latency_mean"]["ratio"] == pytest.approx(sim_latency / real_latency)
     assert comparison["iterations"]["real"] > 0 and comparison["iterations"]["sim"] > 0
+    # How close the ratios are depends on the machine's load; that they are finite does not.
+    assert all(
+        math.isfinite(comparison[key]["ratio"]) for key in ("completed_per_s", "normalized_latency_mean")
+    )
     headline = ("completed_per_s", "normalized_latency_mean")
     failed = [key for key in headline if abs(comparison[key]["ratio"] - 1) > 0.15]
     assert report["outside_tolerance"] == failed and (code == 1) == bool(failed)
