@@ -39,7 +39,7 @@ class ExecutorServer:
 def create_server(engine: Engine, address: str) -> ExecutorServer:
     """A server for `engine` bound to `address` ("host:port"; port 0 picks a free one), not yet
     started. Raises OSError if the address cannot be bound."""
-    server, health_servicer = serving.new_server(SERVICE_NAME)
+    server, health_servicer = serving.new_server(SERVICE_NAME, serving.EXECUTOR_MAX_MESSAGE_BYTES)
     servicer = ExecutorServicer(engine)
     executor_pb2_grpc.add_ExecutorServicer_to_server(servicer, server)
     return ExecutorServer(server, serving.bind(server, address), servicer, health_servicer)

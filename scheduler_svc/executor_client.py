@@ -29,7 +29,9 @@ PROFILE_TIMEOUT_S = 600.0  # a first measurement of a large model takes minutes
 class ExecutorClient:
     def __init__(self, address: str) -> None:
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address, options=serving.MESSAGE_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(
+            address, options=serving.message_options(serving.EXECUTOR_MAX_MESSAGE_BYTES)
+        )
         self._stub = executor_pb2_grpc.ExecutorStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._call: grpc.aio.StreamStreamCall[pb.StepPlan, pb.StepResult] | None = None

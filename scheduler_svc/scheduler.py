@@ -28,11 +28,13 @@ from tokenizers import Tokenizer
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import RequestError, admit, check_token_ids
+from scheduler_svc.admission_control import QueueWaitControl
 from scheduler_svc.block_manager import BlockManager
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
 from scheduler_svc.cost_model import UNLIMITED_BLOCKS, CostModel
 from scheduler_svc.detokenizer import IncrementalDecoder
 from scheduler_svc.interception import find_stop_string
+from scheduler_svc.pause_expiry import expired_ids, next_expiry_s
 from scheduler_svc.plan_builder import BlockPairs, PlanBuilder
 from scheduler_svc.policies import IterationView, PauseAction, PausedContext, Policy, create_policy
 from scheduler_svc.queues import ComputeQueues, queue_key
@@ -100,16 +102,26 @@ class Scheduler:
         self._iteration = gen.IterationStats()  # the last plan's, completed by its result
         # Called with each iteration's statistics once its result is in (the iteration log).
         self.on_iteration: Callable[[gen.IterationStats], None] | None = None
+        self.admission = QueueWaitControl(config.max_queue_wait_s, self._cost_model_tokens_per_s())
 
     # ----- inputs between iterations -----
 
-    def add(self, proto: gen.GenerateRequest, now: float) -> tuple[Request, list[Event]]:
-        """Admit a request (RequestError if it is invalid or the server is full)."""
+    def check_capacity(self) -> None:
+        """RequestError RESOURCE_EXHAUSTED if a new request would be refused for load: the live
+        cap, or an expected queue wait over the bound (with a retry hint). Cheap: call it first."""
         if len(self.requests) >= self.config.max_live_requests:
             raise RequestError(
-                "RESOURCE_EXHAUSTED", f"the server holds {len(self.requests)} live requests already"
+                "RESOURCE_EXHAUSTED",
+                f"the server holds {len(self.requests)} live requests already",
+                retry_after_s=1.0,
             )
+        self.admission.check()
+
+    def add(self, proto: gen.GenerateRequest, now: float) -> tuple[Request, list[Event]]:
+        """Admit a request (RequestError if it is invalid or the server is full)."""
+        self.check_capacity()
         request = admit(proto, self._next_request_id, now, self.executor, self.tokenizer)
+        self.admission.added(request.num_pending)
         self._next_request_id += 1
         self.requests[request.request_id] = request
         self._queues.place(request, self.blocks.layout(request.request_id))
@@ -145,6 +157,7 @@ class Scheduler:
         request.segment_start = new_len
         request.decoder = IncrementalDecoder(self.tokenizer)
         request.arrival_s = self.policy.arrival_on_resume(request, now)
+        self.admission.added(len(returned_ids))
         request.status, request.pending_call = Status.ACTIVE, None
         self._release_paused_hold(request_id)
         layout = self.blocks.layout(request_id)
@@ -169,6 +182,20 @@ class Scheduler:
             raise RequestError("NOT_FOUND", f"no live request {request_id}")
         self.stats.aborted_requests += 1
         return self._finish(request, "abort")
+
+    def expire_pauses(self, now: float) -> list[int]:
+        """End every request paused for config.pause_timeout_s or longer (freeing its blocks on
+        device and host) and return their ids; the caller tells their sessions."""
+        ids = expired_ids(self._paused_requests, now, self.config.pause_timeout_s)
+        if ids:
+            self._account_paused_time(now)
+        for request_id in ids:
+            self._finish(self.requests[request_id], "pause_timeout")
+        return ids
+
+    def next_pause_expiry_s(self) -> float | None:
+        """When the oldest pause expires (the clock of `now`), or None."""
+        return next_expiry_s(self._paused_requests, self.config.pause_timeout_s)
 
     # ----- the iteration -----
 
@@ -200,6 +227,8 @@ class Scheduler:
             if budget.exhausted or not self._schedule_one(request, builder, budget, scheduled):
                 break
         self._swapped_blocks = builder.num_swapped_blocks
+        if self.admission.is_enabled:  # O(waiting), like the copy of the queue above
+            self.admission.scheduled(now, sum(r.num_pending for r in self._queues.waiting()))
         self.blocks.end_iteration()
         if self.config.check_invariants:
             self.blocks.check_invariants()
@@ -215,6 +244,9 @@ class Scheduler:
         if self.cost_model is not None and not result.error.code:
             self.cost_model.observe(result, *self._swapped_blocks)
         self._record_iteration(result)
+        if self.admission.is_enabled:
+            it = self._iteration
+            self.admission.completed(now, it.prompt_tokens + it.returned_tokens + it.recomputed_tokens)
         events: list[Event] = []
         requests, active = self.requests, Status.ACTIVE
         for sampled in result.sampled:
@@ -266,6 +298,13 @@ class Scheduler:
         self.stats.last_iteration = iteration
         if self.on_iteration is not None:
             self.on_iteration(iteration)
+
+    def _cost_model_tokens_per_s(self) -> float | None:
+        """Tokens per second of full iterations as the cost model predicts them, or None."""
+        if self.cost_model is None:
+            return None
+        forward_s = self.cost_model.forward_s(self.config.max_batched_tokens)
+        return self.config.max_batched_tokens / forward_s if forward_s > 0 else None
 
     def _budget(self, num_decodes: int) -> _Budget:
         """This iteration's budgets: tokens and sequences from the config, swap blocks from the
@@ -537,7 +576,7 @@ class Scheduler:
         self._hold_paused(rid)
         request.pending_call = PendingCall(tool, call_text, now, expected_s, action.value)
         request.num_interceptions += 1
-        self.stats.interceptions_by_tool[tool] += 1
+        self.stats.count_interception(tool)
         intercepted = gen.Intercepted(
             tool=tool,
             call_text=call_text,

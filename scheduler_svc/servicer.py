@@ -1,6 +1,10 @@
 """The public Generation service: a thin edge between client sessions and the step loop.
 
-A request's errors become gRPC statuses here; the loop and the other requests carry on.
+A request's errors become gRPC statuses here; the loop and the other requests carry on. Whatever
+way a session's stream ends (finished, refused, garbage from the client, cancelled), its request
+is aborted and its blocks and live slot are freed. Texts are measured, then tokenized in a worker
+thread, so that no client can stall the event loop that every other session and the step loop
+share.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
 from infercept.v1 import generation_pb2 as gen
 from infercept.v1 import generation_pb2_grpc
 from scheduler_svc import __version__
-from scheduler_svc.admission import RequestError, encode
+from scheduler_svc.admission import RequestError, check_text_size, encode, parse_request_id
 from scheduler_svc.step_loop import SessionItem, StepLoop
 
 log = structlog.get_logger(__name__)
@@ -23,6 +28,18 @@ log = structlog.get_logger(__name__)
 
 def _status(error: RequestError) -> grpc.StatusCode:
     return grpc.StatusCode[error.code]
+
+
+async def _refuse(context: grpc.aio.ServicerContext, error: RequestError) -> None:
+    """End the RPC with the error's status; a temporary refusal carries its retry hint both as
+    trailing metadata `retry-after-ms` and in the message."""
+    if error.retry_after_s is not None:
+        context.set_trailing_metadata((("retry-after-ms", str(max(round(error.retry_after_s * 1000), 1))),))
+    await context.abort(_status(error), error.message)
+
+
+def _undecodable(error: DecodeError) -> RequestError:
+    return RequestError("INVALID_ARGUMENT", f"the message could not be decoded: {error}")
 
 
 class GenerationServicer(generation_pb2_grpc.GenerationServicer):
@@ -33,16 +50,26 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
     async def Session(
         self, request_iterator: AsyncIterator[gen.ClientEvent], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gen.ServerEvent]:
-        first = await anext(aiter(request_iterator), None)
+        try:
+            first = await anext(aiter(request_iterator), None)
+        except DecodeError as error:
+            await _refuse(context, _undecodable(error))
+            return
+        if first is not None and first.WhichOneof("event") is None:  # e.g. a field of the wrong wire type
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the message sets no event")
+            return
         if first is None or first.WhichOneof("event") != "generate":
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION, "a session must start with a GenerateRequest"
             )
             return
         try:
+            self._loop.check_capacity()  # refuse fast, before any tokenizing
+            await self._tokenize_prompt(first.generate)
             request_id, queue = self._loop.submit(first.generate)
         except RequestError as error:
-            await context.abort(_status(error), error.message)
+            log.info("request.refused", code=error.code, reason=error.message)
+            await _refuse(context, error)
             return
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             log.info("request.accepted", program_id=first.generate.program_id or None)
@@ -62,7 +89,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         while True:
             item = await queue.get()
             if isinstance(item, RequestError):
-                await context.abort(_status(item), item.message)
+                await _refuse(context, item)
                 return
             yield item
             if item.HasField("finished"):
@@ -87,7 +114,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
                     result = event.tool_result
                     ids = list(result.token_ids)
                     if not ids and result.text:  # an empty result returns nothing
-                        ids = encode(self._loop.core.tokenizer, result.text, "the tool result")
+                        ids = await self._tokenize(result.text, "the tool result")
                     self._loop.resume(request_id, ids)
             # The client will send nothing more: a paused request could never resume.
             if self._loop.is_paused(request_id):
@@ -97,12 +124,26 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         except RequestError as error:
             log.info("request.refused_input", code=error.code, reason=error.message)
             queue.put_nowait(error)
+        except DecodeError as error:  # garbage from the client: the session ends, its request is freed
+            log.info("request.undecodable_input", reason=str(error))
+            queue.put_nowait(_undecodable(error))
+
+    async def _tokenize_prompt(self, proto: gen.GenerateRequest) -> None:
+        """Replace a text prompt by its token ids (in place), tokenized off the event loop."""
+        if proto.prompt and not proto.prompt_token_ids:  # both: admit refuses it
+            ids = await self._tokenize(proto.prompt, "the prompt")
+            proto.ClearField("prompt")
+            proto.prompt_token_ids.extend(ids)
+
+    async def _tokenize(self, text: str, what: str) -> list[int]:
+        """`text`'s token ids, after a size check (OUT_OF_RANGE), computed in a worker thread."""
+        core = self._loop.core
+        check_text_size(text, core.executor.max_model_len, what)
+        return await asyncio.to_thread(encode, core.tokenizer, text, what)
 
     async def Abort(self, request: gen.AbortRequest, context: grpc.aio.ServicerContext) -> gen.AbortResponse:
         try:
-            self._loop.abort(int(request.request_id))
-        except ValueError:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no live request {request.request_id!r}")
+            self._loop.abort(parse_request_id(request.request_id))
         except RequestError as error:
             await context.abort(_status(error), error.message)
         return gen.AbortResponse()

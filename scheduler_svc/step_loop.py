@@ -11,6 +11,7 @@ recomputation: the scheduler holds every token, so nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -55,6 +56,10 @@ class StepLoop:
         self._wake.set()
         return admitted.request_id, queue
 
+    def check_capacity(self) -> None:
+        """RequestError RESOURCE_EXHAUSTED if a request submitted now would be refused for load."""
+        self.core.check_capacity()
+
     def tool_started(self, request_id: int, expected_duration_s: float) -> None:
         self.core.tool_started(request_id, expected_duration_s)
 
@@ -83,6 +88,7 @@ class StepLoop:
 
     async def run_forever(self) -> None:
         while True:
+            self._expire_pauses()
             if not self.core.has_work():
                 await self._sleep_until_woken()
                 continue
@@ -118,8 +124,25 @@ class StepLoop:
         log.info("executor.recovered", live_requests=len(self.core.requests))
 
     async def _sleep_until_woken(self) -> None:
-        await self._wake.wait()
+        """Until woken, or until the next paused request expires."""
+        expiry_s = self.core.next_pause_expiry_s()
+        timeout_s = None if expiry_s is None else max(expiry_s - self.clock(), 0.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout_s)
         self._wake.clear()
+
+    def _expire_pauses(self) -> None:
+        """End the requests whose tool result is overdue: their sessions get DEADLINE_EXCEEDED."""
+        timeout_s = self.core.config.pause_timeout_s
+        for request_id in self.core.expire_pauses(self.clock()):
+            log.info("request.pause_expired", request_id=request_id, pause_timeout_s=timeout_s)
+            queue = self._sessions.pop(request_id, None)
+            if queue is not None:
+                queue.put_nowait(
+                    RequestError(
+                        "DEADLINE_EXCEEDED", f"no tool result within {timeout_s:g} s of the interception"
+                    )
+                )
 
     def _dispatch(self, events: list[Event]) -> None:
         for request_id, event in events:

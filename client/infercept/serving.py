@@ -11,18 +11,29 @@ from grpc_health.v1 import _async as health_aio  # the asyncio servicer (health.
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-# Plans, results and long prompts travel as single messages; gRPC's 4 MiB default is too small.
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-MESSAGE_OPTIONS = (
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-)
+from infercept.channel import MAX_MESSAGE_BYTES
+
+# The internal scheduler-executor link only: Describe carries the tokenizer's JSON (Llama 3's is
+# ~9 MB) and a full batch's plan lists every request's block table, so its messages may be far
+# larger than the public API's. Only the scheduler talks on it.
+EXECUTOR_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
-def new_server(service_name: str) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
-    """An asyncio server with large message limits, health and reflection for `service_name`."""
-    server = grpc.aio.server(options=MESSAGE_OPTIONS)
+def message_options(max_message_bytes: int) -> tuple[tuple[str, int], ...]:
+    """gRPC channel/server options limiting messages to `max_message_bytes` both ways."""
+    return (
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    )
+
+
+def new_server(
+    service_name: str, max_message_bytes: int = MAX_MESSAGE_BYTES
+) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
+    """An asyncio server with health and reflection for `service_name`; messages over
+    `max_message_bytes` get RESOURCE_EXHAUSTED from gRPC before any handler runs."""
+    server = grpc.aio.server(options=message_options(max_message_bytes))
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -182,6 +182,8 @@ class Harness:
         cost_model: CostModel | None = None,
         estimator: str = "history",
         disabled_techniques: tuple[str, ...] = (),
+        max_queue_wait_s: float = 0.0,
+        pause_timeout_s: float = 0.0,
     ) -> None:
         self.desc = executor_description(num_device_blocks, num_host_blocks, max_model_len)
         config = SchedulerConfig(
@@ -191,6 +193,8 @@ class Harness:
             check_invariants=True,
             estimator=estimator,
             disabled_techniques=disabled_techniques,
+            max_queue_wait_s=max_queue_wait_s,
+            pause_timeout_s=pause_timeout_s,
         )
         self.scheduler = Scheduler(config, self.desc, tokenizer, cost_model or harness_cost_model())
         self.executor = FakeExecutor(self.desc, rule)

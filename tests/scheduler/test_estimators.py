@@ -158,3 +158,21 @@ def test_registry_holds_every_estimator_by_name() -> None:
 def test_unknown_estimator_names_the_choices() -> None:
     with pytest.raises(ValueError, match=r"'guess'.*\['elapsed', 'history', 'oracle'\]"):
         create_estimator("guess")
+
+
+def test_the_history_forgets_the_least_recently_used_tool_past_its_cap() -> None:
+    history = HistoryEstimator(window=4, min_samples=1, max_tools=2)
+    history.observe("a", 10.0)
+    history.observe("b", 20.0)
+    assert history.remaining_s("a", 0.0, 0.0) == 10.0  # a is used: b is the least recent now
+    history.observe("c", 30.0)
+    assert history.num_tools == 2
+    assert history.remaining_s("a", 0.0, 0.0) == 10.0 and history.remaining_s("c", 0.0, 0.0) == 30.0
+    assert history.remaining_s("b", 0.0, 5.0) == 5.0  # forgotten: back to the hint
+
+
+def test_unique_tool_names_cannot_grow_the_history_without_bound() -> None:
+    history = HistoryEstimator(max_tools=8)
+    for i in range(1000):
+        history.observe(f"tool-{i}", 1.0)
+    assert history.num_tools == 8

@@ -1,0 +1,113 @@
+"""Admission control: the expected queue wait decides, from the queue's tokens and the measured
+rate, on the harness's fabricated clock (no timing)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from scheduler_svc.admission import RequestError
+from scheduler_svc.admission_control import MIN_RETRY_AFTER_S, WINDOW_S, QueueWaitControl
+from tests.scheduler.harness import Harness, generate_request
+
+PROMPT = [7] * 60  # 60 tokens: about one iteration's budget of 64 in the harness
+
+
+def test_a_control_with_no_bound_never_refuses() -> None:
+    control = QueueWaitControl(0.0, fallback_tokens_per_s=1.0)
+    control.added(10**9)
+    control.check()
+    assert not control.is_enabled
+
+
+def test_nothing_is_refused_before_any_rate_is_known() -> None:
+    control = QueueWaitControl(1.0)
+    control.added(10**9)
+    assert control.tokens_per_s is None and control.expected_wait_s() == 0.0
+    control.check()
+
+
+def test_the_fallback_rate_decides_until_a_backlog_is_measured() -> None:
+    control = QueueWaitControl(2.0, fallback_tokens_per_s=100.0)
+    control.added(200)
+    control.check()  # exactly 2 s: admitted
+    control.added(50)
+    with pytest.raises(RequestError) as refused:
+        control.check()
+    assert refused.value.code == "RESOURCE_EXHAUSTED"
+    assert refused.value.retry_after_s == pytest.approx(0.5)  # 2.5 s of work, 2 s allowed
+    assert "retry in 0.50 s" in refused.value.message
+
+
+def test_only_iterations_that_leave_a_backlog_measure_the_rate() -> None:
+    control = QueueWaitControl(1.0, fallback_tokens_per_s=1000.0)
+    control.scheduled(0.0, num_tokens_left=0)  # an idle queue: the rate is demand, not capacity
+    control.completed(1.0, num_queue_tokens=5)
+    assert control.tokens_per_s == 1000.0
+    control.scheduled(1.0, num_tokens_left=100)
+    control.completed(3.0, num_queue_tokens=40)  # 40 tokens in 2 s
+    control.scheduled(3.0, num_tokens_left=60)
+    control.completed(4.0, num_queue_tokens=10)  # busy throughout: measured from the last result
+    assert control.tokens_per_s == pytest.approx(50 / 3)
+    assert control.expected_wait_s() == pytest.approx(60 / (50 / 3))
+
+
+def test_old_measurements_leave_the_window() -> None:
+    control = QueueWaitControl(1.0)
+    now = 0.0
+    for tokens in [1] * 5 + [100] * int(WINDOW_S + 5):
+        control.scheduled(now, num_tokens_left=1000)
+        now += 1.0
+        control.completed(now, num_queue_tokens=tokens)
+    assert control.tokens_per_s == pytest.approx(100.0)
+
+
+def test_a_queue_that_does_not_move_refuses_everyone_with_a_hint() -> None:
+    control = QueueWaitControl(1.0, fallback_tokens_per_s=1000.0)
+    control.scheduled(0.0, num_tokens_left=10)
+    control.completed(2.0, num_queue_tokens=0)
+    assert math.isinf(control.expected_wait_s())
+    with pytest.raises(RequestError) as refused:
+        control.check()
+    assert refused.value.retry_after_s == WINDOW_S
+
+
+def test_the_core_refuses_when_the_queue_ahead_is_too_long_and_admits_again_once_it_drains() -> None:
+    # The harness's cost model: a full budget of 64 tokens per 1 s iteration. Bound: 5 s.
+    h = Harness(max_queue_wait_s=5.0)
+    admitted = [h.add(generate_request(PROMPT, max_tokens=2)) for _ in range(5)]  # 300 tokens: 4.7 s
+    h.add(generate_request(PROMPT, max_tokens=2))  # 360 tokens waiting now
+    with pytest.raises(RequestError) as refused:
+        h.add(generate_request(PROMPT, max_tokens=2))
+    assert refused.value.code == "RESOURCE_EXHAUSTED" and "overloaded" in refused.value.message
+    assert refused.value.retry_after_s == pytest.approx(360 / 64 - 5.0)
+    assert len(h.scheduler.requests) == 6  # a refusal admits nothing
+    h.run()
+    assert all(h.finished(rid).finish_reason == "length" for rid in admitted)
+    h.add(generate_request(PROMPT, max_tokens=2))
+
+
+def test_the_measured_rate_replaces_the_cost_model_once_the_queue_has_backlog() -> None:
+    # Iterations take 4 s on this clock, not the cost model's 1 s: the queue drains 4x slower.
+    h = Harness(max_queue_wait_s=10.0)
+    for _ in range(8):
+        h.add(generate_request(PROMPT, max_tokens=1))
+    for _ in range(3):
+        h.step(dt=4.0)
+    rate = h.scheduler.admission.tokens_per_s
+    assert rate is not None and rate == pytest.approx(64 / 4, rel=0.2)
+    waiting = h.scheduler.admission.num_tokens_waiting
+    assert waiting / 64 < 10.0 < waiting / rate  # a 1 s iteration would say it fits; the measurement says no
+    with pytest.raises(RequestError):
+        h.add(generate_request(PROMPT, max_tokens=1))
+
+
+def test_the_live_cap_stays_a_hard_limit_with_a_retry_hint() -> None:
+    h = Harness()
+    h.scheduler.config = h.scheduler.config.__class__(max_live_requests=1)
+    h.add(generate_request())
+    with pytest.raises(RequestError) as refused:
+        h.add(generate_request())
+    assert refused.value.code == "RESOURCE_EXHAUSTED" and refused.value.retry_after_s is not None
+    assert refused.value.retry_after_s >= MIN_RETRY_AFTER_S
