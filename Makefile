@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard proto/infercept/v1/*.proto)
 STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
 
-.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler sim-sweep sim-ablation compare-real fidelity clean
+.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler soak sim-sweep sim-ablation compare-real fidelity clean
 
 setup: $(INSTALLED) $(STUBS)
 
@@ -56,6 +56,11 @@ bench-executor: setup
 
 bench-scheduler: setup
 	$(PY) -m benchmarks.scheduler_bench
+
+# The real stack ~10 minutes past saturation (1.2x, then 2x): latency of admitted requests,
+# refusals, memory of both processes, blocks free at the end. Flags shorten it (README).
+soak: setup
+	$(PY) -m benchmarks.soak
 
 # The paper's experiment on the simulator (a100-gptj6b profile, 30-minute windows): every policy
 # at 1-4 requests/s (table, JSON, plot), then infercept with each technique off in turn.

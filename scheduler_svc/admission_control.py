@@ -4,7 +4,8 @@ it waiting longer than a bound, so that the latency of the requests admitted sta
     expected wait (s) = tokens waiting to be computed / queue service rate (tokens/s)
 
 The tokens waiting are every queued request's pending tokens (prompts, recomputation, returned
-tokens) as of the last iteration, plus the prompts admitted since. The service rate is measured:
+tokens) as of the last iteration, plus the prompts admitted since; the scheduler also counts the
+discarded context of paused requests, which are ahead in queue order once their tools return. The service rate is measured:
 the tokens the scheduler computed for waiting requests (everything but decodes) per second of the
 recent iterations that left a backlog, over the last WINDOW_S seconds of them. It is measured only
 while a backlog exists because only then is it the capacity and not the demand; it needs no model

@@ -227,8 +227,8 @@ class Scheduler:
             if budget.exhausted or not self._schedule_one(request, builder, budget, scheduled):
                 break
         self._swapped_blocks = builder.num_swapped_blocks
-        if self.admission.is_enabled:  # O(waiting), like the copy of the queue above
-            self.admission.scheduled(now, sum(r.num_pending for r in self._queues.waiting()))
+        if self.admission.is_enabled:  # O(waiting + paused), like the copy of the queue above
+            self.admission.scheduled(now, self._num_tokens_ahead())
         self.blocks.end_iteration()
         if self.config.check_invariants:
             self.blocks.check_invariants()
@@ -298,6 +298,13 @@ class Scheduler:
         self.stats.last_iteration = iteration
         if self.on_iteration is not None:
             self.on_iteration(iteration)
+
+    def _num_tokens_ahead(self) -> int:
+        """Tokens to compute before a request arriving now could start: the waiting requests'
+        pending tokens, and the discarded context of every paused one (older, so ahead of it in
+        queue order once its tool returns)."""
+        waiting = sum(r.num_pending for r in self._queues.waiting())
+        return waiting + sum(r.num_pending for r in self._paused_requests.values())
 
     def _cost_model_tokens_per_s(self) -> float | None:
         """Tokens per second of full iterations as the cost model predicts them, or None."""
