@@ -170,14 +170,21 @@ def report_line(label: str, outcomes: Sequence[Outcome], pids: dict[str, int], i
 
 
 async def run_phase(
-    client: AsyncClient, config: SoakConfig, multiple: float, span_s: float, rate: float, vocab: int
-) -> list[asyncio.Task[Outcome]]:
-    """Send the phase's plans at their arrival times, printing a line every report interval."""
+    client: AsyncClient,
+    config: SoakConfig,
+    multiple: float,
+    span_s: float,
+    rate: float,
+    vocab: int,
+    tasks: list[asyncio.Task[Outcome]],
+    reported: set[int],
+) -> None:
+    """Send the phase's plans at their arrival times into `tasks`, printing a line every report
+    interval for every request (of any phase) that ended in it; `reported`: the indexes in
+    `tasks` already counted."""
     plans = _plans(config, rate * multiple, span_s)
     print(f"phase {multiple:g}x saturation: {rate * multiple:.2f} req/s for {span_s:g} s", flush=True)
     pids = _service_pids()
-    tasks: list[asyncio.Task[Outcome]] = []
-    reported: set[int] = set()
     start_s = time.monotonic()
     next_report_s = start_s + config.report_every_s
     for plan in [*plans, None]:
@@ -193,7 +200,6 @@ async def run_phase(
             break
         await asyncio.sleep(max(send_at_s - time.monotonic(), 0))
         tasks.append(asyncio.create_task(_send(client, plan, vocab, config.seed + 1)))
-    return tasks
 
 
 async def soak(config: SoakConfig, address: str) -> None:
@@ -204,8 +210,9 @@ async def soak(config: SoakConfig, address: str) -> None:
             rate = await measure_saturation(client, config, info.vocab_size)
             print(f"saturation: {rate:.2f} requests/s (measured over {config.measure_s:g} s)", flush=True)
         pending: list[asyncio.Task[Outcome]] = []
+        reported: set[int] = set()
         for multiple, span_s in config.phases:
-            pending += await run_phase(client, config, multiple, span_s, rate, info.vocab_size)
+            await run_phase(client, config, multiple, span_s, rate, info.vocab_size, pending, reported)
         done, not_done = await asyncio.wait(pending, timeout=DRAIN_TIMEOUT_S) if pending else (set(), set())
         totals = [t.result() for t in done]
         print(
