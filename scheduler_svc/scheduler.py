@@ -106,22 +106,23 @@ class Scheduler:
 
     # ----- inputs between iterations -----
 
-    def check_capacity(self) -> None:
-        """RequestError RESOURCE_EXHAUSTED if a new request would be refused for load: the live
-        cap, or an expected queue wait over the bound (with a retry hint). Cheap: call it first."""
+    def check_capacity(self, now: float) -> None:
+        """RequestError RESOURCE_EXHAUSTED if a request arriving at `now` would be refused for
+        load: the live cap, or an expected queue wait over the bound (with a retry hint). Cheap:
+        call it first."""
         if len(self.requests) >= self.config.max_live_requests:
             raise RequestError(
                 "RESOURCE_EXHAUSTED",
                 f"the server holds {len(self.requests)} live requests already",
                 retry_after_s=1.0,
             )
-        self.admission.check()
+        self.admission.check(now)
 
     def add(self, proto: gen.GenerateRequest, now: float) -> tuple[Request, list[Event]]:
         """Admit a request (RequestError if it is invalid or the server is full)."""
-        self.check_capacity()
+        self.check_capacity(now)
         request = admit(proto, self._next_request_id, now, self.executor, self.tokenizer)
-        self.admission.added(request.num_pending)
+        self.admission.added(request.num_pending, arrival_s=now)
         self._next_request_id += 1
         self.requests[request.request_id] = request
         self._queues.place(request, self.blocks.layout(request.request_id))
@@ -228,7 +229,7 @@ class Scheduler:
                 break
         self._swapped_blocks = builder.num_swapped_blocks
         if self.admission.is_enabled:  # O(waiting + paused), like the copy of the queue above
-            self.admission.scheduled(now, self._num_tokens_ahead())
+            self.admission.scheduled(now, *self._work_ahead())
         self.blocks.end_iteration()
         if self.config.check_invariants:
             self.blocks.check_invariants()
@@ -299,12 +300,18 @@ class Scheduler:
         if self.on_iteration is not None:
             self.on_iteration(iteration)
 
-    def _num_tokens_ahead(self) -> int:
-        """Tokens to compute before a request arriving now could start: the waiting requests'
-        pending tokens, and the discarded context of every paused one (older, so ahead of it in
-        queue order once its tool returns)."""
-        waiting = sum(r.num_pending for r in self._queues.waiting())
-        return waiting + sum(r.num_pending for r in self._paused_requests.values())
+    def _work_ahead(self) -> tuple[int, float | None]:
+        """What a request arriving now waits behind: the tokens to compute first (the waiting
+        requests' pending tokens, and the discarded context of every paused one: older, so ahead
+        of it in queue order once its tool returns), and the arrival time of the oldest request
+        with no token yet (None if none)."""
+        num_tokens, oldest_unstarted_s = 0, None
+        for request in self._queues.waiting():  # in queue order: the first unstarted is the oldest
+            num_tokens += request.num_pending
+            if oldest_unstarted_s is None and request.num_generated == 0:
+                oldest_unstarted_s = request.arrival_s
+        num_tokens += sum(r.num_pending for r in self._paused_requests.values())
+        return num_tokens, oldest_unstarted_s
 
     def _cost_model_tokens_per_s(self) -> float | None:
         """Tokens per second of full iterations as the cost model predicts them, or None."""

@@ -58,7 +58,7 @@ class StepLoop:
 
     def check_capacity(self) -> None:
         """RequestError RESOURCE_EXHAUSTED if a request submitted now would be refused for load."""
-        self.core.check_capacity()
+        self.core.check_capacity(self.clock())
 
     def tool_started(self, request_id: int, expected_duration_s: float) -> None:
         self.core.tool_started(request_id, expected_duration_s)

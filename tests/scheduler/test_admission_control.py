@@ -17,24 +17,24 @@ PROMPT = [7] * 60  # 60 tokens: about one iteration's budget of 64 in the harnes
 def test_a_control_with_no_bound_never_refuses() -> None:
     control = QueueWaitControl(0.0, fallback_tokens_per_s=1.0)
     control.added(10**9)
-    control.check()
+    control.check(0.0)
     assert not control.is_enabled
 
 
 def test_nothing_is_refused_before_any_rate_is_known() -> None:
     control = QueueWaitControl(1.0)
     control.added(10**9)
-    assert control.tokens_per_s is None and control.expected_wait_s() == 0.0
-    control.check()
+    assert control.tokens_per_s is None and control.expected_wait_s(0.0) == 0.0
+    control.check(0.0)
 
 
 def test_the_fallback_rate_decides_until_a_backlog_is_measured() -> None:
     control = QueueWaitControl(2.0, fallback_tokens_per_s=100.0)
     control.added(200)
-    control.check()  # exactly 2 s: admitted
+    control.check(0.0)  # exactly 2 s: admitted
     control.added(50)
     with pytest.raises(RequestError) as refused:
-        control.check()
+        control.check(0.0)
     assert refused.value.code == "RESOURCE_EXHAUSTED"
     assert refused.value.retry_after_s == pytest.approx(0.5)  # 2.5 s of work, 2 s allowed
     assert "retry in 0.50 s" in refused.value.message
@@ -50,7 +50,7 @@ def test_only_iterations_that_leave_a_backlog_measure_the_rate() -> None:
     control.scheduled(3.0, num_tokens_left=60)
     control.completed(4.0, num_queue_tokens=10)  # busy throughout: measured from the last result
     assert control.tokens_per_s == pytest.approx(50 / 3)
-    assert control.expected_wait_s() == pytest.approx(60 / (50 / 3))
+    assert control.expected_wait_s(0.0) == pytest.approx(60 / (50 / 3))
 
 
 def test_old_measurements_leave_the_window() -> None:
@@ -67,10 +67,22 @@ def test_a_queue_that_does_not_move_refuses_everyone_with_a_hint() -> None:
     control = QueueWaitControl(1.0, fallback_tokens_per_s=1000.0)
     control.scheduled(0.0, num_tokens_left=10)
     control.completed(2.0, num_queue_tokens=0)
-    assert math.isinf(control.expected_wait_s())
+    assert math.isinf(control.expected_wait_s(0.0))
     with pytest.raises(RequestError) as refused:
-        control.check()
+        control.check(0.0)
     assert refused.value.retry_after_s == WINDOW_S
+
+
+def test_a_request_not_started_for_longer_than_the_bound_refuses_newcomers_whatever_the_tokens() -> None:
+    control = QueueWaitControl(5.0, fallback_tokens_per_s=1e9)  # the tokens say: no wait at all
+    control.added(100, arrival_s=10.0)
+    control.check(14.0)
+    with pytest.raises(RequestError) as refused:
+        control.check(16.0)  # the oldest request waiting for its first token has waited 6 s
+    assert refused.value.retry_after_s == pytest.approx(1.0)
+    control.scheduled(16.0, num_tokens_left=50, oldest_unstarted_s=15.0)  # it started; the next is younger
+    control.check(16.0)
+    assert control.expected_wait_s(16.0) == pytest.approx(1.0)
 
 
 def test_the_core_refuses_when_the_queue_ahead_is_too_long_and_admits_again_once_it_drains() -> None:
@@ -111,3 +123,21 @@ def test_the_live_cap_stays_a_hard_limit_with_a_retry_hint() -> None:
         h.add(generate_request())
     assert refused.value.code == "RESOURCE_EXHAUSTED" and refused.value.retry_after_s is not None
     assert refused.value.retry_after_s >= MIN_RETRY_AFTER_S
+
+
+def test_the_core_refuses_when_requests_wait_for_memory_however_few_tokens_are_queued() -> None:
+    # 16 blocks of 4 tokens: the first request's context fills the device for its 20 tokens of
+    # decoding, so the second waits for memory, not for the token budget.
+    h = Harness(max_queue_wait_s=5.0, num_device_blocks=16, max_model_len=64)
+    first = h.add(generate_request([7] * 40, max_tokens=20))
+    second = h.add(generate_request([8] * 30, max_tokens=2))
+    for _ in range(7):
+        h.step()
+    assert not h.tokens(second)  # still waiting for blocks
+    assert h.scheduler.admission.num_tokens_waiting / 64 < 5.0  # the tokens alone would admit
+    with pytest.raises(RequestError) as refused:
+        h.add(generate_request([9] * 4, max_tokens=2))
+    assert refused.value.code == "RESOURCE_EXHAUSTED"
+    h.run()
+    assert h.finished(first).finish_reason == h.finished(second).finish_reason == "length"
+    h.add(generate_request([9] * 4, max_tokens=2))  # drained: admitted again
