@@ -127,6 +127,9 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         except DecodeError as error:  # garbage from the client: the session ends, its request is freed
             log.info("request.undecodable_input", reason=str(error))
             queue.put_nowait(_undecodable(error))
+        except Exception as error:  # never a session left waiting: it ends, its request is freed
+            log.exception("request.reader_failed")
+            queue.put_nowait(RequestError("INTERNAL", f"reading the client's events failed: {error!r}"))
 
     async def _tokenize_prompt(self, proto: gen.GenerateRequest) -> None:
         """Replace a text prompt by its token ids (in place), tokenized off the event loop."""
