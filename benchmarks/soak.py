@@ -5,7 +5,8 @@
 
 1. Saturation (unless --saturation-rate is given): a closed loop of --measure-concurrency
    clients for --measure-s seconds; saturation (requests/s) = the tokens the model computed per
-   second (GetStats) / the mean tokens a request of the workload computes.
+   second (GetStats; prompt, decode and returned tokens, not recomputation) / the mean tokens a
+   request of the workload needs.
 2. Each phase sends the workload (the load generator's plans, Poisson arrivals) at its multiple
    of saturation. Every --report-every-s seconds a line gives, for the requests that ended in
    that interval: p50/p90/p99 normalized latency (s/token, tool time excluded) and TTFT of the
@@ -111,7 +112,9 @@ async def measure_saturation(client: AsyncClient, config: SoakConfig, vocab_size
     for task in workers:
         task.cancel()
     await asyncio.gather(*workers, return_exceptions=True)
-    tokens = sum(after.get(k, 0) - before.get(k, 0) for k in FORWARD_TOKEN_KINDS)
+    # Recomputation is work a request does not need: the rate counts the tokens requests need.
+    kinds = [k for k in FORWARD_TOKEN_KINDS if k != "recomputed_tokens"]
+    tokens = sum(after.get(k, 0) - before.get(k, 0) for k in kinds)
     mean_tokens = float(np.mean([_plan_tokens(p) for p in plans]))
     return tokens / elapsed_s / mean_tokens
 

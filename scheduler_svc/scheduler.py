@@ -122,7 +122,8 @@ class Scheduler:
         """Admit a request (RequestError if it is invalid or the server is full)."""
         self.check_capacity(now)
         request = admit(proto, self._next_request_id, now, self.executor, self.tokenizer)
-        self.admission.added(request.num_pending, arrival_s=now)
+        if self.admission.is_enabled:
+            self.admission.admitted(request.request_id, request.num_pending, now)
         self._next_request_id += 1
         self.requests[request.request_id] = request
         self._queues.place(request, self.blocks.layout(request.request_id))
@@ -158,7 +159,6 @@ class Scheduler:
         request.segment_start = new_len
         request.decoder = IncrementalDecoder(self.tokenizer)
         request.arrival_s = self.policy.arrival_on_resume(request, now)
-        self.admission.added(len(returned_ids))
         request.status, request.pending_call = Status.ACTIVE, None
         self._release_paused_hold(request_id)
         layout = self.blocks.layout(request_id)
@@ -228,8 +228,8 @@ class Scheduler:
             if budget.exhausted or not self._schedule_one(request, builder, budget, scheduled):
                 break
         self._swapped_blocks = builder.num_swapped_blocks
-        if self.admission.is_enabled:  # O(waiting + paused), like the copy of the queue above
-            self.admission.scheduled(now, *self._work_ahead())
+        if self.admission.is_enabled:
+            self.admission.scheduled(now, *self._work_ahead())  # O(live): only when enabled
         self.blocks.end_iteration()
         if self.config.check_invariants:
             self.blocks.check_invariants()
@@ -247,7 +247,7 @@ class Scheduler:
         self._record_iteration(result)
         if self.admission.is_enabled:
             it = self._iteration
-            self.admission.completed(now, it.prompt_tokens + it.returned_tokens + it.recomputed_tokens)
+            self.admission.completed(now, it.prompt_tokens)
         events: list[Event] = []
         requests, active = self.requests, Status.ACTIVE
         for sampled in result.sampled:
@@ -300,18 +300,20 @@ class Scheduler:
         if self.on_iteration is not None:
             self.on_iteration(iteration)
 
-    def _work_ahead(self) -> tuple[int, float | None]:
-        """What a request arriving now waits behind: the tokens to compute first (the waiting
-        requests' pending tokens, and the discarded context of every paused one: older, so ahead
-        of it in queue order once its tool returns), and the arrival time of the oldest request
-        with no token yet (None if none)."""
+    def _work_ahead(self) -> tuple[int, float | None, int]:
+        """What a request arriving now waits behind: the prompt tokens not yet computed of the
+        requests not yet started, the arrival time of the oldest of those (None if none), and the
+        device tokens wanted beyond the pool (every live context; a paused one: what it holds)."""
         num_tokens, oldest_unstarted_s = 0, None
         for request in self._queues.waiting():  # in queue order: the first unstarted is the oldest
-            num_tokens += request.num_pending
-            if oldest_unstarted_s is None and request.num_generated == 0:
-                oldest_unstarted_s = request.arrival_s
-        num_tokens += sum(r.num_pending for r in self._paused_requests.values())
-        return num_tokens, oldest_unstarted_s
+            if request.num_generated == 0:
+                num_tokens += max(request.num_prompt_tokens - request.max_computed, 0)
+                if oldest_unstarted_s is None:
+                    oldest_unstarted_s = request.arrival_s
+        num_wanted = sum(len(r.token_ids) for r in self.requests.values() if r.status is not Status.PAUSED)
+        num_wanted += self._paused_held_blocks * self.blocks.block_size
+        num_excess = num_wanted - self.blocks.device.num_total * self.blocks.block_size
+        return num_tokens, oldest_unstarted_s, max(num_excess, 0)
 
     def _cost_model_tokens_per_s(self) -> float | None:
         """Tokens per second of full iterations as the cost model predicts them, or None."""
@@ -532,6 +534,8 @@ class Scheduler:
         """Append a sampled token and its events (a token delta, then finish or interception)."""
         request.token_ids.append(token_id)
         request.num_generated += 1
+        if request.num_generated == 1 and self.admission.is_enabled:
+            self.admission.started(request.request_id, now - request.arrival_s)
         text = request.decoder.push(token_id)
         delta = gen.ServerEvent()  # filled in place: half the cost of nested constructors
         tokens = delta.tokens
@@ -609,6 +613,8 @@ class Scheduler:
         self._release_paused_hold(rid)
         self._pending_swap_out.pop(rid, None)
         self.blocks.free(rid)
+        if self.admission.is_enabled:
+            self.admission.finished(rid, self._last_now, len(request.token_ids))
         if request.executor_known:
             self._pending_forget.append(rid)
         del self.requests[rid]

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from scheduler_svc.admission import RequestError
-from scheduler_svc.admission_control import MIN_RETRY_AFTER_S, WINDOW_S, QueueWaitControl
+from scheduler_svc.admission_control import MAX_CALIBRATION, MIN_RETRY_AFTER_S, WINDOW_S, QueueWaitControl
 from tests.scheduler.harness import Harness, generate_request
 
 PROMPT = [7] * 60  # 60 tokens: about one iteration's budget of 64 in the harness
@@ -85,6 +85,22 @@ def test_a_request_not_started_for_longer_than_the_bound_refuses_newcomers_whate
     assert control.expected_wait_s(16.0) == pytest.approx(1.0)
 
 
+def test_context_beyond_the_device_pool_waits_for_finishing_requests_to_free_theirs() -> None:
+    control = QueueWaitControl(5.0)
+    control.scheduled(0.0, num_tokens_left=0, num_excess_tokens=3000)
+    control.check(0.0)  # nothing has finished yet: the rate of freeing is unknown
+    control.finished(1, 1.0, num_context_tokens=400)
+    control.finished(2, 3.0, num_context_tokens=600)  # 1000 tokens freed over 2 s
+    assert control.freed_tokens_per_s(3.0) == pytest.approx(500.0)
+    assert control.expected_wait_s(3.0) == pytest.approx(6.0)
+    with pytest.raises(RequestError) as refused:
+        control.check(3.0)
+    assert "3000 tokens of context beyond the device pool" in refused.value.message
+    control.scheduled(3.0, num_tokens_left=0, num_excess_tokens=2000)
+    control.check(3.0)  # 4 s
+    assert control.freed_tokens_per_s(1.0 + WINDOW_S + 1.5) == pytest.approx(600 / WINDOW_S)  # 400 left
+
+
 def test_the_core_refuses_when_the_queue_ahead_is_too_long_and_admits_again_once_it_drains() -> None:
     # The harness's cost model: a full budget of 64 tokens per 1 s iteration. Bound: 5 s.
     h = Harness(max_queue_wait_s=5.0)
@@ -141,3 +157,26 @@ def test_the_core_refuses_when_requests_wait_for_memory_however_few_tokens_are_q
     h.run()
     assert h.finished(first).finish_reason == h.finished(second).finish_reason == "length"
     h.add(generate_request([9] * 4, max_tokens=2))  # drained: admitted again
+
+
+def test_the_estimate_is_scaled_up_by_how_much_longer_started_requests_waited() -> None:
+    control = QueueWaitControl(10.0, fallback_tokens_per_s=100.0)
+    control.admitted(1, num_tokens=200, now_s=0.0)  # estimated: 0 s (nothing ahead of it)
+    control.admitted(2, num_tokens=200, now_s=0.0)  # estimated: 2 s
+    control.admitted(3, num_tokens=200, now_s=0.0)  # estimated: 4 s
+    assert control.calibration == 1.0
+    control.started(2, wait_s=6.0)
+    control.started(3, wait_s=12.0)  # 18 s waited against 6 s estimated
+    assert control.calibration == pytest.approx(3.0)
+    assert control.expected_wait_s(0.0) == pytest.approx(3.0 * 6.0)
+    control.started(1, wait_s=100.0)
+    assert control.calibration == MAX_CALIBRATION
+
+
+def test_waits_shorter_than_estimated_never_scale_the_estimate_down() -> None:
+    control = QueueWaitControl(10.0, fallback_tokens_per_s=100.0)
+    control.admitted(1, num_tokens=200, now_s=0.0)
+    control.admitted(2, num_tokens=200, now_s=0.0)
+    control.started(2, wait_s=0.5)
+    control.finished(1, None, 0)  # aborted before it started: no sample
+    assert control.calibration == 1.0 and control.expected_wait_s(0.0) == pytest.approx(4.0)
