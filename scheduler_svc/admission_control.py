@@ -1,9 +1,9 @@
 """Admission control: refuse a new request, early and fast, when the queue ahead of it would keep
 it waiting longer than a bound, so that the latency of the requests admitted stays bounded.
 
-    expected wait (s) = max(prompt tokens waiting / prompt service rate (tokens/s),
-                            how long the oldest request not yet started has waited,
-                            device tokens wanted beyond the pool / context tokens freed per s)
+    expected wait (s) = calibration × max(prompt tokens waiting / prompt rate (tokens/s),
+                                          how long the oldest request not yet started has waited,
+                                          device tokens wanted beyond the pool / tokens freed per s)
 
 A new request waits for its prompt to be computed, behind the prompts of the requests that came
 before it and have not started (first come, first served). The prompt tokens waiting are theirs,
