@@ -146,6 +146,20 @@ def test_an_unanswered_interception_expires_and_frees_the_request(stack: Stack) 
     _assert_all_free(stack)
 
 
+def test_a_refusal_for_load_carries_a_retry_hint_over_the_wire(tmp_path: Path) -> None:
+    executor_args, scheduler_args = stack_args("swap")
+    with launch(executor_args, [*scheduler_args, "--max-live-requests", "1"], log_dir=tmp_path) as full:
+        holder = _paused_session(full)  # the one live slot
+        refused = RawSession(full.scheduler_address)
+        refused.send(generate_event([1, 2, 3]))
+        error = _refusal(refused)
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        hint = dict(error.trailing_metadata() or ())
+        assert int(hint["retry-after-ms"]) > 0
+        holder.close()
+        refused.close()
+
+
 def test_tool_result_with_no_pending_interception(stack: Stack) -> None:
     session = RawSession(stack.scheduler_address)
     session.send(generate_event([1, 2, 3], max_tokens=400))
