@@ -52,7 +52,8 @@ class QueueWaitControl:
     """Estimates a new request's queue wait and refuses it past `max_queue_wait_s` (0: never).
 
     Driven by the scheduler core with its clock: `scheduled` after each schedule, `completed`
-    after each update, `added` for each admitted request. Deterministic given those calls.
+    after each update, `admitted`, `started` (first token) and `finished` for each request, and
+    `check` before admitting one. Deterministic given those calls.
     """
 
     def __init__(self, max_queue_wait_s: float, fallback_tokens_per_s: float | None = None) -> None:
