@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard proto/infercept/v1/*.proto)
 STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
 
-.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler bench-gateway demo-gateway bench-first-start bench-faults sim-sweep sim-ablation compare-real fidelity clean
+.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler bench-gateway demo-gateway bench-first-start bench-faults soak sim-sweep sim-ablation compare-real fidelity clean
 
 setup: $(INSTALLED) $(STUBS)
 
@@ -73,8 +73,15 @@ bench-gateway: setup
 # The default model's first start in an empty cache: conversion, load, profile (wall and CPU s).
 bench-first-start: setup
 	$(PY) -m benchmarks.first_start_bench --model default --device cpu
+
+# Executor and scheduler kills, a SIGSTOP: outage, recovery time and the extra latency of requests in flight.
 bench-faults: setup
 	$(PY) -m benchmarks.fault_bench
+
+# The real stack ~10 minutes past saturation (1.2x, then 2x): latency of admitted requests,
+# refusals, memory of both processes, blocks free at the end. Flags shorten it (README).
+soak: setup
+	$(PY) -m benchmarks.soak
 
 # The paper's experiment on the simulator (a100-gptj6b profile, 30-minute windows): every policy
 # at 1-4 requests/s (table, JSON, plot), then infercept with each technique off in turn.

@@ -33,7 +33,7 @@ from infercept.healthcheck import check
 from infercept.launcher import Service, start_service, stop_service, wait_serving
 from infercept.result import GenerateResult
 
-EXECUTOR_ARGS = ["--model", "default", "--device", "cpu", "--num-device-blocks", "256"]
+EXECUTOR_ARGS = ["--model", "tiny", "--device", "cpu", "--num-device-blocks", "256"]
 LINK_ARGS = ["--probe-interval", "0.2", "--reset-timeout", "2"]
 PROMPT = list(range(40, 80))
 RESUME = ResumePolicy(max_attempts=40, initial_backoff_s=0.1, max_backoff_s=0.5)

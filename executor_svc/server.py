@@ -53,7 +53,9 @@ def create_server(
     security = security or serving.ServerSecurity()
     metrics = ExecutorMetrics()
     interceptors = [metrics.rpc_interceptor(), *security.interceptors()]  # refusals are counted too
-    server, health_servicer = serving.new_server(SERVICE_NAME, interceptors)
+    server, health_servicer = serving.new_server(
+        SERVICE_NAME, interceptors, serving.EXECUTOR_MAX_MESSAGE_BYTES
+    )
     servicer = ExecutorServicer(engine, Lease(lease_timeout_s), metrics)
     executor_pb2_grpc.add_ExecutorServicer_to_server(servicer, server)
     port = serving.bind(server, address, security.credentials())

@@ -1,4 +1,9 @@
-"""Checking a GenerateRequest and turning it into a Request, or refusing it precisely."""
+"""Checking a GenerateRequest and turning it into a Request, or refusing it precisely.
+
+Every field a client controls is bounded here, so that no request can make the server hold or
+compute without limit: texts are measured before they are tokenized, and lists and names have
+caps (the LIMITS below) that legitimate use stays far from.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +21,66 @@ from scheduler_svc.interception import CallDetector, ScriptedStop, ToolTrigger
 from scheduler_svc.request import Request, Sampling
 from scheduler_svc.tool_calls import HermesToolCalls
 
+# A text longer than this many UTF-8 bytes per token of room is refused before tokenizing: it
+# could only fit if its tokens averaged more bytes than BPE vocabularies' tokens do on any real
+# text (about 4 for English, below 16 for code). A client with such a text can send token ids.
+PROMPT_BYTES_PER_TOKEN_BOUND = 32
+MAX_TOOLS = 64  # tool specs per request
+MAX_SCRIPT_CALLS = 4096  # scripted calls per request
+MAX_STOP_STRINGS = 32  # sampling stop strings per request
+MAX_STOP_TOKEN_IDS = 64  # a tool's stop token sequence
+MAX_NAME_CHARS = 128  # a tool name, a program id (tool names key per-tool state and statistics)
+MAX_MARKER_CHARS = 1024  # a stop string or a tool's stop string / opening marker
+
 
 class RequestError(Exception):
-    """A request or tool result the server refuses; `code` is a gRPC status code name."""
+    """A request or tool result the server refuses; `code` is a gRPC status code name.
+    `retry_after_s`: when the refusal is temporary (overload), when to try again; else None."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s
+
+
+def check_text_size(text: str, max_num_tokens: int, what: str) -> None:
+    """Refuse (OUT_OF_RANGE) a text too long to fit in `max_num_tokens` tokens, without tokenizing it."""
+    num_bytes = len(text.encode("utf-8", "surrogatepass"))
+    if num_bytes > max_num_tokens * PROMPT_BYTES_PER_TOKEN_BOUND:
+        raise RequestError(
+            "OUT_OF_RANGE",
+            f"{what} is {num_bytes} bytes of text: more than {PROMPT_BYTES_PER_TOKEN_BOUND} bytes for each "
+            f"of the {max_num_tokens} tokens that fit; send token ids if it really tokenizes that short",
+        )
+
+
+def _check_length(what: str, length: int, limit: int, unit: str) -> None:
+    if length > limit:
+        raise RequestError("INVALID_ARGUMENT", f"{what} has {length} {unit}; at most {limit} are allowed")
+
+
+def check_bounds(proto: gen.GenerateRequest) -> None:
+    """Refuse (INVALID_ARGUMENT) lists and names over the LIMITS above; cheap, before anything else."""
+    _check_length("the request", len(proto.tools), MAX_TOOLS, "tools")
+    _check_length("the script", len(proto.script), MAX_SCRIPT_CALLS, "calls")
+    _check_length("sampling.stop", len(proto.sampling.stop), MAX_STOP_STRINGS, "strings")
+    _check_length("the program id", len(proto.program_id), MAX_NAME_CHARS, "characters")
+    for stop in proto.sampling.stop:
+        _check_length("a stop string", len(stop), MAX_MARKER_CHARS, "characters")
+    for spec in proto.tools:
+        _check_length("a tool name", len(spec.name), MAX_NAME_CHARS, "characters")
+        _check_length(
+            f"tool {spec.name!r}: stop_string", len(spec.stop_string), MAX_MARKER_CHARS, "characters"
+        )
+        _check_length(
+            f"tool {spec.name!r}: opening_marker", len(spec.opening_marker), MAX_MARKER_CHARS, "characters"
+        )
+        _check_length(
+            f"tool {spec.name!r}: stop_token_ids", len(spec.stop_token_ids), MAX_STOP_TOKEN_IDS, "ids"
+        )
+    for call in proto.script:
+        _check_length("a scripted tool name", len(call.tool), MAX_NAME_CHARS, "characters")
 
 
 def encode(tokenizer: Tokenizer | None, text: str, what: str) -> list[int]:
@@ -50,10 +107,13 @@ def admit(
     tokenizer: Tokenizer | None,
 ) -> Request:
     """A Request for `proto`, or RequestError saying what is wrong with it."""
+    check_bounds(proto)
     if proto.prompt and proto.prompt_token_ids:
         raise RequestError("INVALID_ARGUMENT", "give the prompt as text or as token ids, not both")
     if proto.messages and (proto.prompt or proto.prompt_token_ids):
         raise RequestError("INVALID_ARGUMENT", "give the prompt as messages or as a prompt, not both")
+    if proto.prompt:
+        check_text_size(proto.prompt, executor.max_model_len, "the prompt")
     chat = _conversation(proto, executor) if proto.messages else None
     prompt = list(proto.prompt_token_ids) or (
         encode(tokenizer, proto.prompt, "the prompt") if proto.prompt else []

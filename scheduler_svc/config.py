@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from scheduler_svc.policies import create_policy
 
@@ -15,6 +16,13 @@ class SchedulerConfig:
     max_batched_tokens: int = 512  # tokens computed per iteration (decode tokens + chunks)
     max_num_seqs: int = 256  # requests computed per iteration
     max_live_requests: int = 4096  # beyond this, new requests get RESOURCE_EXHAUSTED
+    # A new request is refused (RESOURCE_EXHAUSTED) when the queue ahead of it is expected to take
+    # longer than this to compute, seconds; 0: never (admission_control.py). Off here so that the
+    # simulator's figures are unchanged; the server's flag turns it on.
+    max_queue_wait_s: float = 0.0
+    # A paused request whose tool result has not come after this many seconds ends with
+    # DEADLINE_EXCEEDED and frees its blocks; 0: never (pause_expiry.py).
+    pause_timeout_s: float = 0.0
     check_invariants: bool = False  # assert the block-manager invariant every iteration (tests)
     # Keep freed full KV blocks cached by content and share them between requests whose contexts
     # begin alike; None: the policy's default (on for vllm-apc and continuum, off for the rest).
@@ -25,6 +33,10 @@ class SchedulerConfig:
         for name in ("max_batched_tokens", "max_num_seqs", "max_live_requests"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_queue_wait_s", "pause_timeout_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be finite and >= 0 (0: off), got {value}")
 
 
 @dataclasses.dataclass(frozen=True)

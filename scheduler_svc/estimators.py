@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import bisect
+import collections
 import math
 from collections import deque
 from typing import ClassVar
@@ -114,21 +115,29 @@ class HistoryEstimator(DurationEstimator):
     i.e. the expected remaining time given that the call has already lasted `elapsed`. Fallbacks:
     fewer than `min_samples` calls recorded for the tool -> as oracle (the hint if given, else
     elapsed); the call has outlived every recorded duration -> elapsed. Tools are learned apart.
-    remaining_s is O(log window) between observations (see _ToolDurations).
+    remaining_s is O(log window) between observations (see _ToolDurations). At most `max_tools`
+    tools are remembered: a new one evicts the least recently used, so clients inventing tool
+    names cannot grow the state without bound (memory O(max_tools * window)).
     """
 
     name = "history"
 
-    def __init__(self, window: int = 512, min_samples: int = 8) -> None:
-        if window < 1 or min_samples < 1:
-            raise ValueError(f"history estimator: window {window} and min_samples {min_samples} must be >= 1")
+    def __init__(self, window: int = 512, min_samples: int = 8, max_tools: int = 256) -> None:
+        if window < 1 or min_samples < 1 or max_tools < 1:
+            raise ValueError(
+                f"history estimator: window {window}, min_samples {min_samples} and max_tools {max_tools} "
+                "must be >= 1"
+            )
         self.window = window
         self.min_samples = min(min_samples, window)  # more than the window could never be reached
-        self._durations: dict[str, _ToolDurations] = {}
+        self.max_tools = max_tools
+        self._durations: collections.OrderedDict[str, _ToolDurations] = collections.OrderedDict()
 
     def remaining_s(self, tool: str, elapsed_s: float, hint_s: float) -> float:
         elapsed_s = max(elapsed_s, 0.0)
         durations = self._durations.get(tool)
+        if durations is not None:
+            self._durations.move_to_end(tool)  # recently used
         if durations is None or len(durations) < self.min_samples:
             return _from_hint(elapsed_s, hint_s)
         excess_s = durations.mean_excess_s(elapsed_s)
@@ -148,8 +157,16 @@ class HistoryEstimator(DurationEstimator):
         if not (math.isfinite(duration_s) and duration_s >= 0):
             return
         if tool not in self._durations:
+            if len(self._durations) >= self.max_tools:
+                self._durations.popitem(last=False)  # the least recently used tool
             self._durations[tool] = _ToolDurations(self.window)
+        self._durations.move_to_end(tool)
         self._durations[tool].add(duration_s)
+
+    @property
+    def num_tools(self) -> int:
+        """Tools whose durations are remembered (at most max_tools)."""
+        return len(self._durations)
 
 
 ESTIMATORS: dict[str, type[DurationEstimator]] = {

@@ -61,7 +61,10 @@ class ExecutorClient:
         self.reset_timeout_s = reset_timeout_s
         self.client_id = secrets.token_hex(16)
         self._channel = open_aio_channel(
-            address, (*serving.MESSAGE_OPTIONS, *RECONNECT_OPTIONS), credentials, token
+            address,
+            (*serving.message_options(serving.EXECUTOR_MAX_MESSAGE_BYTES), *RECONNECT_OPTIONS),
+            credentials,
+            token,
         )
         self._stub = executor_pb2_grpc.ExecutorStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)

@@ -64,6 +64,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-live-requests", type=int, default=4096, help="more are refused with RESOURCE_EXHAUSTED"
     )
     p.add_argument(
+        "--max-queue-wait-s",
+        type=float,
+        default=30.0,
+        help="refuse new requests (RESOURCE_EXHAUSTED with a retry-after-ms hint) when the queue ahead "
+        "is expected to take longer than this, from its tokens and the measured rate; 0: never",
+    )
+    p.add_argument(
+        "--pause-timeout-s",
+        type=float,
+        default=300.0,
+        help="end a paused request with DEADLINE_EXCEEDED (freeing its blocks) when its tool result has "
+        "not come after this many seconds; 0: never",
+    )
+    p.add_argument(
         "--executor-timeout", type=float, default=120.0, help="seconds to wait for the executor at start"
     )
     link = LinkConfig()
@@ -159,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             max_batched_tokens=args.max_batched_tokens,
             max_num_seqs=args.max_num_seqs,
             max_live_requests=args.max_live_requests,
+            max_queue_wait_s=args.max_queue_wait_s,
+            pause_timeout_s=args.pause_timeout_s,
             check_invariants=args.check_invariants,
             enable_prefix_caching=args.prefix_caching,
         )

@@ -28,12 +28,14 @@ from tokenizers import Tokenizer
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import RequestError, admit, check_token_ids
+from scheduler_svc.admission_control import QueueWaitControl
 from scheduler_svc.block_manager import BlockManager
 from scheduler_svc.chat_template import ChatTemplateError
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
 from scheduler_svc.cost_model import UNLIMITED_BLOCKS, CostModel
 from scheduler_svc.detokenizer import IncrementalDecoder
 from scheduler_svc.interception import find_stop_string
+from scheduler_svc.pause_expiry import expired_ids, next_expiry_s
 from scheduler_svc.plan_builder import BlockPairs, PlanBuilder
 from scheduler_svc.policies import IterationView, PauseAction, PausedContext, Policy, create_policy
 from scheduler_svc.queues import ComputeQueues, queue_key
@@ -109,15 +111,25 @@ class Scheduler:
         self._iteration = gen.IterationStats()  # the last plan's, completed by its result
         # Called with each iteration's statistics once its result is in (the iteration log).
         self.on_iteration: Callable[[gen.IterationStats], None] | None = None
+        self.admission = QueueWaitControl(config.max_queue_wait_s, self._cost_model_tokens_per_s())
 
     # ----- inputs between iterations -----
 
-    def add(self, proto: gen.GenerateRequest, now: float) -> tuple[Request, list[Event]]:
-        """Admit a request (RequestError if it is invalid or the server is full)."""
+    def check_capacity(self, now: float) -> None:
+        """RequestError RESOURCE_EXHAUSTED if a request arriving at `now` would be refused for
+        load: the live cap, or an expected queue wait over the bound (with a retry hint). Cheap:
+        call it first."""
         if len(self.requests) >= self.config.max_live_requests:
             raise RequestError(
-                "RESOURCE_EXHAUSTED", f"the server holds {len(self.requests)} live requests already"
+                "RESOURCE_EXHAUSTED",
+                f"the server holds {len(self.requests)} live requests already",
+                retry_after_s=1.0,
             )
+        self.admission.check(now)
+
+    def add(self, proto: gen.GenerateRequest, now: float) -> tuple[Request, list[Event]]:
+        """Admit a request (RequestError if it is invalid or the server is full)."""
+        self.check_capacity(now)
         request = admit(proto, self._next_request_id, now, self.executor, self.tokenizer)
         seed = request.sampling.seed
         if seed is None:  # chosen here, so that Accepted can tell a resuming client
@@ -126,6 +138,8 @@ class Scheduler:
         last_text = (
             replay(request, proto.resume, self.executor, self.tokenizer) if proto.HasField("resume") else ""
         )
+        if self.admission.is_enabled:
+            self.admission.admitted(request.request_id, request.num_pending, now)
         self._next_request_id += 1
         self.requests[request.request_id] = request
         self._queues.place(request, self.blocks.layout(request.request_id))
@@ -202,6 +216,20 @@ class Scheduler:
         self.stats.aborted_requests += 1
         return self._finish(request, "abort")
 
+    def expire_pauses(self, now: float) -> list[int]:
+        """End every request paused for config.pause_timeout_s or longer (freeing its blocks on
+        device and host) and return their ids; the caller tells their sessions."""
+        ids = expired_ids(self._paused_requests, now, self.config.pause_timeout_s)
+        if ids:
+            self._account_paused_time(now)
+        for request_id in ids:
+            self._finish(self.requests[request_id], "pause_timeout")
+        return ids
+
+    def next_pause_expiry_s(self) -> float | None:
+        """When the oldest pause expires (the clock of `now`), or None."""
+        return next_expiry_s(self._paused_requests, self.config.pause_timeout_s)
+
     # ----- the iteration -----
 
     def has_work(self) -> bool:
@@ -237,6 +265,8 @@ class Scheduler:
             if budget.exhausted or not self._schedule_one(request, builder, budget, scheduled):
                 break
         self._swapped_blocks = builder.num_swapped_blocks
+        if self.admission.is_enabled:
+            self.admission.scheduled(now, *self._work_ahead())  # O(live): only when enabled
         self.blocks.end_iteration()
         plan = builder.build()
         if self.config.check_invariants:
@@ -255,6 +285,9 @@ class Scheduler:
         if self.cost_model is not None and not result.error.code:
             self.cost_model.observe(result, *self._swapped_blocks)
         self._record_iteration(result)
+        if self.admission.is_enabled:
+            it = self._iteration
+            self.admission.completed(now, it.prompt_tokens)
         events: list[Event] = []
         requests, active = self.requests, Status.ACTIVE
         for sampled in result.sampled:
@@ -311,6 +344,28 @@ class Scheduler:
         self.stats.last_iteration = iteration
         if self.on_iteration is not None:
             self.on_iteration(iteration)
+
+    def _work_ahead(self) -> tuple[int, float | None, int]:
+        """What a request arriving now waits behind: the prompt tokens not yet computed of the
+        requests not yet started, the arrival time of the oldest of those (None if none), and the
+        device tokens wanted beyond the pool (every live context; a paused one: what it holds)."""
+        num_tokens, oldest_unstarted_s = 0, None
+        for request in self._queues.waiting():  # in queue order: the first unstarted is the oldest
+            if request.num_generated == 0:
+                num_tokens += max(request.num_prompt_tokens - request.max_computed, 0)
+                if oldest_unstarted_s is None:
+                    oldest_unstarted_s = request.arrival_s
+        num_wanted = sum(len(r.token_ids) for r in self.requests.values() if r.status is not Status.PAUSED)
+        num_wanted += self._paused_held_blocks * self.blocks.block_size
+        num_excess = num_wanted - self.blocks.device.num_total * self.blocks.block_size
+        return num_tokens, oldest_unstarted_s, max(num_excess, 0)
+
+    def _cost_model_tokens_per_s(self) -> float | None:
+        """Tokens per second of full iterations as the cost model predicts them, or None."""
+        if self.cost_model is None:
+            return None
+        forward_s = self.cost_model.forward_s(self.config.max_batched_tokens)
+        return self.config.max_batched_tokens / forward_s if forward_s > 0 else None
 
     def _budget(self, num_decodes: int) -> _Budget:
         """This iteration's budgets: tokens and sequences from the config, swap blocks from the
@@ -548,6 +603,8 @@ class Scheduler:
         """Append a sampled token and its events (a token delta, then finish or interception)."""
         request.token_ids.append(token_id)
         request.num_generated += 1
+        if request.num_generated == 1 and self.admission.is_enabled:
+            self.admission.started(request.request_id, now - request.arrival_s)
         text = request.decoder.push(token_id)
         delta = gen.ServerEvent()  # filled in place: half the cost of nested constructors
         tokens = delta.tokens
@@ -615,7 +672,7 @@ class Scheduler:
         self._hold_paused(rid)
         request.pending_call.context_action = action.value
         request.num_interceptions += 1
-        self.stats.interceptions_by_tool[tool] += 1
+        self.stats.count_interception(tool)
         intercepted = gen.Intercepted(
             tool=tool,
             call_text=call_text,
@@ -635,6 +692,8 @@ class Scheduler:
         self._release_paused_hold(rid)
         self._pending_swap_out.pop(rid, None)
         self.blocks.free(rid)
+        if self.admission.is_enabled:
+            self.admission.finished(rid, self._last_now, len(request.token_ids))
         if request.executor_known:
             self._pending_forget.append(rid)
         del self.requests[rid]

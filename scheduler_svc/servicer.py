@@ -1,6 +1,10 @@
 """The public Generation service: a thin edge between client sessions and the step loop.
 
-A request's errors become gRPC statuses here; the loop and the other requests carry on.
+A request's errors become gRPC statuses here; the loop and the other requests carry on. Whatever
+way a session's stream ends (finished, refused, garbage from the client, cancelled), its request
+is aborted and its blocks and live slot are freed. Texts are measured, then tokenized in a worker
+thread, so that no client can stall the event loop that every other session and the step loop
+share.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
 from infercept.auth import Authenticator, caller_identity
 from infercept.v1 import generation_pb2 as gen
 from infercept.v1 import generation_pb2_grpc
 from scheduler_svc import __version__
-from scheduler_svc.admission import RequestError, encode
+from scheduler_svc.admission import RequestError, check_text_size, encode
 from scheduler_svc.metrics import SchedulerMetrics
 from scheduler_svc.request_ids import PublicIds
 from scheduler_svc.step_loop import SessionItem, StepLoop
@@ -27,6 +32,18 @@ log = structlog.get_logger(__name__)
 
 def _status(error: RequestError) -> grpc.StatusCode:
     return grpc.StatusCode[error.code]
+
+
+async def _refuse(context: grpc.aio.ServicerContext, error: RequestError) -> None:
+    """End the RPC with the error's status; a temporary refusal carries its retry hint both as
+    trailing metadata `retry-after-ms` and in the message."""
+    if error.retry_after_s is not None:
+        context.set_trailing_metadata((("retry-after-ms", str(max(round(error.retry_after_s * 1000), 1))),))
+    await context.abort(_status(error), error.message)
+
+
+def _undecodable(error: DecodeError) -> RequestError:
+    return RequestError("INVALID_ARGUMENT", f"the message could not be decoded: {error}")
 
 
 class GenerationServicer(generation_pb2_grpc.GenerationServicer):
@@ -48,16 +65,26 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         self, request_iterator: AsyncIterator[gen.ClientEvent], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gen.ServerEvent]:
         timer = self._metrics.request_timer(time.monotonic())
-        first = await anext(aiter(request_iterator), None)
+        try:
+            first = await anext(aiter(request_iterator), None)
+        except DecodeError as error:
+            await _refuse(context, _undecodable(error))
+            return
+        if first is not None and first.WhichOneof("event") is None:  # e.g. a field of the wrong wire type
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the message sets no event")
+            return
         if first is None or first.WhichOneof("event") != "generate":
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION, "a session must start with a GenerateRequest"
             )
             return
         try:
+            self._loop.check_capacity()  # refuse fast, before any tokenizing
+            await self._tokenize_prompt(first.generate)
             request_id, queue = self._loop.submit(first.generate)
         except RequestError as error:
-            await context.abort(_status(error), error.message)
+            log.info("request.refused", code=error.code, reason=error.message)
+            await _refuse(context, error)
             return
         public_id = self._public_ids.add(request_id, caller_identity(self._authenticator, context))
         with structlog.contextvars.bound_contextvars(request_id=request_id):
@@ -82,7 +109,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         while True:
             item = await queue.get()
             if isinstance(item, RequestError):
-                await context.abort(_status(item), item.message)
+                await _refuse(context, item)
                 return
             yield item
             if item.HasField("finished"):
@@ -108,7 +135,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
                     ids = list(result.token_ids)
                     if not ids and result.text:  # an empty result returns nothing
                         text = self._loop.core.tool_result_text(request_id, result.text)
-                        ids = encode(self._loop.core.tokenizer, text, "the tool result")
+                        ids = await self._tokenize(text, "the tool result")
                     self._loop.resume(request_id, ids)
             # The client will send nothing more: a paused request could never resume.
             if self._loop.is_paused(request_id):
@@ -118,6 +145,25 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         except RequestError as error:
             log.info("request.refused_input", code=error.code, reason=error.message)
             queue.put_nowait(error)
+        except DecodeError as error:  # garbage from the client: the session ends, its request is freed
+            log.info("request.undecodable_input", reason=str(error))
+            queue.put_nowait(_undecodable(error))
+        except Exception as error:  # never a session left waiting: it ends, its request is freed
+            log.exception("request.reader_failed")
+            queue.put_nowait(RequestError("INTERNAL", f"reading the client's events failed: {error!r}"))
+
+    async def _tokenize_prompt(self, proto: gen.GenerateRequest) -> None:
+        """Replace a text prompt by its token ids (in place), tokenized off the event loop."""
+        if proto.prompt and not proto.prompt_token_ids:  # both: admit refuses it
+            ids = await self._tokenize(proto.prompt, "the prompt")
+            proto.ClearField("prompt")
+            proto.prompt_token_ids.extend(ids)
+
+    async def _tokenize(self, text: str, what: str) -> list[int]:
+        """`text`'s token ids, after a size check (OUT_OF_RANGE), computed in a worker thread."""
+        core = self._loop.core
+        check_text_size(text, core.executor.max_model_len, what)
+        return await asyncio.to_thread(encode, core.tokenizer, text, what)
 
     async def Abort(self, request: gen.AbortRequest, context: grpc.aio.ServicerContext) -> gen.AbortResponse:
         try:

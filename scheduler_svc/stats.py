@@ -7,6 +7,9 @@ from collections import Counter
 
 from infercept.v1 import generation_pb2 as gen
 
+MAX_TRACKED_TOOLS = 256  # distinct tool names counted apart; later ones share OTHER_TOOLS
+OTHER_TOOLS = "(other)"
+
 
 @dataclasses.dataclass
 class SchedulerStats:
@@ -28,3 +31,11 @@ class SchedulerStats:
     prefix_hit_tokens_by_kind: Counter[str] = dataclasses.field(default_factory=Counter)
     prefix_hit_blocks: int = 0  # cached device blocks taken by requests starting to compute
     last_iteration: gen.IterationStats = dataclasses.field(default_factory=gen.IterationStats)
+
+    def count_interception(self, tool: str) -> None:
+        """Count a call of `tool`; past MAX_TRACKED_TOOLS names, new names count as OTHER_TOOLS,
+        so that clients inventing names cannot grow the statistics (and GetStats) without bound."""
+        counts = self.interceptions_by_tool
+        if tool not in counts and len(counts) >= MAX_TRACKED_TOOLS:
+            tool = OTHER_TOOLS
+        counts[tool] += 1

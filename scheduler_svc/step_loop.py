@@ -15,6 +15,7 @@ new requests are refused with UNAVAILABLE at once, and computing requests wait a
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 
@@ -73,6 +74,10 @@ class StepLoop:
         self._wake.set()
         return admitted.request_id, queue
 
+    def check_capacity(self) -> None:
+        """RequestError RESOURCE_EXHAUSTED if a request submitted now would be refused for load."""
+        self.core.check_capacity(self.clock())
+
     def tool_started(self, request_id: int, expected_duration_s: float) -> None:
         self.core.tool_started(request_id, expected_duration_s)
 
@@ -103,6 +108,7 @@ class StepLoop:
         """Schedule -> run -> update, forever. Survives every failure of the executor link; any
         other exception is a bug and ends the loop (the server then exits)."""
         while True:
+            self._expire_pauses()
             plan = self._next_plan()
             if plan is None:  # nothing to compute, or all blocked on memory or tools
                 await self._wait_for_news()
@@ -129,12 +135,17 @@ class StepLoop:
         return None if is_empty(plan) else plan
 
     async def _wait_for_news(self) -> None:
-        """Sleep until woken, or for probe_interval_s; an executor found gone is recovered now,
-        so that health tells the truth and paused requests are rebuilt, even with nothing to do."""
+        """Sleep until woken, until the next paused request expires, or for probe_interval_s; an
+        executor found gone is recovered now, so that health tells the truth and paused requests
+        are rebuilt, even with nothing to do."""
+        expiry_s = self.core.next_pause_expiry_s()
+        until_expiry_s = math.inf if expiry_s is None else max(expiry_s - self.clock(), 0.0)
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout=self.link.probe_interval_s)
+            await asyncio.wait_for(self._wake.wait(), timeout=min(self.link.probe_interval_s, until_expiry_s))
             self._wake.clear()
-        except TimeoutError:  # the builtin TimeoutError only from 3.11
+        except TimeoutError:
+            if until_expiry_s <= self.link.probe_interval_s:
+                return  # a pause expires now: the loop ends it first
             if not await self.executor.is_serving():
                 log.error("executor.unavailable", error="the executor does not answer its health check")
                 await self._recover()
@@ -176,6 +187,19 @@ class StepLoop:
             self.is_available = is_available
             if self.on_availability is not None:
                 self.on_availability(is_available)
+
+    def _expire_pauses(self) -> None:
+        """End the requests whose tool result is overdue: their sessions get DEADLINE_EXCEEDED."""
+        timeout_s = self.core.config.pause_timeout_s
+        for request_id in self.core.expire_pauses(self.clock()):
+            log.info("request.pause_expired", request_id=request_id, pause_timeout_s=timeout_s)
+            queue = self._sessions.pop(request_id, None)
+            if queue is not None:
+                queue.put_nowait(
+                    RequestError(
+                        "DEADLINE_EXCEEDED", f"no tool result within {timeout_s:g} s of the interception"
+                    )
+                )
 
     def _dispatch(self, events: list[Event]) -> None:
         for request_id, event in events:

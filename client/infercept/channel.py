@@ -11,9 +11,14 @@ import grpc.aio
 
 from infercept.auth import BearerToken, aio_token_interceptors
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# The one limit on a public-API message, both ways (client and scheduler). gRPC buffers a whole
+# message before any handler sees it, so this bounds the memory one stream can pin. The largest
+# legitimate message is a prompt at the maximum model length: as token ids at most 5 bytes each
+# (varints), as text a few bytes per token (the scheduler refuses text longer than
+# max_model_len x PROMPT_BYTES_PER_TOKEN_BOUND before tokenizing it); 131072 tokens is at most
+# ~4 MiB either way, so 8 MiB leaves headroom over gRPC's 4 MiB default and nothing more.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
-# Long prompts and long outputs travel as single messages; gRPC's 4 MiB default is too small.
 DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

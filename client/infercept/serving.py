@@ -15,18 +15,25 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from infercept.auth import Authenticator, AuthInterceptor
+from infercept.channel import MAX_MESSAGE_BYTES
 from infercept.tls import ServerTls
 
-# Plans, results and long prompts travel as single messages; gRPC's 4 MiB default is too small.
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-MESSAGE_OPTIONS = (
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-)
+# The internal scheduler-executor link only: Describe carries the tokenizer's JSON (Llama 3's is
+# ~9 MB) and a full batch's plan lists every request's block table, so its messages may be far
+# larger than the public API's. Only the scheduler talks on it.
+EXECUTOR_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 # gRPC sets SO_REUSEPORT by default, so a second server could bind a port already served and the
 # kernel would split connections between the two. A port belongs to one server: a second bind fails.
 EXCLUSIVE_PORT_OPTIONS = (("grpc.so_reuseport", 0),)
 SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def message_options(max_message_bytes: int) -> tuple[tuple[str, int], ...]:
+    """gRPC channel/server options limiting messages to `max_message_bytes` both ways."""
+    return (
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +56,16 @@ class ServerSecurity:
 
 
 def new_server(
-    service_name: str, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    service_name: str,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
-    """An asyncio server with large message limits, exclusive ports, health and reflection for
-    `service_name`, running `interceptors` (e.g. authentication) before every handler."""
-    server = grpc.aio.server(options=MESSAGE_OPTIONS + EXCLUSIVE_PORT_OPTIONS, interceptors=interceptors)
+    """An asyncio server with exclusive ports, health and reflection for `service_name`, running
+    `interceptors` (e.g. authentication) before every handler; messages over `max_message_bytes`
+    get RESOURCE_EXHAUSTED from gRPC before any handler runs."""
+    server = grpc.aio.server(
+        options=message_options(max_message_bytes) + EXCLUSIVE_PORT_OPTIONS, interceptors=interceptors
+    )
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -94,6 +94,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--max-num-seqs", type=int, default=256, help="most requests in one iteration")
     p.add_argument("--max-live-requests", type=int, default=4096, help="more are refused")
+    p.add_argument(
+        "--max-queue-wait-s",
+        type=float,
+        default=0.0,
+        help="admission control as in the server: refuse when the queue's expected wait exceeds this; "
+        "0 (default): off, as in the paper's experiment",
+    )
     sweep = p.add_argument_group("sweep: several rates and policies")
     sweep.add_argument("--rates", help="comma-separated rates, requests/s (instead of --rate)")
     sweep.add_argument("--policies", help="comma-separated policies or policy specs (instead of --policy)")
@@ -175,6 +182,7 @@ def run_spec(args: argparse.Namespace, rate: float, spec: PolicySpec) -> dict[st
             max_batched_tokens=args.max_batched_tokens or profile.saturation_tokens,
             max_num_seqs=args.max_num_seqs,
             max_live_requests=args.max_live_requests,
+            max_queue_wait_s=args.max_queue_wait_s,
         )
     )
     plans, plan_assumptions = make_plans(_with_rate(args, rate), profile.max_model_len)

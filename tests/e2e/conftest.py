@@ -18,6 +18,8 @@ def stack_args(policy: str, max_batched_tokens: int = 256) -> tuple[list[str], l
     executor = ["--model", "tiny", "--device", "cpu", "--block-size", str(BLOCK_SIZE)]
     executor += ["--num-device-blocks", str(NUM_DEVICE_BLOCKS), "--num-host-blocks", str(NUM_HOST_BLOCKS)]
     scheduler = ["--policy", policy, "--max-batched-tokens", str(max_batched_tokens), "--check-invariants"]
+    # The small pools are overcommitted on purpose: no refusal for load may depend on the machine's speed.
+    scheduler += ["--max-queue-wait-s", "0"]
     return executor, scheduler
 
 

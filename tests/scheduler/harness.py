@@ -233,6 +233,8 @@ class Harness:
         estimator: str = "history",
         disabled_techniques: tuple[str, ...] = (),
         enable_prefix_caching: bool | None = None,
+        max_queue_wait_s: float = 0.0,
+        pause_timeout_s: float = 0.0,
     ) -> None:
         self.desc = executor_description(num_device_blocks, num_host_blocks, max_model_len)
         config = SchedulerConfig(
@@ -243,6 +245,8 @@ class Harness:
             estimator=estimator,
             disabled_techniques=disabled_techniques,
             enable_prefix_caching=enable_prefix_caching,
+            max_queue_wait_s=max_queue_wait_s,
+            pause_timeout_s=pause_timeout_s,
         )
         self.scheduler = Scheduler(config, self.desc, tokenizer, cost_model or harness_cost_model())
         self.executor = FakeExecutor(self.desc, rule)

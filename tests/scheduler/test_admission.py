@@ -8,7 +8,18 @@ import pytest
 
 from executor_svc.byte_tokenizer import build_byte_tokenizer
 from infercept.v1 import generation_pb2 as gen
-from scheduler_svc.admission import RequestError, admit
+from scheduler_svc.admission import (
+    MAX_MARKER_CHARS,
+    MAX_NAME_CHARS,
+    MAX_SCRIPT_CALLS,
+    MAX_STOP_STRINGS,
+    MAX_STOP_TOKEN_IDS,
+    MAX_TOOLS,
+    PROMPT_BYTES_PER_TOKEN_BOUND,
+    RequestError,
+    admit,
+    check_text_size,
+)
 from tests.scheduler.harness import executor_description
 
 DESC = executor_description(max_model_len=16)  # vocabulary [0, 300)
@@ -73,6 +84,55 @@ REFUSALS = [
         "INVALID_ARGUMENT",
         "tool",
     ),
+    (
+        "tool name too long",
+        dict(tools=[gen.ToolSpec(name="t" * (MAX_NAME_CHARS + 1), stop_token_ids=[5])]),
+        "INVALID_ARGUMENT",
+        "a tool name has 129 characters",
+    ),
+    (
+        "scripted tool name too long",
+        dict(script=[gen.ScriptedCall(after_tokens=2, tool="t" * (MAX_NAME_CHARS + 1))]),
+        "INVALID_ARGUMENT",
+        "scripted tool name",
+    ),
+    (
+        "too many tools",
+        dict(tools=[gen.ToolSpec(name=f"t{i}", stop_token_ids=[5]) for i in range(MAX_TOOLS + 1)]),
+        "INVALID_ARGUMENT",
+        "tools",
+    ),
+    (
+        "too many scripted calls",
+        dict(script=[gen.ScriptedCall(after_tokens=1, tool="t")] * (MAX_SCRIPT_CALLS + 1)),
+        "INVALID_ARGUMENT",
+        "calls",
+    ),
+    (
+        "too many stop strings",
+        dict(sampling=gen.SamplingParams(max_tokens=1, stop=["x"] * (MAX_STOP_STRINGS + 1))),
+        "INVALID_ARGUMENT",
+        "sampling.stop",
+    ),
+    (
+        "stop string too long",
+        dict(sampling=gen.SamplingParams(max_tokens=1, stop=["x" * (MAX_MARKER_CHARS + 1)])),
+        "INVALID_ARGUMENT",
+        "a stop string",
+    ),
+    (
+        "tool stop sequence too long",
+        dict(tools=[gen.ToolSpec(name="t", stop_token_ids=[5] * (MAX_STOP_TOKEN_IDS + 1))]),
+        "INVALID_ARGUMENT",
+        "stop_token_ids",
+    ),
+    ("program id too long", dict(program_id="p" * (MAX_NAME_CHARS + 1)), "INVALID_ARGUMENT", "program id"),
+    (
+        "text far longer than the maximum length",
+        dict(prompt="x" * (16 * PROMPT_BYTES_PER_TOKEN_BOUND + 1), prompt_token_ids=[]),
+        "OUT_OF_RANGE",
+        "bytes of text",
+    ),
 ]
 
 
@@ -135,3 +195,21 @@ def test_text_prompt_is_encoded_and_fields_carry_over() -> None:
 
 def test_unset_seed_stays_unset() -> None:
     assert admit(proto(), 1, 0.0, DESC, None).sampling.seed is None
+
+
+def test_a_text_at_the_size_bound_is_tokenized_and_then_measured_in_tokens() -> None:
+    check_text_size("x" * 16 * PROMPT_BYTES_PER_TOKEN_BOUND, 16, "the prompt")  # not refused unread
+    with pytest.raises(RequestError) as caught:
+        admit(
+            proto(prompt="x" * 16 * PROMPT_BYTES_PER_TOKEN_BOUND, prompt_token_ids=[]),
+            1,
+            0.0,
+            DESC,
+            TOKENIZER,
+        )
+    assert caught.value.code == "OUT_OF_RANGE" and "tokens" in caught.value.message
+
+
+def test_the_size_bound_counts_utf8_bytes_not_characters() -> None:
+    with pytest.raises(RequestError):
+        check_text_size("é" * (PROMPT_BYTES_PER_TOKEN_BOUND // 2 + 1), 1, "the tool result")

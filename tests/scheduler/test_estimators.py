@@ -168,3 +168,21 @@ def test_history_quantile_is_the_nearest_rank_of_a_tools_recorded_durations() ->
     estimator.observe("calc", 2.0)
     assert estimator.quantile_s("calc", 0.5) == 2.0 and estimator.quantile_s("calc", 0.9) == 4.0
     assert estimator.quantile_s("calc", 0.01) == 1.0 and estimator.quantile_s("search", 0.5) is None
+
+
+def test_the_history_forgets_the_least_recently_used_tool_past_its_cap() -> None:
+    history = HistoryEstimator(window=4, min_samples=1, max_tools=2)
+    history.observe("a", 10.0)
+    history.observe("b", 20.0)
+    assert history.remaining_s("a", 0.0, 0.0) == 10.0  # a is used: b is the least recent now
+    history.observe("c", 30.0)
+    assert history.num_tools == 2
+    assert history.remaining_s("a", 0.0, 0.0) == 10.0 and history.remaining_s("c", 0.0, 0.0) == 30.0
+    assert history.remaining_s("b", 0.0, 5.0) == 5.0  # forgotten: back to the hint
+
+
+def test_unique_tool_names_cannot_grow_the_history_without_bound() -> None:
+    history = HistoryEstimator(max_tools=8)
+    for i in range(1000):
+        history.observe(f"tool-{i}", 1.0)
+    assert history.num_tools == 8

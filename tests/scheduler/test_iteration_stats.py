@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from scheduler_svc.iteration_log import IterationLog
+from scheduler_svc.stats import MAX_TRACKED_TOOLS, OTHER_TOOLS, SchedulerStats
 from tests.scheduler.harness import Harness
 from tests.scheduler.test_infercept import pause_long_and_short, scripted
 
@@ -34,3 +35,12 @@ def test_iterations_add_up_to_the_totals(tmp_path: Path) -> None:
     assert max(line["paused_device_blocks"] for line in lines) >= 3  # the preserved 50 ms call
     assert stats.last_iteration.step_id == h.plans[-1].step_id
     assert stats.last_iteration.num_requests == len(h.plans[-1].work)
+
+
+def test_interceptions_of_unique_tool_names_are_counted_apart_only_up_to_a_cap() -> None:
+    stats = SchedulerStats()
+    for i in range(MAX_TRACKED_TOOLS + 10):
+        stats.count_interception(f"tool-{i}")
+    stats.count_interception("tool-0")
+    counts = stats.interceptions_by_tool
+    assert len(counts) == MAX_TRACKED_TOOLS + 1 and counts[OTHER_TOOLS] == 10 and counts["tool-0"] == 2
