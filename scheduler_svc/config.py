@@ -6,6 +6,8 @@ import dataclasses
 
 from scheduler_svc.policies import create_policy
 
+ITERATION_STRUCTURES = ("mixed", "prefill-first")
+
 
 @dataclasses.dataclass(frozen=True)
 class SchedulerConfig:
@@ -16,10 +18,22 @@ class SchedulerConfig:
     max_num_seqs: int = 256  # requests computed per iteration
     max_live_requests: int = 4096  # beyond this, new requests get RESOURCE_EXHAUSTED
     check_invariants: bool = False  # assert the block-manager invariant every iteration (tests)
+    # How an iteration mixes work: "mixed" (decode tokens first, then chunks of prompts and
+    # recomputation in the same iteration, within max_batched_tokens) or "prefill-first" (vLLM
+    # 0.2, as the paper ran its baselines: an iteration of whole prompts, recomputations and
+    # returned tokens when any wait and fit in prefill_token_budget, else one of decodes only).
+    iteration_structure: str = "mixed"
+    # prefill-first only: tokens of one prefill iteration; vLLM 0.2's max_num_batched_tokens,
+    # which defaults to max(max_model_len, 2048) (2048 at the paper's model length).
+    prefill_token_budget: int = 2048
 
     def __post_init__(self) -> None:
         create_policy(self.policy, self.estimator, self.disabled_techniques)  # ValueError if invalid
-        for name in ("max_batched_tokens", "max_num_seqs", "max_live_requests"):
+        if self.iteration_structure not in ITERATION_STRUCTURES:
+            raise ValueError(
+                f"iteration_structure must be one of {ITERATION_STRUCTURES}, got {self.iteration_structure!r}"
+            )
+        for name in ("max_batched_tokens", "max_num_seqs", "max_live_requests", "prefill_token_budget"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 

@@ -192,13 +192,16 @@ class Scheduler:
             self._manage_paused(builder, budget, decodes, now)
         self._holders, self._chunked, self._room_failed = None, [], False
         scheduled: set[int] = set()
-        self._schedule_decodes(decodes, builder, budget, scheduled)
-        decode_ids = {r.request_id for r in decodes}  # preempted ones move to waiting: seen already
-        for request in self._queues.waiting():
-            if request.request_id in decode_ids:
-                continue
-            if budget.exhausted or not self._schedule_one(request, builder, budget, scheduled):
-                break
+        if self.config.iteration_structure == "prefill-first":
+            self._schedule_prefill_first(decodes, builder, budget, scheduled)
+        else:
+            self._schedule_decodes(decodes, builder, budget, scheduled)
+            decode_ids = {r.request_id for r in decodes}  # preempted ones move to waiting: seen already
+            for request in self._queues.waiting():
+                if request.request_id in decode_ids:
+                    continue
+                if budget.exhausted or not self._schedule_one(request, builder, budget, scheduled):
+                    break
         self._swapped_blocks = builder.num_swapped_blocks
         self.blocks.end_iteration()
         if self.config.check_invariants:
@@ -380,6 +383,24 @@ class Scheduler:
         scheduled.add(rid)
         self._chunked.append(request)
         return True
+
+    def _schedule_prefill_first(
+        self, decodes: list[Request], builder: PlanBuilder, budget: _Budget, scheduled: set[int]
+    ) -> None:
+        """vLLM 0.2's iteration (iteration_structure "prefill-first"): if requests wait for more
+        than a decode (prompts, recomputation, returned tokens, swap-ins), an iteration of them
+        alone, in queue order, each whole, within prefill_token_budget, stopping at the first that
+        does not fit; if none could be scheduled, an iteration of decodes alone."""
+        if self._queues.num_waiting:
+            prefill = _Budget(self.config.prefill_token_budget, budget.seqs, budget.swap_blocks)
+            for request in self._queues.waiting():
+                if prefill.exhausted or request.num_pending > prefill.tokens:
+                    break
+                if not self._schedule_one(request, builder, prefill, scheduled):
+                    break
+            if scheduled:
+                return
+        self._schedule_decodes(decodes, builder, budget, scheduled)
 
     def _schedule_decodes(
         self, decodes: list[Request], builder: PlanBuilder, budget: _Budget, scheduled: set[int]

@@ -61,7 +61,10 @@ async def create_server(
     config: SchedulerConfig, listen: str, executor_address: str, executor_timeout_s: float = 60.0
 ) -> SchedulerServer:
     """Connect to the executor (waiting up to executor_timeout_s), reset it, and build a server
-    bound to `listen` (port 0: any free port), not yet started."""
+    bound to `listen` (port 0: any free port), not yet started. ValueError for a policy only the
+    simulator can run."""
+    if POLICIES[config.policy].simulator_only:
+        raise ValueError(f"policy {config.policy!r} runs in the simulator only (infercept-sim)")
     executor = ExecutorClient(executor_address)
     await executor.wait_until_serving(executor_timeout_s)
     description, describe = await executor.describe()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from scheduler_svc.policies.base import IterationView, PauseAction, PausedContext, PausedDecision, Policy
 from scheduler_svc.policies.baselines import ImprovedDiscardPolicy, PreservePolicy, SwapPolicy, VllmPolicy
+from scheduler_svc.policies.ideal import IdealPolicy
 from scheduler_svc.policies.infercept import TECHNIQUES, InferceptOptions, InferceptPolicy
 
 POLICIES: dict[str, type[Policy]] = {
     policy.name: policy
     for policy in (VllmPolicy, ImprovedDiscardPolicy, PreservePolicy, SwapPolicy, InferceptPolicy)
 }
+POLICIES[IdealPolicy.name] = IdealPolicy  # simulator only
 
 __all__ = [
     "POLICIES",

@@ -75,6 +75,11 @@ class Policy(abc.ABC):
     # hides them; the executor on a GPU overlaps them layer by layer).
     pipelines_swaps: bool = False
     chunks_recompute: bool = True  # recomputation stays within the token budget
+    # Only the simulator can run it (the real server refuses it): e.g. `ideal`, whose restored
+    # contexts cost nothing.
+    simulator_only: ClassVar[bool] = False
+    # The simulator charges no forward time for recomputed tokens (`ideal`'s free restore).
+    restores_for_free: ClassVar[bool] = False
 
     @abc.abstractmethod
     def on_pause(self, request: Request, blocks: BlockManager, now: float) -> PauseAction:

@@ -4,6 +4,9 @@
     infercept/no-swap-budget               ... with a technique switched off (any number of /no-X)
     infercept/estimator=elapsed            ... with another duration estimator
     vllm                                   a baseline (no options)
+    vllm/prefill-first                     ... on vLLM 0.2's iteration structure (prompts and
+                                           recomputation in iterations of their own, as the
+                                           paper ran its baselines; any policy takes it)
 
 The spec is also the label a sweep reports the run under.
 """
@@ -21,27 +24,34 @@ class PolicySpec:
     policy: str
     estimator: str = "history"
     disabled_techniques: tuple[str, ...] = ()
+    iteration_structure: str = "mixed"
 
     def apply(self, config: SchedulerConfig) -> SchedulerConfig:
         """`config` running this policy (ValueError if the options do not fit the policy)."""
         return dataclasses.replace(
-            config, policy=self.policy, estimator=self.estimator, disabled_techniques=self.disabled_techniques
+            config,
+            policy=self.policy,
+            estimator=self.estimator,
+            disabled_techniques=self.disabled_techniques,
+            iteration_structure=self.iteration_structure,
         )
 
 
 def parse_policy_spec(text: str, default_estimator: str = "history") -> PolicySpec:
     """The spec in `text` (see the module docstring); ValueError naming what is wrong."""
     name, *options = text.strip().split("/")
-    estimator, disabled = default_estimator, []
+    estimator, disabled, structure = default_estimator, [], "mixed"
     for option in options:
-        if option.startswith("no-"):
+        if option == "prefill-first":
+            structure = option
+        elif option.startswith("no-"):
             disabled.append(option.removeprefix("no-"))
         elif option.startswith("estimator="):
             estimator = option.removeprefix("estimator=")
         else:
             raise ValueError(
-                f"policy spec {text!r}: option {option!r} is neither no-TECHNIQUE nor estimator=NAME"
+                f"policy spec {text!r}: option {option!r} is not no-TECHNIQUE, estimator=NAME or prefill-first"
             )
-    spec = PolicySpec(text.strip(), name, estimator, tuple(disabled))
+    spec = PolicySpec(text.strip(), name, estimator, tuple(disabled), structure)
     spec.apply(SchedulerConfig())  # validates policy, estimator and techniques
     return spec

@@ -23,7 +23,8 @@ from infercept.loadgen.metrics import results_record, server_delta, summarize
 from infercept.loadgen.report import DEFAULT_SLO_S_PER_TOKEN, plot_latency, sweep_table
 from infercept.loadgen.runner import RunResult, run_plans
 from infercept.loadgen.spec import RequestPlan
-from infercept.loadgen.workloads import WORKLOADS, Assumptions, generate_plans, load_trace
+from infercept.loadgen.trace_replay import TRACE_WORKLOAD, replay_assumptions, replay_trace
+from infercept.loadgen.workloads import WORKLOADS, Assumptions, generate_plans
 
 SERVER_INFO_TIMEOUT_S = 30.0
 
@@ -36,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target", default="127.0.0.1:50051", help="the server, HOST:PORT")
     p.add_argument(
-        "--workload", default="mixed", help=f"one of {', '.join(WORKLOADS)}, or a trace .json file"
+        "--workload",
+        default="mixed",
+        help=f"{TRACE_WORKLOAD} (the authors' trace, replayed as their harness does), one of "
+        f"{', '.join(WORKLOADS)} (drawn), or a trace .json file (replayed like {TRACE_WORKLOAD})",
     )
     p.add_argument("--rate", type=float, default=1.0, help="arrival rate, requests/s")
     p.add_argument("--duration", type=float, default=60.0, help="measurement window, s")
@@ -76,10 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "infercept-loadgen: --rate and --duration must be > 0, --warmup and --seed >= 0", file=sys.stderr
         )
         return 2
-    if args.workload not in WORKLOADS and not Path(args.workload).is_file():
+    if args.workload not in (*WORKLOADS, TRACE_WORKLOAD) and not Path(args.workload).is_file():
         print(
-            f"infercept-loadgen: {args.workload!r} is neither a workload ({', '.join(WORKLOADS)}) "
-            "nor a trace file",
+            f"infercept-loadgen: {args.workload!r} is neither a workload "
+            f"({', '.join((*WORKLOADS, TRACE_WORKLOAD))}) nor a trace file",
             file=sys.stderr,
         )
         return 2
@@ -140,14 +144,9 @@ def make_plans(args: argparse.Namespace, max_model_len: int) -> tuple[list[Reque
     if args.workload in WORKLOADS:
         plans = generate_plans(args.workload, args.rate, span_s, args.seed, max_model_len, defaults)
         return plans, {**defaults.as_dict(), **run_assumptions}
-    plans = load_trace(args.workload, args.rate, args.seed, duration_s=span_s, max_model_len=max_model_len)
-    trace_assumptions = {
-        "trace": args.workload,
-        "arrivals": "poisson",
-        "trace_order": "file order, cycled",
-        "clipping": "scale every part to max_model_len; floors of 1 token",
-    }
-    return plans, {**trace_assumptions, **run_assumptions}
+    path = None if args.workload == TRACE_WORKLOAD else args.workload
+    plans = replay_trace(args.rate, span_s, args.seed, max_model_len, path, args.duration_scale)
+    return plans, {**replay_assumptions(path, args.duration_scale), **run_assumptions}
 
 
 def format_summary(record: dict[str, Any], result: RunResult) -> str:

@@ -294,25 +294,32 @@ def read_trace(path: str | Path) -> list[tuple[int, list[Segment]]]:
         data = json.load(f)
     if not isinstance(data, dict) or not data:
         raise ValueError(f"{path}: a trace is a non-empty JSON object mapping request id -> segments")
-    requests = []
-    for request_id, raw_segments in data.items():
-        where = f"{path}: request {request_id!r}"
-        if not isinstance(raw_segments, list) or not raw_segments:
-            raise ValueError(f"{where}: expected a non-empty list of segments")
-        prompt = _trace_number(raw_segments[0], "prompt_tokens", where, int)
-        if prompt < 1:
-            raise ValueError(f"{where}: the prompt needs at least one token")
-        segments = []
-        for i, raw in enumerate(raw_segments):
-            generated = max(1, _trace_number(raw, "completion_tokens", f"{where} segment {i}", int))
-            if i == len(raw_segments) - 1:
-                segments.append(Segment(generated))
-            else:
-                duration_s = _trace_number(raw, "api_time", f"{where} segment {i}", float)
-                returned = _trace_number(raw, "api_token_length", f"{where} segment {i}", int)
-                segments.append(Segment(generated, "trace", duration_s, returned))
-        requests.append((prompt, segments))
-    return requests
+    return [
+        parse_trace_request(request_id, raw, f"{path}: request {request_id!r}")
+        for request_id, raw in data.items()
+    ]
+
+
+def parse_trace_request(
+    request_id: str, raw_segments: object, where: str, tool: str = "trace"
+) -> tuple[int, list[Segment]]:
+    """(prompt tokens, segments) of one trace entry, its calls to `tool` (see load_trace for how a
+    segment is read). Raises ValueError naming `where` for an invalid entry."""
+    if not isinstance(raw_segments, list) or not raw_segments:
+        raise ValueError(f"{where}: expected a non-empty list of segments")
+    prompt = _trace_number(raw_segments[0], "prompt_tokens", where, int)
+    if prompt < 1:
+        raise ValueError(f"{where}: the prompt needs at least one token")
+    segments = []
+    for i, raw in enumerate(raw_segments):
+        generated = max(1, _trace_number(raw, "completion_tokens", f"{where} segment {i}", int))
+        if i == len(raw_segments) - 1:
+            segments.append(Segment(generated))
+        else:
+            duration_s = _trace_number(raw, "api_time", f"{where} segment {i}", float)
+            returned = _trace_number(raw, "api_token_length", f"{where} segment {i}", int)
+            segments.append(Segment(generated, tool, duration_s, returned))
+    return prompt, segments
 
 
 def _trace_number(raw: object, key: str, where: str, kind: type[int] | type[float]) -> Any:
