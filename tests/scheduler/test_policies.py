@@ -13,7 +13,7 @@ PROMPT, SCRIPT = [1, 2, 3, 4, 5], [(3, "t")]
 
 
 def test_registry() -> None:
-    assert set(POLICIES) == {"vllm", "improved-discard", "preserve", "swap", "infercept"}
+    assert set(POLICIES) == {"vllm", "improved-discard", "preserve", "swap", "infercept", "ideal"}
     assert create_policy("swap").name == "swap"
     with pytest.raises(ValueError, match="unknown policy 'nope'"):
         create_policy("nope")
