@@ -50,7 +50,8 @@ def parse_policy_spec(text: str, default_estimator: str = "history") -> PolicySp
             estimator = option.removeprefix("estimator=")
         else:
             raise ValueError(
-                f"policy spec {text!r}: option {option!r} is not no-TECHNIQUE, estimator=NAME or prefill-first"
+                f"policy spec {text!r}: option {option!r} is neither no-TECHNIQUE nor estimator=NAME "
+                "(nor prefill-first)"
             )
     spec = PolicySpec(text.strip(), name, estimator, tuple(disabled), structure)
     spec.apply(SchedulerConfig())  # validates policy, estimator and techniques

@@ -8,6 +8,7 @@ import pytest
 from infercept.v1 import executor_pb2 as pb
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.main import main as scheduler_main
+from scheduler_svc.policies.spec import parse_policy_spec
 from scheduler_svc.scheduler import Scheduler
 from scheduler_svc.sim.driver import SimulationResult, simulate
 from scheduler_svc.sim.virtual_executor import VirtualExecutor
@@ -65,6 +66,17 @@ def test_prefill_first_takes_whole_prompts_within_its_budget_in_queue_order() ->
     assert core.step() == {a: (0, 30)}
     assert core.step() == {b: (0, 30), c: (0, 10)}
     assert core.step() == {a: (30, 1), b: (30, 1), c: (10, 1)}
+
+
+def test_a_policy_spec_can_ask_for_the_prefill_first_structure() -> None:
+    spec = parse_policy_spec("vllm/prefill-first")
+    assert (spec.label, spec.policy, spec.iteration_structure) == (
+        "vllm/prefill-first",
+        "vllm",
+        "prefill-first",
+    )
+    assert spec.apply(SchedulerConfig()).iteration_structure == "prefill-first"
+    assert parse_policy_spec("infercept").iteration_structure == "mixed"
 
 
 def test_an_unknown_iteration_structure_is_refused() -> None:
