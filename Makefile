@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard proto/infercept/v1/*.proto)
 STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
 
-.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler sim-sweep sim-ablation compare-real fidelity clean
+.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler sim-sweep sim-ablation compare-real fidelity paper-figure clean
 
 setup: $(INSTALLED) $(STUBS)
 
@@ -82,6 +82,12 @@ compare-real: setup
 # off by more than 15%.
 fidelity: setup
 	$(VENV)/bin/infercept-fidelity --policy vllm --out results/fidelity.json
+
+# The paper's GPT-J-6B figure on the simulator, beside the paper's points: the authors' trace
+# (1800 s windows) with the a100-40gb-gptj6b profile, every policy (the paper's baselines on vLLM
+# 0.2's iterations), 1.0-3.0 req/s; the table paper vs ours, results/paper_figure.{json,png}.
+paper-figure: setup
+	$(PY) -m scheduler_svc.sim.paper_figure --jobs 2 --out results/paper_figure.json --plot results/paper_figure.png
 
 clean:
 	rm -rf $(VENV) client/infercept/v1/*_pb2*.py client/infercept/v1/*_pb2*.pyi
