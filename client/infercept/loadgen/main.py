@@ -168,11 +168,16 @@ def format_summary(record: dict[str, Any], result: RunResult) -> str:
         f"TTFT       {stats(record['ttft_s'], 's')}",
         f"throughput {record['output_tokens_per_s']:.1f} generated tokens/s",
         f"server     {server['forward_tokens']} forward tokens, {server['recomputed_tokens']} recomputed "
-        f"({server['recompute_share']:.1%}), swapped blocks {server['swap_out_blocks']} out / "
+        f"({server['recompute_share']:.1%} of forward tokens; of forward time: "
+        f"{_time_share(server.get('recompute_time_share'))}), swapped blocks {server['swap_out_blocks']} out / "
         f"{server['swap_in_blocks']} in, {server['paused_device_block_seconds']:.1f} paused "
         "device block-s",
     ]
     return "\n".join(lines)
+
+
+def _time_share(value: float | None) -> str:
+    return "not counted by this server" if value is None else f"{value:.1%}"
 
 
 def run_sweep(args: argparse.Namespace) -> int:
