@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from infercept.loadgen.main import make_plans
+from infercept.loadgen.main import add_statistics_flag, make_plans
 from infercept.loadgen.metrics import results_record, server_delta, summarize
 from infercept.loadgen.report import DEFAULT_SLO_S_PER_TOKEN, plot_latency, sweep_table
 from infercept.loadgen.spec import RequestPlan
@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"{TRACE_WORKLOAD} (the authors' trace, replayed as their harness does), one of "
         f"{', '.join(WORKLOADS)} (drawn), or a trace .json file (replayed like {TRACE_WORKLOAD})",
     )
+    add_statistics_flag(p)
     p.add_argument("--rate", type=float, default=1.0, help="arrival rate, requests/s (Poisson)")
     p.add_argument("--duration", type=float, default=60.0, help="measurement window, virtual s")
     p.add_argument(

@@ -24,7 +24,7 @@ from infercept.loadgen.report import DEFAULT_SLO_S_PER_TOKEN, plot_latency, swee
 from infercept.loadgen.runner import RunResult, run_plans
 from infercept.loadgen.spec import RequestPlan
 from infercept.loadgen.trace_replay import TRACE_WORKLOAD, replay_assumptions, replay_trace
-from infercept.loadgen.workloads import WORKLOADS, Assumptions, generate_plans
+from infercept.loadgen.workloads import STATISTICS, WORKLOADS, Assumptions, generate_plans
 
 SERVER_INFO_TIMEOUT_S = 30.0
 
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="multiply every drawn tool-call duration (1: the paper's Table 1)",
     )
+    add_statistics_flag(p)
     sweep = p.add_argument_group("sweep: several rates (and, with --launch, several policies)")
     sweep.add_argument("--rates", help="comma-separated rates, requests/s (instead of --rate)")
     sweep.add_argument("--policies", help="comma-separated policies; needs --launch (a fresh stack each)")
@@ -132,10 +133,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
+def add_statistics_flag(parser: argparse.ArgumentParser) -> None:
+    """--statistics: what a drawn workload follows (the simulator shares it)."""
+    parser.add_argument(
+        "--statistics",
+        choices=STATISTICS,
+        default="trace",
+        help="statistics of a drawn workload: trace (the authors' trace per augmentation, truncated "
+        "as their harness does) or table1 (the paper's Table 1: raw data sets, not what they ran)",
+    )
+
+
 def make_plans(args: argparse.Namespace, max_model_len: int) -> tuple[list[RequestPlan], dict[str, Any]]:
     """The plans of warm-up and window, and the assumptions that shaped them."""
     span_s = args.warmup + args.duration
-    defaults = Assumptions(duration_scale=args.duration_scale)
+    defaults = Assumptions(statistics=args.statistics, duration_scale=args.duration_scale)
     run_assumptions = {
         "max_model_len": max_model_len,
         "prompt_and_returned_ids": "uniform in [0, vocab_size), seeded by (seed, request index)",

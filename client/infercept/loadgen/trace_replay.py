@@ -29,7 +29,10 @@ from typing import Any
 import numpy as np
 
 from infercept.loadgen.spec import RequestPlan, Segment
+from infercept.loadgen.truncation import truncate
 from infercept.loadgen.workloads import parse_trace_request
+
+__all__ = ["truncate"]  # the harness's truncation, re-exported: part of the replay
 
 # The workload name that replays the packaged trace.
 TRACE_WORKLOAD = "trace"
@@ -58,35 +61,6 @@ def read_keyed_trace(path: str | Path) -> dict[str, tuple[int, list[Segment]]]:
         key: parse_trace_request(key, raw, f"{path}: request {key!r}", augmentation_of(key))
         for key, raw in data.items()
     }
-
-
-def truncate(prompt: int, segments: list[Segment], max_model_len: int) -> tuple[int, list[Segment]]:
-    """The request as the harness runs it with a model length of `max_model_len` (see the module
-    docstring): the same request if it fits, else cut where its context reaches the length."""
-    if max_model_len < 2:
-        raise ValueError(f"max_model_len must be >= 2, got {max_model_len}")
-    if prompt >= max_model_len:
-        return max_model_len - 1, [Segment(1)]
-    context, kept = prompt, []
-    for index, segment in enumerate(segments):
-        if context + segment.generated_tokens >= max_model_len:
-            kept.append(Segment(max_model_len - context))
-            return prompt, kept
-        context += segment.generated_tokens
-        if segment.tool is None or index == len(segments) - 1:
-            kept.append(Segment(segment.generated_tokens))
-            return prompt, kept
-        if context + segment.returned_tokens >= max_model_len:
-            kept.append(
-                Segment(
-                    segment.generated_tokens, segment.tool, segment.duration_s, max_model_len - 1 - context
-                )
-            )
-            kept.append(Segment(1))
-            return prompt, kept
-        context += segment.returned_tokens
-        kept.append(segment)
-    return prompt, kept
 
 
 def harness_arrivals(rate: float, duration_s: float, rng: np.random.Generator) -> list[float]:
