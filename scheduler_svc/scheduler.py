@@ -266,6 +266,16 @@ class Scheduler:
         iteration.forward_s, iteration.step_s = result.forward_s, result.step_s
         iteration.stall_s = max(result.step_s - result.forward_s, 0.0)
         self.stats.stall_s += iteration.stall_s
+        # The recompute share of forward time: the iteration's forward time split over its tokens.
+        num_tokens = (
+            iteration.prompt_tokens
+            + iteration.decode_tokens
+            + iteration.returned_tokens
+            + iteration.recomputed_tokens
+        )
+        self.stats.forward_s += result.forward_s
+        if iteration.recomputed_tokens:
+            self.stats.recomputed_forward_s += result.forward_s * iteration.recomputed_tokens / num_tokens
         self.stats.last_iteration = iteration
         if self.on_iteration is not None:
             self.on_iteration(iteration)
@@ -644,4 +654,6 @@ class Scheduler:
             paused_discards=self.stats.paused_discards,
             stall_s=self.stats.stall_s,
             last_iteration=self.stats.last_iteration,
+            forward_s=self.stats.forward_s,
+            recomputed_forward_s=self.stats.recomputed_forward_s,
         )

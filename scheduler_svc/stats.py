@@ -23,4 +23,6 @@ class SchedulerStats:
     preemptions: int = 0
     paused_discards: int = 0  # paused contexts a policy discarded after the pause
     stall_s: float = 0.0  # iteration time not hidden behind the forward pass, seconds
+    forward_s: float = 0.0  # forward time of every iteration, seconds
+    recomputed_forward_s: float = 0.0  # ... attributed to recomputed tokens (by token share)
     last_iteration: gen.IterationStats = dataclasses.field(default_factory=gen.IterationStats)

@@ -10,7 +10,7 @@ from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.main import main as scheduler_main
 from scheduler_svc.policies.spec import parse_policy_spec
 from scheduler_svc.scheduler import Scheduler
-from scheduler_svc.sim.driver import SimulationResult, simulate
+from scheduler_svc.sim.driver import Simulation, SimulationResult, simulate
 from scheduler_svc.sim.virtual_executor import VirtualExecutor
 from tests.scheduler.harness import FakeExecutor, executor_description, generate_request, ids
 from tests.sim.helpers import FORWARD_S, SATURATION, one_call_plan, tiny_profile
@@ -116,6 +116,15 @@ def test_the_recompute_share_of_forward_time_is_the_recomputed_tokens_share_of_t
     # The resume iteration computes 12 recomputed + 4 returned + 1 pending token in FORWARD_S.
     assert stats["recomputed_forward_s"] == pytest.approx(FORWARD_S * 12 / 17)
     assert stats["forward_s"] == pytest.approx(5 * FORWARD_S)
+
+
+def test_the_scheduler_counts_the_same_recompute_time_as_the_simulator() -> None:
+    config = SchedulerConfig(policy="vllm", max_batched_tokens=SATURATION)
+    simulation = Simulation([one_call_plan()], tiny_profile(), config)
+    simulation.run(0.0, LONG_S)
+    stats = simulation.scheduler.stats_proto()  # what GetStats reports on a real server
+    assert stats.recomputed_forward_s == pytest.approx(FORWARD_S * 12 / 17)
+    assert stats.forward_s == pytest.approx(5 * FORWARD_S)
 
 
 def test_a_request_cut_at_the_windows_end_keeps_the_output_it_had() -> None:

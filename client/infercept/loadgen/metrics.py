@@ -96,8 +96,9 @@ def server_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[st
     }
 
 
-# Counters of forward time (seconds) in all and of the part attributed to recomputed tokens; the
-# simulator keeps them (driver.py). A server that does not report them gives no time share.
+# Counters of forward time (seconds) in all and of the part attributed to recomputed tokens (the
+# scheduler's Stats; the simulator's, with ideal's free restores). Stats without them (an older
+# server) give no time share.
 FORWARD_TIME_KEYS = ("forward_s", "recomputed_forward_s")
 
 
