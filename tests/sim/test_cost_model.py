@@ -82,7 +82,15 @@ def test_a_malformed_profile_is_refused(tmp_path: Path) -> None:
 
 
 def test_profiles_are_found_by_name() -> None:
-    assert sorted(PROFILES) == ["2xa100-vicuna13b-tp2", "a100-40gb-gptj6b", "a100-gptj6b"]
+    assert sorted(PROFILES) == [
+        "2xa100-vicuna13b-tp2",
+        "a100-40gb-gptj6b",
+        "a100-40gb-gptj6b-reprofiled",
+        "a100-gptj6b",
+    ]
+    reprofiled = load_profile("a100-40gb-gptj6b-reprofiled")
+    assert reprofiled.forward_s(100) == pytest.approx((0.0408 * 100 + 16.92) / 1000)
+    assert reprofiled.num_device_blocks == a100_40gb_gptj6b().num_device_blocks
     assert load_profile("a100-gptj6b") == a100_gptj6b()
     assert load_profile("a100-40gb-gptj6b") == a100_40gb_gptj6b()
 
