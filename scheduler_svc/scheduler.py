@@ -400,11 +400,12 @@ class Scheduler:
         """vLLM 0.2's iteration (iteration_structure "prefill-first"): if requests wait for more
         than a decode (prompts, recomputation, returned tokens, swap-ins), an iteration of them
         alone, in queue order, each whole, within prefill_token_budget, stopping at the first that
-        does not fit; if none could be scheduled, an iteration of decodes alone."""
+        does not fit (one longer than the whole budget is chunked, rather than wait forever); if
+        none could be scheduled, an iteration of decodes alone."""
         if self._queues.num_waiting:
             prefill = _Budget(self.config.prefill_token_budget, budget.seqs, budget.swap_blocks)
             for request in self._queues.waiting():
-                if prefill.exhausted or request.num_pending > prefill.tokens:
+                if prefill.exhausted or (request.num_pending > prefill.tokens and scheduled):
                     break
                 if not self._schedule_one(request, builder, prefill, scheduled):
                     break

@@ -68,6 +68,14 @@ def test_prefill_first_takes_whole_prompts_within_its_budget_in_queue_order() ->
     assert core.step() == {a: (30, 1), b: (30, 1), c: (10, 1)}
 
 
+def test_prefill_first_chunks_a_prompt_longer_than_its_whole_budget() -> None:
+    core = Core("prefill-first", prefill_token_budget=16)
+    long = core.add(40)
+    assert core.step() == {long: (0, 16)}
+    assert core.step() == {long: (16, 16)}
+    assert core.step() == {long: (32, 8)}
+
+
 def test_a_policy_spec_can_ask_for_the_prefill_first_structure() -> None:
     spec = parse_policy_spec("vllm/prefill-first")
     assert (spec.label, spec.policy, spec.iteration_structure) == (
