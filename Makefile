@@ -41,7 +41,7 @@ test: lint
 # Tool durations are scaled by 0.05 so that a 30 s window completes requests (said in the results).
 demo: setup
 	$(VENV)/bin/infercept demo --device cpu
-	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --rates 2 \
+	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --statistics table1 --rates 2 \
 		--policies vllm,improved-discard,preserve,swap,infercept --duration 30 --warmup 5 --duration-scale 0.05 \
 		--max-model-len 512 --seed 0 --out results/compare.json --plot results/compare.png
 
@@ -60,19 +60,19 @@ bench-scheduler: setup
 # The paper's experiment on the simulator (a100-gptj6b profile, 30-minute windows): every policy
 # at 1-4 requests/s (table, JSON, plot), then infercept with each technique off in turn.
 sim-sweep: setup
-	$(VENV)/bin/infercept-sim --workload mixed --profile a100-gptj6b --rates 1,2,3,4 \
+	$(VENV)/bin/infercept-sim --workload mixed --statistics table1 --profile a100-gptj6b --rates 1,2,3,4 \
 		--policies vllm,improved-discard,preserve,swap,infercept --duration 1800 --warmup 60 --seed 0 \
 		--out results/sim_sweep.json --plot results/sim_sweep.png
 
 sim-ablation: setup
-	$(VENV)/bin/infercept-sim --workload mixed --profile a100-gptj6b --rates 2,3,4 \
+	$(VENV)/bin/infercept-sim --workload mixed --statistics table1 --profile a100-gptj6b --rates 2,3,4 \
 		--policies infercept,infercept/no-chunked-recompute,infercept/no-swap-budget,infercept/no-min-waste,infercept/estimator=elapsed,infercept/estimator=oracle \
 		--duration 1800 --warmup 60 --seed 0 --out results/sim_ablation.json
 
 # vllm against infercept on the real two-process CPU stack (default model): unloaded (0.25/s) and
 # loaded (2/s, where vllm's latency is several times its unloaded value), 60 s windows.
 compare-real: setup
-	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --rates 0.25,2 \
+	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --statistics table1 --rates 0.25,2 \
 		--policies vllm,infercept --duration 60 --warmup 5 --duration-scale 0.05 --max-model-len 512 \
 		--seed 0 --out results/compare_real.json --plot results/compare_real.png
 
