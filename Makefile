@@ -60,12 +60,12 @@ bench-scheduler: setup
 # The paper's experiment on the simulator (a100-gptj6b profile, 30-minute windows): every policy
 # at 1-4 requests/s (table, JSON, plot), then infercept with each technique off in turn.
 sim-sweep: setup
-	$(VENV)/bin/infercept-sim --workload mixed --statistics table1 --profile a100-gptj6b --rates 1,2,3,4 \
+	$(VENV)/bin/infercept-sim --workload mixed --statistics table1 --no-count-unfinished --profile a100-gptj6b --rates 1,2,3,4 \
 		--policies vllm,improved-discard,preserve,swap,infercept --duration 1800 --warmup 60 --seed 0 \
 		--out results/sim_sweep.json --plot results/sim_sweep.png
 
 sim-ablation: setup
-	$(VENV)/bin/infercept-sim --workload mixed --statistics table1 --profile a100-gptj6b --rates 2,3,4 \
+	$(VENV)/bin/infercept-sim --workload mixed --statistics table1 --no-count-unfinished --profile a100-gptj6b --rates 2,3,4 \
 		--policies infercept,infercept/no-chunked-recompute,infercept/no-swap-budget,infercept/no-min-waste,infercept/estimator=elapsed,infercept/estimator=oracle \
 		--duration 1800 --warmup 60 --seed 0 --out results/sim_ablation.json
 
