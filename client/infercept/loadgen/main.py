@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="multiply every drawn tool-call duration (1: the paper's Table 1)",
     )
     add_statistics_flag(p)
+    p.add_argument(
+        "--count-unfinished",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="count requests unfinished at the window's end in the latency, with the output they had "
+        "streamed (the paper's harness does; infercept-sim does by default)",
+    )
     sweep = p.add_argument_group("sweep: several rates (and, with --launch, several policies)")
     sweep.add_argument("--rates", help="comma-separated rates, requests/s (instead of --rate)")
     sweep.add_argument("--policies", help="comma-separated policies; needs --launch (a fresh stack each)")
@@ -125,9 +132,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rate=args.rate,
         duration_s=args.duration,
         seed=args.seed,
-        summary=summarize(result.records, window_s=args.duration),
+        summary=summarize(result.records, window_s=args.duration, count_unfinished=args.count_unfinished),
         server=server_delta(result.stats_before, result.stats_after),
-        assumptions={**assumptions, "warmup_s": args.warmup, "vocab_size": info.vocab_size},
+        assumptions={
+            **assumptions,
+            "warmup_s": args.warmup,
+            "vocab_size": info.vocab_size,
+            "count_unfinished": args.count_unfinished,
+        },
     )
     print(format_summary(record, result))
     return record
