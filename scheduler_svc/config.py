@@ -24,7 +24,8 @@ class SchedulerConfig:
     # returned tokens when any wait and fit in prefill_token_budget, else one of decodes only).
     iteration_structure: str = "mixed"
     # prefill-first only: tokens of one prefill iteration; vLLM 0.2's max_num_batched_tokens,
-    # which defaults to max(max_model_len, 2048) (2048 at the paper's model length).
+    # which defaults to max(max_model_len, 2048) (2048 at the paper's model length; the authors'
+    # fork keeps that default and their 6B scripts do not set it).
     prefill_token_budget: int = 2048
 
     def __post_init__(self) -> None:
