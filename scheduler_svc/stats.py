@@ -30,6 +30,8 @@ class SchedulerStats:
     # (prefix caching), by what computing them would have been (prompt/recompute/returned/decode).
     prefix_hit_tokens_by_kind: Counter[str] = dataclasses.field(default_factory=Counter)
     prefix_hit_blocks: int = 0  # cached device blocks taken by requests starting to compute
+    forward_s: float = 0.0  # forward time of every iteration, seconds
+    recomputed_forward_s: float = 0.0  # ... attributed to recomputed tokens (by token share)
     last_iteration: gen.IterationStats = dataclasses.field(default_factory=gen.IterationStats)
 
     def count_interception(self, tool: str) -> None:

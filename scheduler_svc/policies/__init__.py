@@ -5,6 +5,7 @@ from __future__ import annotations
 from scheduler_svc.policies.base import IterationView, PauseAction, PausedContext, PausedDecision, Policy
 from scheduler_svc.policies.baselines import ImprovedDiscardPolicy, PreservePolicy, SwapPolicy, VllmPolicy
 from scheduler_svc.policies.continuum import ContinuumPolicy
+from scheduler_svc.policies.ideal import IdealPolicy
 from scheduler_svc.policies.infercept import TECHNIQUES, InferceptOptions, InferceptPolicy
 from scheduler_svc.policies.vllm_apc import VllmApcPolicy
 
@@ -20,6 +21,7 @@ POLICIES: dict[str, type[Policy]] = {
         ContinuumPolicy,
     )
 }
+POLICIES[IdealPolicy.name] = IdealPolicy  # simulator only
 
 __all__ = [
     "POLICIES",
