@@ -47,7 +47,7 @@ class Engine:
             # As many as the device has, but never more pinned memory than DEFAULT_HOST_POOL_BYTES.
             num_host_blocks = min(num_device_blocks, DEFAULT_HOST_POOL_BYTES // self.kv_shape.bytes_per_block)
         self.pools = KVPools(self.kv_shape, num_device_blocks, num_host_blocks, self.device)
-        self.backend = create_backend(config.attention_backend, self.device)
+        self.backend = create_backend(config.attention_backend, self.device, self.dtype)
         self.swap = SwapEngine(self.pools)
         self.requests: dict[int, RequestState] = {}
         self.limits = PlanLimits(

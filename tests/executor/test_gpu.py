@@ -18,15 +18,9 @@ from executor_svc.block_copy import copy_blocks, copy_blocks_torch
 from executor_svc.config import ExecutorConfig
 from executor_svc.engine import Engine
 from executor_svc.random_model import write_random_model
+from tests.executor.attention_cases import Case, random_batch, relative_error
 from tests.executor.plan_driver import PlanDriver
-from tests.executor.test_triton_backend import (
-    TINY_MODEL,
-    TOLERANCE,
-    Case,
-    attend_both,
-    random_batch,
-    relative_error,
-)
+from tests.executor.test_triton_backend import TINY_MODEL, TOLERANCE, attend_both
 
 pytestmark = [
     pytest.mark.gpu,
