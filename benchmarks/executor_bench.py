@@ -81,6 +81,30 @@ def timed(run: Callable[[], object], repeats: int, device: torch.device) -> floa
     return statistics.median(samples)
 
 
+def fill_plan(batch: int, context: int, vocab_size: int) -> pb.StepPlan:
+    """Requests 0..batch-1, each with a table of consecutive blocks for `context` + 1 tokens,
+    computing only the token at position context - 1 (see Bench.fill)."""
+    blocks_each = -(-(context + 1) // BLOCK_SIZE)
+    plan = pb.StepPlan()
+    rng = np.random.default_rng(0)
+    for i in range(batch):
+        plan.new_requests.add(request_id=i)
+        plan.block_table_updates.add(
+            request_id=i, appended_block_ids=pack_u32(range(i * blocks_each, (i + 1) * blocks_each))
+        )
+        token = rng.integers(0, vocab_size, 1)
+        plan.work.add(request_id=i, start_position=context - 1, token_ids=pack_u32(token), sample=True)
+    return plan
+
+
+def decode_plan(batch: int, context: int) -> pb.StepPlan:
+    """Requests 0..batch-1 each decode their last sampled token at position `context`."""
+    plan = pb.StepPlan()
+    for i in range(batch):
+        plan.work.add(request_id=i, start_position=context, use_last_sampled=True, sample=True)
+    return plan
+
+
 class Bench:
     """Drives one engine with hand-made plans over borrowed request ids."""
 
@@ -103,25 +127,12 @@ class Bench:
         prefilling 64 x 512 tokens would cost minutes on a small CPU.
         """
         self.engine.reset()
-        blocks_each = -(-(context + 1) // BLOCK_SIZE)
-        plan = pb.StepPlan()
-        rng = np.random.default_rng(0)
-        for i in range(batch):
-            plan.new_requests.add(request_id=i)
-            plan.block_table_updates.add(
-                request_id=i, appended_block_ids=pack_u32(range(i * blocks_each, (i + 1) * blocks_each))
-            )
-            token = rng.integers(0, self.engine.limits.vocab_size, 1)
-            plan.work.add(request_id=i, start_position=context - 1, token_ids=pack_u32(token), sample=True)
-        self.step(plan)
+        self.step(fill_plan(batch, context, self.engine.limits.vocab_size))
 
     def decode(self, batch: int, context: int, backend: AttentionBackend) -> None:
         """One decode step of every filled request, its attention computed by `backend`."""
         self.engine.backend = backend  # the engine uses one backend per step; swapping between is safe
-        plan = pb.StepPlan()
-        for i in range(batch):
-            plan.work.add(request_id=i, start_position=context, use_last_sampled=True, sample=True)
-        self.step(plan)
+        self.step(decode_plan(batch, context))
 
     def prefill(self, num_tokens: int) -> None:
         self.engine.reset()

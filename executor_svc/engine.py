@@ -22,6 +22,7 @@ from executor_svc.loading import load_model, resolve_model_dir
 from executor_svc.plan import PlanLimits, PlanRejected, RequestState, ValidatedPlan, validate_plan
 from executor_svc.sampler import Draw, sample
 from executor_svc.swap import SwapEngine
+from executor_svc.threads import set_compute_threads
 from infercept.v1 import executor_pb2 as pb
 from infercept.wire import pack_f32
 
@@ -31,6 +32,7 @@ log = structlog.get_logger(__name__)
 class Engine:
     def __init__(self, config: ExecutorConfig) -> None:
         self.config = config
+        self.claim_thread()
         self.device = config.torch_device()
         model_dir = resolve_model_dir(config.model)
         self.dtype = config.torch_dtype(self.device, read_config(model_dir).torch_dtype)
@@ -67,6 +69,12 @@ class Engine:
             device_blocks=num_device_blocks,
             host_blocks=num_host_blocks,
         )
+
+    def claim_thread(self) -> None:
+        """Apply the compute-thread setting to the calling thread (numba's is per thread); the
+        constructor claims the thread that builds the engine, a server claims its engine thread."""
+        if self.config.num_threads is not None:
+            set_compute_threads(self.config.num_threads)
 
     def describe(self) -> pb.DescribeResponse:
         c = self.loaded.config

@@ -24,7 +24,9 @@ log = structlog.get_logger(__name__)
 class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._engine_thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="engine", initializer=engine.claim_thread
+        )
         self._description = engine.describe()
         self._run_stream_open = False
 
