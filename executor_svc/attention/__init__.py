@@ -57,6 +57,7 @@ def create_backend(name: str, device: torch.device, dtype: torch.dtype = torch.f
 
 
 def _auto_backend_name(device: torch.device, dtype: torch.dtype) -> str:
+    # On CUDA the engine measures first (selection.py); without a measurement, the safe one.
     if device.type == "cuda":
-        return "triton" if "triton" in BACKENDS else "torch"
+        return "torch"
     return "numba" if "numba" in BACKENDS and dtype == torch.float32 else "torch"
