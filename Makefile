@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard proto/infercept/v1/*.proto)
 STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
 
-.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler sim-sweep sim-ablation compare-real fidelity clean
+.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler bench-peers bench-served gpu-check sim-sweep sim-ablation compare-real fidelity clean
 
 setup: $(INSTALLED) $(STUBS)
 
@@ -56,6 +56,18 @@ bench-executor: setup
 
 bench-scheduler: setup
 	$(PY) -m benchmarks.scheduler_bench
+
+# Our stack against transformers generate (static batches) on this CPU; MODEL=HF_DIR for a real model.
+bench-peers: setup
+	$(PY) -m benchmarks.peer_bench --model $(or $(MODEL),default)
+
+# The executor's step served over gRPC against the same step in process.
+bench-served: setup
+	$(PY) -m benchmarks.served_step_bench
+
+# On a CUDA machine: GPU tests and benchmarks, figures under $$OUT or results/gpu/.
+gpu-check: setup
+	bash benchmarks/gpu_check.sh
 
 # The paper's experiment on the simulator (a100-gptj6b profile, 30-minute windows): every policy
 # at 1-4 requests/s (table, JSON, plot), then infercept with each technique off in turn.
