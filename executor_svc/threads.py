@@ -18,4 +18,5 @@ def set_compute_threads(num_threads: int) -> None:
         import numba
     except ImportError:  # no numba: torch's setting is all there is
         return
-    numba.set_num_threads(min(num_threads, numba.config.NUMBA_NUM_THREADS))
+    # numba cannot use more threads than it started its pool with (one per core by default).
+    numba.set_num_threads(min(num_threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ name, dtype, head shape, block size and library versions, so a restart does not 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import statistics
 import time
@@ -106,7 +107,7 @@ def measure_trials(
             meta = backend.prepare(layout)
             out = backend.attend(q, kv_layer, meta)
             error = float((out.float() - expected.float()).abs().max() / expected.float().abs().max())
-            seconds = _median_s(lambda b=backend, m=meta: b.attend(q, kv_layer, m), device)
+            seconds = _median_s(functools.partial(backend.attend, q, kv_layer, meta), device)
         except Exception as failure:  # a kernel that does not compile or run here is not a candidate
             log.warning("attention.trial_failed", backend=name, error=f"{type(failure).__name__}: {failure}")
             error = seconds = float("inf")
