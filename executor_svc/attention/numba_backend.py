@@ -113,6 +113,7 @@ class NumbaAttentionBackend(AttentionBackend):
 
     def __init__(self) -> None:
         self._torch = TorchAttentionBackend()
+        _compile_now()
 
     def prepare(self, layout: BatchLayout) -> NumbaAttentionMetadata:
         is_decode = np.diff(np.asarray(layout.query_starts)) == 1
@@ -134,6 +135,14 @@ class NumbaAttentionBackend(AttentionBackend):
             )
         self._torch.attend_into(q, kv_layer, meta.rest, out)
         return out
+
+
+def _compile_now() -> None:
+    """Compile (or load from numba's cache) the kernel at start-up, not in the first step."""
+    q = np.zeros((1, 1, 1), dtype=np.float32)
+    kv = np.zeros((1, 2, 1, 1, 1), dtype=np.float32)
+    one = np.ones(1, dtype=np.int64)
+    paged_decode_kernel(q, kv, one * 0, one, np.zeros((1, 1), dtype=np.int64), 1.0, q.copy())
 
 
 def _padded_tables(
