@@ -14,7 +14,7 @@ Each side runs `--rounds` times in rotation (the load of a shared machine hits b
 best round of each is reported with completed requests/s, generated tokens/s and ours/theirs.
 
     python -m benchmarks.peer_bench [--model default|HF_DIR] [--requests 16] [--tokens 64]
-        [--calls 2] [--wait-s 0.5] [--policy infercept] [--rounds 2]
+        [--calls 2] [--wait-s 0.5] [--policy infercept] [--rounds 2] [--threads N]
 """
 
 from __future__ import annotations
@@ -141,6 +141,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     configure_logging("warning")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM
 
     model_dir = resolve_model_dir(args.model)
@@ -154,6 +156,8 @@ def main() -> None:
         "tools": Workload(prompts, args.tokens, args.calls, args.wait_s, returned),
     }
     executor_args = ["--model", str(model_dir), "--device", "cpu", *args.executor_arg]
+    if args.threads:
+        executor_args += ["--threads", str(args.threads)]
     scheduler_args = ["--policy", args.policy]
     print(
         f"# peers on this CPU: our stack ({args.policy}) vs transformers generate (static batch), "
