@@ -29,6 +29,9 @@ import torch
 
 from executor_svc.attention.base import AttentionBackend, AttentionMetadata, BatchLayout
 from executor_svc.attention.torch_backend import TorchAttentionBackend, TorchAttentionMetadata
+from executor_svc.threads import select_numba_threading_layer
+
+select_numba_threading_layer()  # before any kernel starts numba's threads
 
 # Reassociation lets LLVM vectorise the head_dim dot products (a different summation order than
 # SDPA's, far inside the exactness tolerance); no nnan/ninf, which would change results.
