@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--returned-tokens", type=int, default=8)
     parser.add_argument("--policy", default="infercept", help="our scheduler's policy")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="compute threads of both sides (default: torch's)")
     parser.add_argument(
         "--executor-arg", action="append", default=[], help="extra executor flag (repeatable)"
     )
