@@ -22,18 +22,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import multiprocessing
 import tempfile
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from executor_svc.checkpoint import read_config
 from executor_svc.loading import resolve_model_dir
 from infercept import AsyncClient, SamplingParams, ScriptedCall
 from infercept.launcher import launch
 from infercept.logs import configure_logging
+
+WORKER_TIMEOUT_S = 1800.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +104,43 @@ def run_transformers(model: torch.nn.Module, workload: Workload) -> float:
     return time.perf_counter() - began
 
 
+class TransformersProcess:
+    """transformers in a process of its own (spawned, never touching gRPC), like a user's script:
+    measured in this benchmark's process, beside the gRPC client's threads, it ran several times
+    slower with two compute threads on a 2-core machine."""
+
+    def __init__(self, model_dir: Path, num_threads: int | None) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_conn = context.Pipe()
+        self._process = context.Process(
+            target=_transformers_worker, args=(child_conn, model_dir, num_threads)
+        )
+        self._process.start()
+
+    def run(self, workload: Workload) -> float:
+        self._conn.send(workload)
+        if not self._conn.poll(WORKER_TIMEOUT_S):
+            raise TimeoutError(f"transformers took over {WORKER_TIMEOUT_S} s")
+        seconds: float = self._conn.recv()
+        return seconds
+
+    def close(self) -> None:
+        self._conn.send(None)
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+def _transformers_worker(conn: Connection, model_dir: Path, num_threads: int | None) -> None:
+    from transformers import AutoModelForCausalLM
+
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    while (workload := conn.recv()) is not None:
+        conn.send(run_transformers(model, workload))
+
+
 def best_in_rotation(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(rounds):
@@ -144,11 +186,8 @@ def main() -> None:
     configure_logging("warning")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from transformers import AutoModelForCausalLM
-
     model_dir = resolve_model_dir(args.model)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    vocab_size = model.config.vocab_size
+    vocab_size = read_config(model_dir).vocab_size
     rng = np.random.default_rng(0)
     prompts = rng.integers(3, vocab_size, (args.requests, args.prompt_tokens)).tolist()
     returned = rng.integers(3, vocab_size, args.returned_tokens).tolist()
@@ -162,18 +201,23 @@ def main() -> None:
     scheduler_args = ["--policy", args.policy]
     print(
         f"# peers on this CPU: our stack ({args.policy}) vs transformers generate (static batch), "
-        f"{model_dir}, torch {torch.__version__}, {torch.get_num_threads()} threads, best of {args.rounds}"
+        f"{model_dir}, torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads, "
+        f"best of {args.rounds}; transformers in a process of its own"
     )
-    with (
-        tempfile.TemporaryDirectory() as logs,
-        launch(executor_args, scheduler_args, log_dir=Path(logs)) as stack,
-    ):
-        for name, workload in workloads.items():
-            runs = {
-                "ours": lambda w=workload: asyncio.run(run_ours(stack.scheduler_address, w)),
-                "transformers": lambda w=workload: run_transformers(model, w),
-            }
-            print("\n".join(report(name, workload, best_in_rotation(runs, args.rounds))), flush=True)
+    theirs = TransformersProcess(model_dir, args.threads)
+    try:
+        with (
+            tempfile.TemporaryDirectory() as logs,
+            launch(executor_args, scheduler_args, log_dir=Path(logs)) as stack,
+        ):
+            for name, workload in workloads.items():
+                runs = {
+                    "ours": lambda w=workload: asyncio.run(run_ours(stack.scheduler_address, w)),
+                    "transformers": lambda w=workload: theirs.run(w),
+                }
+                print("\n".join(report(name, workload, best_in_rotation(runs, args.rounds))), flush=True)
+    finally:
+        theirs.close()
 
 
 if __name__ == "__main__":
