@@ -4,6 +4,10 @@
 #
 #   bash benchmarks/gpu_check.sh            # PYTHON=/path/to/python to use another interpreter
 #
+# Needs a Python with CUDA torch, triton, transformers, pytest and the project's other
+# dependencies; the project itself need not be installed (client/ and . go on PYTHONPATH), and the
+# gRPC stubs are generated here if missing (grpc_tools).
+#
 # Parts, each with its own time limit (one failing or timing out does not stop the others):
 #   env               torch, CUDA, triton versions and the device
 #   gpu-tests         tests/executor/test_gpu.py (exactness against transformers on CUDA, Triton
@@ -23,6 +27,10 @@ mkdir -p "$DEST"
 # Models and measured choices are cached outside $DEST: only figures go back.
 export INFERCEPT_CACHE_DIR=${INFERCEPT_CACHE_DIR:-${TMPDIR:-/tmp}/infercept-gpu-check}
 export GRPC_VERBOSITY=ERROR
+export PYTHONPATH="client:.${PYTHONPATH:+:$PYTHONPATH}"
+if [ ! -f client/infercept/v1/executor_pb2.py ]; then
+    "$PY" -m grpc_tools.protoc -Iproto --python_out=client --grpc_python_out=client proto/infercept/v1/*.proto
+fi
 SUMMARY="$DEST/summary.txt"
 : >"$SUMMARY"
 
