@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard proto/infercept/v1/*.proto)
 STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
 
-.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler bench-gateway demo-gateway bench-first-start bench-faults soak sim-sweep sim-ablation compare-real fidelity paper-figure clean
+.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler bench-gateway demo-gateway bench-first-start bench-faults soak bench-peers bench-served gpu-check sim-sweep sim-ablation compare-real fidelity paper-figure clean
 
 setup: $(INSTALLED) $(STUBS)
 
@@ -82,6 +82,19 @@ bench-faults: setup
 # refusals, memory of both processes, blocks free at the end. Flags shorten it (README).
 soak: setup
 	$(PY) -m benchmarks.soak
+
+# Our stack against transformers generate (static batches) on this CPU, on the real default model
+# (MODEL=tiny or MODEL=HF_DIR for another).
+bench-peers: setup
+	$(PY) -m benchmarks.peer_bench --model $(or $(MODEL),default)
+
+# The executor's step served over gRPC against the same step in process.
+bench-served: setup
+	$(PY) -m benchmarks.served_step_bench
+
+# On a CUDA machine: GPU tests and benchmarks, figures under $$OUT or results/gpu/.
+gpu-check: setup
+	bash benchmarks/gpu_check.sh
 
 # The paper's experiment on the simulator (a100-gptj6b profile, 30-minute windows): every policy
 # at 1-4 requests/s (table, JSON, plot), then infercept with each technique off in turn.
