@@ -108,7 +108,7 @@ def serve(args: argparse.Namespace) -> int:
                 log_dir=args.log_dir,
                 scheduler_root_certificates=root_certificates,
             ) as stack,
-            _gateway(args.gateway_listen, stack.scheduler_address, stack.log_dir) as gateway_url,
+            _gateway(args, stack.scheduler_address, stack.log_dir) as gateway_url,
         ):
             print(
                 f"InferCept serving on {stack.scheduler_address} (executor {stack.executor_address}, logs {stack.log_dir})"
@@ -130,14 +130,19 @@ def serve(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _gateway(listen: str, scheduler_address: str, log_dir: Path) -> Iterator[str]:
-    """The HTTP gateway as a third child when asked (`--gateway-listen`); yields its URL or ""."""
-    if not listen:
+def _gateway(args: argparse.Namespace, scheduler_address: str, log_dir: Path) -> Iterator[str]:
+    """The HTTP gateway as a third child when asked (`--gateway-listen`); yields its URL or "".
+    It presents the first token of --auth-token-file and trusts --tls-ca, as the health probe."""
+    if not args.gateway_listen:
         yield ""
         return
     from gateway.process import run_gateway  # the gateway's package, only when asked for
 
-    with run_gateway(listen, scheduler_address, log_dir) as url:
+    token_file = args.auth_token_file or None
+    ca_path = args.tls_ca if args.tls_cert else None
+    with run_gateway(
+        args.gateway_listen, scheduler_address, log_dir, token_file=token_file, ca_path=ca_path
+    ) as url:
         yield url
 
 
