@@ -46,8 +46,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Command:
     )
     parser.add_argument(
         "--chat-template",
-        help="'builtin' (ChatML with Hermes tool calls, for a model whose template ignores tools) or a "
-        "Jinja file to use instead of the model's own template",
+        help="'model' (the model's own, the default), 'builtin' (ChatML with Hermes tool calls, for a "
+        "model whose template ignores tools) or a Jinja file to use instead",
     )
     parser.add_argument(
         "--token-file",
@@ -75,7 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Command:
 
 def _chat_template(flag: str | None) -> str | None:
     """The --chat-template flag as GatewayConfig.chat_template."""
-    if flag is None:
+    if flag is None or flag == "model":
         return None
     return "" if flag == "builtin" else Path(flag).read_text()
 
