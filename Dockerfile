@@ -84,8 +84,8 @@ USER infercept
 WORKDIR /home/infercept
 
 # 50051: the scheduler's public API (infercept.v1.Generation). 50061: the executor's internal API,
-# meant for its one scheduler only. 8000: the OpenAI-compatible gateway (HTTP). Inside a container a service must listen on the container's
-# interfaces (0.0.0.0) to be reachable at all, so the commands say so explicitly; what reaches the
+# meant for its one scheduler only. 8000: the OpenAI-compatible gateway (HTTP). Inside a container
+# a service must listen on the container's interfaces (0.0.0.0) to be reachable at all, so the commands say so explicitly; what reaches the
 # host is decided when publishing: publish on loopback (`docker run -p 127.0.0.1:50051:50051`,
 # as docker-compose.yml does) unless TLS and tokens are configured.
 EXPOSE 50051 50061 8000

@@ -9,7 +9,7 @@ Modules, one concept each:
     errors          GatewayError: OpenAI-shaped errors and HTTP statuses of gRPC codes
     model_assets    the model's name, tokenizer and chat template; conversations as token ids
     chat_template   the scheduler's chat-template renderer, and the ChatML fallback
-    tool_calls      Hermes <tool_call>{...}</tool_call> text as OpenAI tool calls
+    tool_calls      the scheduler's interceptions (its Hermes call detector) as OpenAI tool calls
     turns           one HTTP turn: resume a paused request or start one; read to a call or the end
     grpc_session    one gRPC Session stream held across turns
     pauses          the table of paused turns, matched by context token ids, with a time-to-live
