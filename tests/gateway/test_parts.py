@@ -190,3 +190,22 @@ def test_the_command_line_picks_the_models_template_the_builtin_one_or_a_file(tm
     )
     assert command.config.chat_template == "{{ messages[0].content }}"
     assert (command.host, command.port, command.config.is_resume_enabled) == ("0.0.0.0", 9000, False)
+
+
+def test_the_command_line_reads_the_schedulers_token_and_ca_and_the_models_template(tmp_path: Path) -> None:
+    (tmp_path / "tokens").write_text("# the gateway's\ngateway s3cret\n")
+    (tmp_path / "ca.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+    command = parse_args(
+        [
+            "--token-file",
+            str(tmp_path / "tokens"),
+            "--ca",
+            str(tmp_path / "ca.pem"),
+            "--chat-template",
+            "model",
+        ]
+    )
+    assert command.config.scheduler_token == "s3cret"
+    assert command.config.scheduler_root_certificates == b"-----BEGIN CERTIFICATE-----\n"
+    assert command.config.chat_template is None
+    assert "s3cret" not in repr(command.config)
