@@ -38,12 +38,14 @@ lint: setup
 test: lint
 	GRPC_VERBOSITY=ERROR $(PY) -m pytest -q
 
-# The main job, on the tiny random model and this machine's CPU: a transcript of augmented requests
-# with real Python tools, then the mixed workload at one rate through the real two-process stack
+# The main job on this machine's CPU: the real default model (SmolLM2-135M-Instruct) answering
+# questions with real Python tools through the OpenAI-compatible gateway, the `openai` package as
+# the client, each turn told (the call, what became of the paused context, the result, the answer);
+# then, on the tiny random model, the mixed workload at one rate through the real two-process stack
 # under vllm and every other policy (a fresh stack each): the table, results/compare.json and the plot.
 # Tool durations are scaled by 0.05 so that a 30 s window completes requests (said in the results).
 demo: setup
-	$(VENV)/bin/infercept demo --device cpu
+	$(PY) -m gateway.demo --model default --device cpu
 	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --statistics table1 --rates 2 \
 		--model tiny --policies vllm,improved-discard,preserve,swap,infercept --duration 30 --warmup 5 --duration-scale 0.05 \
 		--max-model-len 512 --seed 0 --out results/compare.json --plot results/compare.png
@@ -60,10 +62,10 @@ bench-executor: setup
 bench-scheduler: setup
 	$(PY) -m benchmarks.scheduler_bench
 
-# Real tools through the OpenAI-compatible gateway with the openai package, turn by turn. On the
-# random default model the calls come from a script (--scripted); a real model writes its own.
+# Real tools through the OpenAI-compatible gateway with the openai package, turn by turn, on the
+# random tiny model: the calls come from a script (--scripted). `make demo` runs the real model.
 demo-gateway: setup
-	$(PY) -m gateway.demo --device cpu --scripted
+	$(PY) -m gateway.demo --model tiny --device cpu --scripted
 
 # Multi-turn tool-calling conversations (the authors' trace, scaled) through the HTTP gateway on the
 # tiny model, with turn-to-turn resume on and off: forward tokens, latency, conversations/s.

@@ -168,7 +168,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--model", default="default", help="'default' (SmolLM2-135M-Instruct), 'tiny' (random) or a HF directory"
+        "--model",
+        default="default",
+        help="'default' (SmolLM2-135M-Instruct), 'tiny' (random) or a HF directory",
     )
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=64, help="generated tokens per request")

@@ -88,7 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="tiny", help="'tiny', 'default' or a Hugging Face-format directory")
+    parser.add_argument(
+        "--model", default="tiny", help="'tiny', 'default' or a Hugging Face-format directory"
+    )
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--steps", type=int, default=30)
