@@ -13,11 +13,13 @@ the load then hits every contender alike, and the best of N is the least disturb
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from executor_svc.attention import BACKENDS, AttentionBackend, create_backend
 from executor_svc.config import ExecutorConfig
 from executor_svc.engine import Engine
-from executor_svc.model import LlamaForCausalLM, apply_rotary
+from executor_svc.model import DecoderLayer, LlamaForCausalLM, apply_rotary
 from executor_svc.model_config import LlamaConfig
 from executor_svc.random_model import write_random_model
 from executor_svc.threads import set_compute_threads
@@ -162,7 +164,8 @@ class DenseDecoder:
         m = self.model
         h = m.model.embed_tokens(self.input_ids)
         cos, sin = m.rotary(self.positions, h.dtype)
-        for index, layer in enumerate(m.model.layers):
+        # ModuleList items are typed as plain Modules; these are the model's DecoderLayers.
+        for index, layer in enumerate(cast("list[DecoderLayer]", m.model.layers)):
             attn = layer.self_attn
             x = layer.input_layernorm(h)
             batch = x.shape[0]
@@ -204,7 +207,7 @@ def bench_model(
         dense = DenseDecoder(engine.loaded.model, batch, CONTEXT_TOKENS, dev)
         # Each decode recomputes position CONTEXT_TOKENS: the same work every repeat.
         runs: dict[str, Callable[[], object]] = {
-            backend: lambda b=batch, a=attention[backend]: bench.decode(b, CONTEXT_TOKENS, a) for backend in backends
+            backend: functools.partial(bench.decode, batch, CONTEXT_TOKENS, attention[backend]) for backend in backends
         }  # fmt: skip
         runs["dense"] = dense.step
         best_s = best_in_rotation(runs, repeats, dev, clock)

@@ -22,12 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import multiprocessing
 import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,6 +39,9 @@ from executor_svc.loading import resolve_model_dir
 from infercept import AsyncClient, SamplingParams, ScriptedCall
 from infercept.launcher import launch
 from infercept.logs import configure_logging
+
+if TYPE_CHECKING:  # transformers loads in the worker process only
+    from transformers import GenerationMixin
 
 WORKER_TIMEOUT_S = 1800.0
 
@@ -58,6 +63,11 @@ class Workload:
     @property
     def total_tokens(self) -> int:
         return len(self.prompts) * self.num_tokens
+
+
+def run_ours_blocking(address: str, workload: Workload) -> float:
+    """run_ours in a fresh event loop."""
+    return asyncio.run(run_ours(address, workload))
 
 
 async def run_ours(address: str, workload: Workload) -> float:
@@ -82,7 +92,7 @@ async def run_ours(address: str, workload: Workload) -> float:
     return seconds
 
 
-def run_transformers(model: torch.nn.Module, workload: Workload) -> float:
+def run_transformers(model: GenerationMixin, workload: Workload) -> float:
     """Seconds for `workload` as static-batch `generate` calls, re-prefilling after each call."""
     ids = torch.tensor(workload.prompts)
     returned = torch.tensor([workload.returned] * len(workload.prompts), dtype=ids.dtype)
@@ -213,9 +223,9 @@ def main() -> None:
             launch(executor_args, scheduler_args, log_dir=Path(logs)) as stack,
         ):
             for name, workload in workloads.items():
-                runs = {
-                    "ours": lambda w=workload: asyncio.run(run_ours(stack.scheduler_address, w)),
-                    "transformers": lambda w=workload: theirs.run(w),
+                runs: dict[str, Callable[[], float]] = {
+                    "ours": functools.partial(run_ours_blocking, stack.scheduler_address, workload),
+                    "transformers": functools.partial(theirs.run, workload),
                 }
                 print("\n".join(report(name, workload, best_in_rotation(runs, args.rounds))), flush=True)
     finally:

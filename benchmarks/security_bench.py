@@ -61,8 +61,8 @@ async def measure(
     token = TOKEN if security.tokens else None
     credentials = channel_credentials(ca) if ca else None
     async with open_aio_channel(f"127.0.0.1:{port}", (), credentials, token) as channel:
-        echo = channel.unary_unary("/bench.B/Echo")
-        stream = channel.unary_stream("/bench.B/Stream")
+        echo = channel.unary_unary("/bench.B/Echo", None, None)  # raw bytes both ways
+        stream = channel.unary_stream("/bench.B/Stream", None, None)
         await echo(b"warm-up")
         start = time.perf_counter()
         for _ in range(args.calls):

@@ -38,7 +38,7 @@ class RunStream:
 
     def __init__(self, stub: executor_pb2_grpc.ExecutorStub) -> None:
         self._plans: queue.Queue[pb.StepPlan | None] = queue.Queue()
-        self._results: Iterator[pb.StepResult] = stub.Run(iter(self._plans.get, None))
+        self._results: Iterator[pb.StepResult] = iter(stub.Run(iter(self._plans.get, None)))
 
     def step(self, plan: pb.StepPlan) -> pb.StepResult:
         self._plans.put(plan)

@@ -57,7 +57,7 @@ async def _echo(
     port: int, token: str | None = None, credentials: grpc.ChannelCredentials | None = None
 ) -> bytes:
     async with open_aio_channel(f"127.0.0.1:{port}", (), credentials, token) as channel:
-        response: bytes = await channel.unary_unary(ECHO)(b"ping", timeout=5)
+        response: bytes = await channel.unary_unary(ECHO, None, None)(b"ping", timeout=5)
         return response
 
 
@@ -79,7 +79,7 @@ async def test_a_call_with_a_valid_token_is_served(token_server: int) -> None:
 async def test_the_blocking_channel_sends_the_token_too(token_server: int) -> None:
     def call() -> bytes:
         with open_channel(f"127.0.0.1:{token_server}", (), token="bob-secret") as channel:
-            response: bytes = channel.unary_unary(ECHO)(b"sync", timeout=5)
+            response: bytes = channel.unary_unary(ECHO, None, None)(b"sync", timeout=5)
             return response
 
     assert await asyncio.to_thread(call) == b"sync"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 
@@ -29,8 +30,8 @@ class RawSession:
             request_serializer=_serialize,
             response_deserializer=gen.ServerEvent.FromString,
         )
-        self._events: Iterator[gen.ServerEvent] = session(
-            iter(self._outbox.get, None), timeout=SESSION_TIMEOUT_S
+        self._events: Iterator[gen.ServerEvent] = iter(
+            session(iter(self._outbox.get, None), timeout=SESSION_TIMEOUT_S)
         )
 
     def send(self, event: gen.ClientEvent | bytes) -> None:
@@ -51,7 +52,7 @@ class RawSession:
         self._channel.close()
 
 
-def generate_event(prompt_token_ids: list[int], max_tokens: int = 8, **request: object) -> gen.ClientEvent:
+def generate_event(prompt_token_ids: list[int], max_tokens: int = 8, **request: Any) -> gen.ClientEvent:
     sampling = gen.SamplingParams(max_tokens=max_tokens, ignore_eos=True)
     return gen.ClientEvent(
         generate=gen.GenerateRequest(prompt_token_ids=prompt_token_ids, sampling=sampling, **request)

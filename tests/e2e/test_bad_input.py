@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -42,7 +43,7 @@ def _refusal(session: RawSession) -> grpc.RpcError:
     return refused.value
 
 
-def _sampling(**fields: object) -> gen.ClientEvent:
+def _sampling(**fields: Any) -> gen.ClientEvent:
     return gen.ClientEvent(
         generate=gen.GenerateRequest(prompt_token_ids=[1, 2, 3], sampling=gen.SamplingParams(**fields))
     )
@@ -133,7 +134,7 @@ def test_invalid_utf8_while_paused_ends_the_session_and_frees_the_request(stack:
     session = _paused_session(stack)
     session.send(b"\x1a\x04\x0a\x02\xff\xfe")  # ToolResult.text (field 3, then 1), not UTF-8
     error = _refusal(session)
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "decoded" in error.details()
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "decoded" in (error.details() or "")
     session.close()
     _assert_all_free(stack)
 
@@ -141,7 +142,7 @@ def test_invalid_utf8_while_paused_ends_the_session_and_frees_the_request(stack:
 def test_an_unanswered_interception_expires_and_frees_the_request(stack: Stack) -> None:
     session = _paused_session(stack)  # and then silence, with the stream open
     error = _refusal(session)
-    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "no tool result" in error.details()
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "no tool result" in (error.details() or "")
     session.close()
     _assert_all_free(stack)
 
@@ -154,7 +155,7 @@ def test_a_refusal_for_load_carries_a_retry_hint_over_the_wire(tmp_path: Path) -
         refused.send(generate_event([1, 2, 3]))
         error = _refusal(refused)
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        hint = dict(error.trailing_metadata() or ())
+        hint = {datum.key: datum.value for datum in error.trailing_metadata() or ()}
         assert int(hint["retry-after-ms"]) > 0
         holder.close()
         refused.close()
@@ -166,8 +167,8 @@ def test_tool_result_with_no_pending_interception(stack: Stack) -> None:
     session.until("tokens")
     session.send(gen.ClientEvent(tool_result=gen.ToolResult(token_ids=[7])))
     error = _refusal(session)
-    assert (
-        error.code() == grpc.StatusCode.FAILED_PRECONDITION and "no interception pending" in error.details()
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "no interception pending" in (
+        error.details() or ""
     )
     session.close()
 
@@ -178,8 +179,8 @@ def test_second_request_on_one_stream(stack: Stack) -> None:
     session.until("accepted")
     session.send(generate_event([4, 5, 6]))
     error = _refusal(session)
-    assert (
-        error.code() == grpc.StatusCode.FAILED_PRECONDITION and "one request per session" in error.details()
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "one request per session" in (
+        error.details() or ""
     )
     session.close()
 
@@ -191,7 +192,7 @@ def test_tool_result_past_the_maximum_length(stack: Stack) -> None:
     session.until("intercepted")
     session.send(gen.ClientEvent(tool_result=gen.ToolResult(token_ids=[9] * MAX_MODEL_LEN)))
     error = _refusal(session)
-    assert error.code() == grpc.StatusCode.OUT_OF_RANGE and "maximum model length" in error.details()
+    assert error.code() == grpc.StatusCode.OUT_OF_RANGE and "maximum model length" in (error.details() or "")
     session.close()
 
 

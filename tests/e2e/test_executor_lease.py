@@ -52,7 +52,7 @@ def test_repeated_resets_and_cancelled_streams_never_crash_the_executor_and_free
             stub = executor_pb2_grpc.ExecutorStub(channel)
             for step_id in range(1, 11):
                 stream = stub.Run(iter([pb.StepPlan(step_id=step_id)] * 1000), metadata=as_client("a"))
-                assert not next(stream).HasField("error")
+                assert not next(iter(stream)).HasField("error")
                 stub.Reset(pb.ResetRequest(), metadata=as_client("a"), timeout=10)
                 stub.Reset(pb.ResetRequest(), metadata=as_client("a"), timeout=10)
                 stream.cancel()  # a scheduler that goes away mid-stream

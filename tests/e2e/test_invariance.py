@@ -10,6 +10,7 @@ import dataclasses
 import inspect
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -102,7 +103,7 @@ async def _run_all(address: str, specs: list[Spec]) -> list[GenerateResult]:
 )
 def policy_run(
     request: pytest.FixtureRequest, specs: list[Spec], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, list[GenerateResult], dict[str, object]]]:
+) -> Iterator[tuple[str, list[GenerateResult], dict[str, Any]]]:
     policy: str = request.param
     executor_args, scheduler_args = stack_args(policy, max_batched_tokens=128)
     with launch(executor_args, scheduler_args, log_dir=tmp_path_factory.mktemp(policy)) as stack:
@@ -113,7 +114,7 @@ def policy_run(
 
 
 def test_every_policy_gives_the_reference_tokens(
-    policy_run: tuple[str, list[GenerateResult], dict[str, object]],
+    policy_run: tuple[str, list[GenerateResult], dict[str, Any]],
     specs: list[Spec],
     expected: list[list[int]],
 ) -> None:
@@ -125,7 +126,7 @@ def test_every_policy_gives_the_reference_tokens(
 
 
 def test_all_blocks_are_free_afterwards(
-    policy_run: tuple[str, list[GenerateResult], dict[str, object]],
+    policy_run: tuple[str, list[GenerateResult], dict[str, Any]],
 ) -> None:
     _, _, stats = policy_run
     assert stats["device_blocks_free"] == stats["device_blocks_total"]
@@ -133,7 +134,7 @@ def test_all_blocks_are_free_afterwards(
 
 
 def test_memory_pressure_really_happened(
-    policy_run: tuple[str, list[GenerateResult], dict[str, object]],
+    policy_run: tuple[str, list[GenerateResult], dict[str, Any]],
 ) -> None:
     policy, results, stats = policy_run
     actions = {i.context_action for r in results for i in r.interceptions}

@@ -153,7 +153,11 @@ def test_a_stranger_cannot_abort_anothers_request_but_its_owner_can(secure: Secu
 # --- Metrics and the stats log -------------------------------------------------------------------
 
 
-def scrape(port: int) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+# metric family -> {(sample name, labels): value}
+Metrics = dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]
+
+
+def scrape(port: int) -> Metrics:
     """metric family -> {(sample name, labels): value}, parsed by prometheus_client."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
@@ -163,7 +167,7 @@ def scrape(port: int) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...]],
     }
 
 
-def value(metrics: dict, family: str, sample: str, **labels: str) -> float:  # type: ignore[type-arg]
+def value(metrics: Metrics, family: str, sample: str, **labels: str) -> float:
     return metrics[family][(sample, tuple(sorted(labels.items())))]
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from executor_svc.attention import BACKENDS, create_backend
+from executor_svc.attention.base import AttentionBackend
 from executor_svc.attention.selection import (
     BackendTrial,
     HeadShape,
@@ -48,7 +49,7 @@ def test_keeps_torch_when_the_kernel_is_slower_or_failed() -> None:
 
 def test_measures_every_candidate_against_the_reference() -> None:
     shape = HeadShape(num_heads=4, num_kv_heads=2, head_dim=16, block_size=16)
-    candidates = {
+    candidates: dict[str, AttentionBackend] = {
         name: create_backend(name, torch.device("cpu")) for name in ("torch", "numba") if name in BACKENDS
     }
     trials = measure_trials(candidates, shape, F32, torch.device("cpu"), SMALL_SEQS)

@@ -78,7 +78,7 @@ def test_the_rendering_equals_transformers_apply_chat_template() -> None:
     reference = PreTrainedTokenizerFast(tokenizer_object=build_byte_tokenizer())
     reference.chat_template = HERMES_STYLE
     expected = reference.apply_chat_template(
-        MESSAGES, tools=TOOLS, add_generation_prompt=True, tokenize=False
+        MESSAGES, tools=list(TOOLS), add_generation_prompt=True, tokenize=False
     )
     assert gateway_template(HERMES_STYLE).render(MESSAGES, TOOLS) == expected
     assert "Café" in expected  # tojson keeps non-ASCII text, as transformers' filter does

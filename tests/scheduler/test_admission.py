@@ -20,6 +20,7 @@ from scheduler_svc.admission import (
     admit,
     check_text_size,
 )
+from scheduler_svc.interception import ToolTrigger
 from tests.scheduler.harness import executor_description
 
 DESC = executor_description(max_model_len=16)  # vocabulary [0, 300)
@@ -189,7 +190,9 @@ def test_text_prompt_is_encoded_and_fields_carry_over() -> None:
     sampling = request.sampling
     assert (sampling.max_tokens, sampling.top_k, sampling.seed, sampling.stop) == (3, 5, 9, (".",))
     assert sampling.top_p == 1.0  # 0 means disabled
-    assert request.tools[0].opening_marker == "<c>" and request.tools[0].expected_duration_s == 2
+    (tool,) = request.tools
+    assert isinstance(tool, ToolTrigger)
+    assert tool.opening_marker == "<c>" and tool.expected_duration_s == 2
     assert [(s.after_tokens, s.tool, s.expected_duration_s) for s in request.script] == [(2, "web", 1.5)]
 
 

@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from infercept.v1 import generation_pb2 as gen
-from scheduler_svc.policies import InferceptOptions, create_policy
+from scheduler_svc.policies import InferceptOptions, InferceptPolicy, create_policy
 from tests.scheduler import test_scheduler_random
 from tests.scheduler.harness import BLOCK_SIZE, Harness, ids
 
@@ -156,6 +156,7 @@ def test_fcfs_by_original_arrival_across_queues(policy: str, first: str) -> None
 
 def test_options_and_errors() -> None:
     policy = create_policy("infercept", "elapsed", ("swap-budget", "min-waste"))
+    assert isinstance(policy, InferceptPolicy)
     assert policy.options == InferceptOptions(
         "elapsed", chunked_recompute=True, swap_budget=False, min_waste=False
     )

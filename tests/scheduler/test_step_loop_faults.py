@@ -79,7 +79,7 @@ async def test_an_idle_loop_finds_the_executor_gone_refuses_new_requests_and_rec
     while not loop.is_available:
         await asyncio.sleep(0.01)
     _, queue = loop.submit(generate_request(max_tokens=4))
-    assert (await drain(queue))[-1].finished.finish_reason == "length"  # type: ignore[union-attr]
+    assert (await drain(queue))[-1].finished.finish_reason == "length"
     assert seen == [False, True] and executor.num_resets == 1
     task.cancel()
 
@@ -112,7 +112,7 @@ async def test_a_loop_that_dies_turns_health_not_serving() -> None:
         assert isinstance(error, AssertionError)
         await asyncio.sleep(0.05)  # the health update is a task of its own
         for service in ("", SERVICE_NAME):
-            response = await health.Check(health_pb2.HealthCheckRequest(service=service), None)  # type: ignore[arg-type]
+            response = await health.Check(health_pb2.HealthCheckRequest(service=service), None)
             assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         await scheduler_server.stop(grace_s=0)
