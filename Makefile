@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard proto/infercept/v1/*.proto)
 STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
 
-.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler bench-gateway demo-gateway bench-first-start bench-faults soak bench-peers bench-served gpu-check sim-sweep sim-ablation compare-real fidelity paper-figure clean
+.PHONY: setup proto lint test test-fast demo serve run-executor bench-executor bench-scheduler bench-gateway demo-gateway bench-first-start bench-faults soak bench-peers bench-served gpu-check sim-sweep sim-ablation compare-real fidelity paper-figure clean
 
 setup: $(INSTALLED) $(STUBS)
 
@@ -37,6 +37,11 @@ lint: setup
 
 test: lint
 	GRPC_VERBOSITY=ERROR $(PY) -m pytest -q
+
+# The unit tier only: every test not marked `slow` (tests/conftest.py marks those that start real
+# processes or load the real model). Tests only, no lint or type check (`make lint` for those).
+test-fast: setup
+	GRPC_VERBOSITY=ERROR $(PY) -m pytest -q -m "not slow"
 
 # The main job on this machine's CPU: the real default model (SmolLM2-135M-Instruct) answering
 # questions with real Python tools through the OpenAI-compatible gateway, the `openai` package as
