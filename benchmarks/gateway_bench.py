@@ -3,8 +3,8 @@ with turn-to-turn resume on and off, side by side, on one stack.
 
     python -m benchmarks.gateway_bench [--conversations 24] [--concurrency 8] [--policy infercept]
 
-Each conversation is a request of the authors' trace (/work/shared/traces, the file truncated at
-2048 tokens) with its token counts scaled by --token-scale and its call durations by
+Each conversation is a request of the authors' trace (the copy the load generator ships, truncated
+at 2048 tokens) with its token counts scaled by --token-scale and its call durations by
 --duration-scale. An agent loop drives it with the `openai` package: a user prompt of the
 trace's length, then one HTTP turn per segment; each turn ends in a scripted tool call after the
 segment's generated tokens (the `infercept` extension: the random `tiny` model writes no calls of
@@ -36,8 +36,9 @@ import openai
 from gateway.background import serve_in_thread
 from gateway.config import GatewayConfig
 from infercept.launcher import launch
+from infercept.loadgen.trace_replay import PACKAGED_TRUNCATED_TRACE, packaged_trace_path
 
-TRACE = Path("/work/shared/traces/infercept_trace.2048.json")
+TRACE = packaged_trace_path(PACKAGED_TRUNCATED_TRACE)  # shipped with the load generator
 MODEL = "tiny"  # the model the benchmark launches
 # Context the tiny model may reach, leaving room for the ChatML wrapping of every turn.
 MAX_CONTEXT_TOKENS = 900
