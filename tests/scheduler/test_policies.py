@@ -21,6 +21,7 @@ def test_registry() -> None:
         "infercept",
         "vllm-apc",
         "continuum",
+        "lazy-swap",
     }
     assert create_policy("swap").name == "swap"
     with pytest.raises(ValueError, match="unknown policy 'nope'"):
