@@ -16,6 +16,10 @@ long as nobody needs the memory:
   only when another request takes them, furthest expected return first (the cache's eviction
   rank, prefix_cache.py), and copies that have a host copy before those that have none. Off:
   the cache's plain LRU order.
+- **hold what is cheap to hold** (`hold-cheap`): under memory pressure a context is released
+  only when holding it for its expected remaining time costs more device time than reloading it
+  (its share of the pool x remaining time against the reload's time); the others stay owned.
+  Off: every paused context not being copied out is released when memory is short.
 - **learned durations** (`learned-durations`): the expected return is the history estimator's
   remaining time given what has elapsed (per tool), with the client's hint until a tool has
   history. Off: the paper's "as long again as it has lasted".
@@ -42,20 +46,20 @@ from scheduler_svc.request import Request
 LAZY_SWAP_TECHNIQUES = (
     "opportunistic-swap",
     "ranked-eviction",
+    "hold-cheap",
     "learned-durations",
     "ttl-pin",
     "program-order",
 )
 
-# Added to the rank of blocks that also have a host copy: they are evicted before any block whose
-# loss means recomputation (ranks are expected return times in seconds, far below this).
-HOST_COPY_RANK_OFFSET_S = 1e9
+MAX_HOST_COPY_STRETCH = 100.0  # bound on the rank's stretch for blocks with a host copy
 
 
 @dataclasses.dataclass(frozen=True)
 class LazySwapOptions:
     opportunistic_swap: bool = True
     ranked_eviction: bool = True
+    hold_cheap: bool = True
     learned_durations: bool = True
     ttl_pin: bool = True
     program_order: bool = True
@@ -91,7 +95,9 @@ class LazySwapPolicy(Policy):
         )
         self.cost: CostModel | None = None
         self._pinned_until_s: dict[int, float] = {}  # request id -> when its pin expires
-        self._swapping_out: dict[int, bool] = {}  # this iteration's swap-outs (read by evict_rank)
+        # This iteration's swap-outs -> recompute time / copy-back time (read by evict_rank).
+        self._swapping_out: dict[int, float] = {}
+        self._pool_tokens = 0  # the device pool's capacity, tokens (known from the first pause)
 
     def bind_cost_model(self, cost: CostModel | None) -> None:
         if cost is None:
@@ -103,6 +109,7 @@ class LazySwapPolicy(Policy):
         return cost.swap_budget_blocks(cost.forward_s(max(expected_tokens, 1)))
 
     def on_pause(self, request: Request, blocks: BlockManager, now: float) -> PauseAction:
+        self._pool_tokens = blocks.device.num_total * blocks.block_size
         if self.options.ttl_pin:
             ttl_s = self._ttl_s(request, blocks)
             if ttl_s is not None:
@@ -119,12 +126,13 @@ class LazySwapPolicy(Policy):
             self.history.observe(request.pending_call.tool, duration_s)
 
     def evict_rank(self, request: Request, now: float) -> float | None:
-        """The expected return time (s), raised past every plain one when the context is on the
-        host (its device copy is the cheaper loss). None (LRU) with ranked eviction off."""
+        """The expected return time (s), the remaining part stretched by how much cheaper the
+        reload from the host is than recomputation when the blocks being released have a host
+        copy (losing them costs only the copy back). None (LRU) with ranked eviction off."""
         if not self.options.ranked_eviction:
             return None
-        rank = now + self.remaining_s(request, now)
-        return rank + HOST_COPY_RANK_OFFSET_S if self._swapping_out.get(request.request_id) else rank
+        remaining_s = self.remaining_s(request, now)
+        return now + remaining_s * self._swapping_out.get(request.request_id, 1.0)
 
     def remaining_s(self, request: Request, now: float) -> float:
         """Expected seconds until the paused request's call returns."""
@@ -146,21 +154,44 @@ class LazySwapPolicy(Policy):
             if not context.num_device_blocks or (rid in self._pinned_until_s and not view.memory_is_short):
                 continue
             count = min(context.num_device_blocks, swap_left, host_free)
-            if count > 0 and self._worth_copying(context):
+            stretch = self._copy_stretch(context, now)
+            if count > 0 and stretch is not None:
                 decisions.append(PausedDecision(rid, PauseAction.SWAP, count))
-                self._swapping_out[rid] = True
+                self._swapping_out[rid] = stretch
                 swap_left, host_free = swap_left - count, host_free - count
-            elif view.memory_is_short:
+            elif view.memory_is_short and self._cheaper_released(context, now):
                 decisions.append(PausedDecision(rid, PauseAction.DISCARD))
         return decisions
 
-    def _worth_copying(self, context: PausedContext) -> bool:
-        """Whether a host copy is worth the link's time: reloading the context from the host is
-        cheaper than recomputing it (measured costs)."""
-        if not self.options.opportunistic_swap:
-            return False
+    def _cheaper_released(self, context: PausedContext, now: float) -> bool:
+        """Whether holding the context until its call returns costs more device time than
+        reloading it (its device share for the remaining time against the reload's whole device
+        time: InferCept's waste comparison, and Continuum's pin rule, on the expected remaining
+        time). Always true with `hold-cheap` off."""
+        if not self.options.hold_cheap or not self._pool_tokens:
+            return True
         cost = self._cost()
-        return cost.swap_in_s(context.num_device_blocks) < cost.forward_s(max(context.computed_tokens, 1))
+        reload_s = cost.forward_s(max(context.computed_tokens, 1))
+        if context.num_host_blocks:  # the part on the host comes back by copy
+            device_s = cost.forward_s(max(context.device_tokens, 1))
+            reload_s = min(reload_s, device_s + cost.swap_in_s(context.num_host_blocks))
+        hold_s = self.remaining_s(context.request, now) * context.device_tokens / self._pool_tokens
+        return hold_s > reload_s
+
+    def _copy_stretch(self, context: PausedContext, now: float) -> float | None:
+        """None if a host copy is not worth the link's time: reloading from the host is not
+        cheaper than recomputing (measured costs), or the call is expected back before the copy
+        is out. Else how many times cheaper the copy back is (>= 1, at most MAX_HOST_COPY_STRETCH)."""
+        if not self.options.opportunistic_swap:
+            return None
+        cost = self._cost()
+        copy_back_s = cost.swap_in_s(context.num_device_blocks)
+        recompute_s = cost.forward_s(max(context.computed_tokens, 1))
+        if copy_back_s >= recompute_s:
+            return None
+        if self.remaining_s(context.request, now) < cost.swap_out_s(context.num_device_blocks):
+            return None
+        return min(recompute_s / max(copy_back_s, 1e-9), MAX_HOST_COPY_STRETCH)
 
     def _ttl_s(self, request: Request, blocks: BlockManager) -> float | None:
         """The pin's time-to-live when the tool's durations are tight and reloading the context
