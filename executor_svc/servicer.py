@@ -33,7 +33,9 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
     ) -> None:
         self._engine = engine
         self._metrics = metrics or ExecutorMetrics()
-        self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._engine_thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="engine", initializer=engine.claim_thread
+        )
         self._description = engine.describe()
         self._lease = lease or Lease()
 

@@ -8,8 +8,8 @@ Modules, one concept each:
     openai_schema   request bodies, validated; the `infercept` extension (scripted calls)
     errors          GatewayError: OpenAI-shaped errors and HTTP statuses of gRPC codes
     model_assets    the model's name, tokenizer and chat template; conversations as token ids
-    chat_template   sandboxed Jinja rendering as transformers does it; the ChatML fallback
-    tool_calls      Hermes <tool_call>{...}</tool_call> text as OpenAI tool calls
+    chat_template   the scheduler's chat-template renderer, and the ChatML fallback
+    tool_calls      the scheduler's interceptions (its Hermes call detector) as OpenAI tool calls
     turns           one HTTP turn: resume a paused request or start one; read to a call or the end
     grpc_session    one gRPC Session stream held across turns
     pauses          the table of paused turns, matched by context token ids, with a time-to-live

@@ -18,12 +18,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc.aio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.chat_template import TemplateError
+from gateway.chat_template import ChatTemplateError
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, bad_request
 from gateway.model_assets import ModelAssets
@@ -49,8 +48,9 @@ from gateway.responses import (
 )
 from gateway.turns import GenerationSettings, TextPiece, Turn, TurnEnd, TurnRunner, TurnSpec
 from infercept.async_client import AsyncClient
-from infercept.channel import channel_options
+from infercept.channel import channel_options, open_aio_channel
 from infercept.errors import InferceptError
+from infercept.tls import channel_credentials
 from infercept.v1 import generation_pb2_grpc
 
 
@@ -79,8 +79,18 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = AsyncClient(config.scheduler_address)
-        channel = grpc.aio.insecure_channel(config.scheduler_address, options=channel_options())
+        client = AsyncClient(
+            config.scheduler_address,
+            root_certificates=config.scheduler_root_certificates,
+            token=config.scheduler_token,
+        )
+        roots = config.scheduler_root_certificates
+        channel = open_aio_channel(
+            config.scheduler_address,
+            channel_options(),
+            channel_credentials(roots) if roots is not None else None,
+            config.scheduler_token,
+        )
         pauses = PauseTable(config.pause_ttl_s)
         sweeper: asyncio.Task[None] | None = None
         try:
@@ -146,9 +156,9 @@ def create_app(config: GatewayConfig) -> FastAPI:
         messages = normalized_messages(body.messages)
         try:
             prompt = state.assets.encode_conversation(messages, body.tools)
-        except TemplateError as error:
+        except ChatTemplateError as error:
             raise bad_request(str(error), param="messages") from error
-        spec = TurnSpec(tuple(prompt), _settings(body, tool_mode(body)), body.turn_max_tokens)
+        spec = TurnSpec(tuple(prompt), _settings(body, tool_mode(body), body.tools), body.turn_max_tokens)
         turn = await state.runner.start(spec)
         response_id = new_response_id("chatcmpl")
         with_ids = body.infercept.return_token_ids
@@ -197,7 +207,9 @@ def _check_model(state: GatewayState, body: SamplingFields) -> None:
         )
 
 
-def _settings(body: SamplingFields, mode: str) -> GenerationSettings:
+def _settings(
+    body: SamplingFields, mode: str, tools: list[dict[str, Any]] | None = None
+) -> GenerationSettings:
     return GenerationSettings(
         temperature=body.temperature,
         top_p=body.top_p,
@@ -206,6 +218,7 @@ def _settings(body: SamplingFields, mode: str) -> GenerationSettings:
         ignore_eos=body.infercept.ignore_eos,
         tool_mode="auto" if mode == "auto" else "none",
         script=body.infercept.script,
+        tool_schemas_json=tuple(json.dumps(tool, ensure_ascii=False) for tool in tools or ()),
     )
 
 

@@ -1,25 +1,19 @@
-"""Rendering a conversation (`messages`, `tools`) into prompt text with the model's chat template.
+"""The gateway's chat template: the scheduler's renderer (scheduler_svc.chat_template, one
+implementation for both services) with the model's template, or CHATML_FALLBACK.
 
-The template is Jinja, rendered as `transformers` renders it: a sandboxed, immutable environment
-with trim_blocks and lstrip_blocks, the loop-controls extension, a `tojson` filter that keeps
-non-ASCII text, `raise_exception` and `strftime_now`, and the variables `messages`, `tools`,
-`add_generation_prompt`, `bos_token`, `eos_token`.
-
-A model without a template (the random `tiny` model) gets CHATML_FALLBACK: ChatML turns
-(`<|im_start|>role\\ncontent<|im_end|>\\n`), the tools' JSON schemas in a system turn that asks
-for Hermes `<tool_call>{...}</tool_call>` calls, an assistant's tool calls rendered in that same
-form right after its content, and `<|im_start|>assistant\\n` as the generation prompt.
+A model without a template (the random `tiny` model), or a gateway started with
+`--chat-template builtin`, gets CHATML_FALLBACK: ChatML turns (`<|im_start|>role\\ncontent<|im_end|>\\n`),
+the tools' JSON schemas in a system turn that asks for Hermes `<tool_call>{...}</tool_call>` calls,
+an assistant's tool calls rendered in that same form right after its content (so the text the
+model generated is a prefix of the follow-up's rendering), and `<|im_start|>assistant\\n` as the
+generation prompt.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
-from typing import Any
+from scheduler_svc.chat_template import ChatTemplate, ChatTemplateError
 
-import jinja2
-from jinja2.ext import loopcontrols
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+__all__ = ["CHATML_FALLBACK", "ChatTemplate", "ChatTemplateError", "gateway_template"]
 
 CHATML_FALLBACK = (
     "{%- if tools %}"
@@ -42,55 +36,6 @@ CHATML_FALLBACK = (
 )
 
 
-class TemplateError(ValueError):
-    """The template refused the conversation (raise_exception) or failed to render it."""
-
-
-def _raise_exception(message: str) -> None:
-    raise TemplateError(message)
-
-
-def _tojson(
-    value: Any,
-    ensure_ascii: bool = False,
-    indent: int | None = None,
-    separators: Any = None,
-    sort_keys: bool = False,
-) -> str:
-    return json.dumps(
-        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-    )
-
-
-def _strftime_now(format_string: str) -> str:
-    return datetime.datetime.now().strftime(format_string)
-
-
-class ChatTemplate:
-    """A compiled chat template. `source` "" means CHATML_FALLBACK."""
-
-    def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "") -> None:
-        self.is_fallback = not source
-        environment = ImmutableSandboxedEnvironment(
-            trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols]
-        )
-        environment.filters["tojson"] = _tojson
-        environment.globals["raise_exception"] = _raise_exception
-        environment.globals["strftime_now"] = _strftime_now
-        try:
-            self._template = environment.from_string(source or CHATML_FALLBACK)
-        except jinja2.TemplateError as error:
-            raise TemplateError(f"the model's chat template does not compile: {error}") from error
-        self._special_tokens = {"bos_token": bos_token, "eos_token": eos_token}
-
-    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
-        """The prompt text for `messages` (OpenAI message dicts) and `tools` (OpenAI tool dicts),
-        ending with the generation prompt of an assistant turn. Raises TemplateError."""
-        try:
-            return self._template.render(
-                messages=messages, tools=tools or None, add_generation_prompt=True, **self._special_tokens
-            )
-        except TemplateError:
-            raise
-        except (jinja2.TemplateError, TypeError, ValueError) as error:
-            raise TemplateError(f"the chat template cannot render this conversation: {error}") from error
+def gateway_template(source: str, *, bos_token: str = "", eos_token: str = "") -> ChatTemplate:
+    """The template the gateway renders with: `source`, or CHATML_FALLBACK when it is ""."""
+    return ChatTemplate(source or CHATML_FALLBACK, {"bos_token": bos_token, "eos_token": eos_token})

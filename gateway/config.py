@@ -22,6 +22,10 @@ class GatewayConfig:
     event_timeout_s: float = 600.0
     # Longest wait for the scheduler to answer at start-up, seconds.
     scheduler_timeout_s: float = 60.0
+    # The bearer token presented to a scheduler that requires one (None: no token).
+    scheduler_token: str | None = dataclasses.field(default=None, repr=False)
+    # PEM of the CA that signed the scheduler's certificate: TLS to it (None: plaintext).
+    scheduler_root_certificates: bytes | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.pause_ttl_s <= 0:

@@ -1,12 +1,16 @@
 """The gateway demo: a model answers questions with real tools through the OpenAI-compatible
 gateway, the official `openai` package as the client, and each turn is told as it happens.
 
-    python -m gateway.demo --model default            # the model writes its own <tool_call>s
-    python -m gateway.demo --model default --scripted # the random tiny model: calls come from a script
+    python -m gateway.demo --model default            # SmolLM2 writes its own <tool_call>s
+    python -m gateway.demo --model tiny --scripted    # the random tiny model: calls come from a script
     python -m gateway.demo --gateway http://127.0.0.1:8000   # a gateway already running
 
-The tools are plain Python: a calculator, a lookup in a small local corpus, and a slow API (a
-sleep). For every turn it prints the call the model wrote, what the server did with the paused
+The tools are plain Python: a calculator, a lookup in a small local corpus, and a clock that
+answers after a delay (it stands for a slow external API). SmolLM2-135M is small: the
+conversation starts with a system prompt and worked examples (FEW_SHOT) in the gateway's
+tool-aware ChatML template (`--chat-template builtin`: the model's own template ignores tools),
+each example saying which tool it will use before the call; with them, greedy decoding writes
+well-formed calls of the right tool. For every turn it prints the call the model wrote, what the server did with the paused
 request's context (kept on the device, swapped to host memory, dropped), the tool's result, and
 on the next turn whether the paused context was reused (kept or swapped back in) or recomputed,
 or whether the follow-up started afresh. With --scripted, a turn ends in a call after a fixed
@@ -75,16 +79,20 @@ def lookup(topic: str) -> str:
     return f"nothing about {topic!r} in the corpus"
 
 
-def slow_api(seconds: float = 1.0) -> str:
-    """A slow external API: waits, then answers."""
-    time.sleep(min(float(seconds), 5.0))
-    return f"the slow API answered after {float(seconds):g}s"
+# The clock's delay: it stands for a slow external API, during which the paused context waits.
+CLOCK_DELAY_S = 1.0
+
+
+def clock(**_ignored: object) -> str:
+    """The current time, UTC, after CLOCK_DELAY_S (arguments the model invents are ignored)."""
+    time.sleep(CLOCK_DELAY_S)
+    return time.strftime("%H:%M UTC", time.gmtime())
 
 
 TOOL_FUNCTIONS: dict[str, Callable[..., str]] = {
     "calculator": calculator,
     "lookup": lookup,
-    "slow_api": slow_api,
+    "clock": clock,
 }
 
 TOOLS: list[Any] = [
@@ -115,11 +123,59 @@ TOOLS: list[Any] = [
     {
         "type": "function",
         "function": {
-            "name": "slow_api",
-            "description": "Query a slow external service",
-            "parameters": {"type": "object", "properties": {"seconds": {"type": "number"}}},
+            "name": "clock",
+            "description": "The current time (a slow external service)",
+            "parameters": {"type": "object", "properties": {}},
         },
     },
+]
+
+SYSTEM_PROMPT = (
+    "You are a helpful assistant. Use a tool when a question needs one, then answer in one sentence."
+)
+# What an example's assistant says before its call: it makes a small model pick the right tool.
+_INTENTS = {
+    "calculator": "I will use the calculator.",
+    "lookup": "I will look it up.",
+    "clock": "I will ask the clock.",
+}
+
+
+def worked_example(
+    question: str, tool: str, arguments: dict[str, Any], result: str, answer: str
+) -> list[Any]:
+    """One worked example as OpenAI messages: the question, the call, the tool's result, the answer."""
+    call = {"id": f"example_{tool}", "type": "function"}
+    call["function"] = {"name": tool, "arguments": json.dumps(arguments)}  # type: ignore[assignment]
+    return [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": _INTENTS[tool], "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": result},
+        {"role": "assistant", "content": answer},
+    ]
+
+
+# The start of every real-model conversation: the system prompt and five worked examples (the
+# last one a calculation: a small model leans to the tool it saw last).
+FEW_SHOT: list[Any] = [
+    {"role": "system", "content": SYSTEM_PROMPT},
+    *worked_example(
+        "Where is the Eiffel Tower?",
+        "lookup",
+        {"topic": "Eiffel Tower"},
+        "The Eiffel Tower is in Paris, France.",
+        "The Eiffel Tower is in Paris, France.",
+    ),
+    *worked_example("What is 7*8?", "calculator", {"expression": "7*8"}, "56", "7*8 is 56."),
+    *worked_example("What time is it?", "clock", {}, "09:30 UTC", "It is 09:30 UTC."),
+    *worked_example(
+        "Who wrote Hamlet?",
+        "lookup",
+        {"topic": "Hamlet"},
+        "Hamlet was written by William Shakespeare.",
+        "William Shakespeare wrote Hamlet.",
+    ),
+    *worked_example("What is 100-42?", "calculator", {"expression": "100-42"}, "58", "100-42 is 58."),
 ]
 
 
@@ -131,17 +187,11 @@ class Question:
 
 
 QUESTIONS = (
-    Question("What is 12*34+5? Use the calculator.", (("calculator", {"expression": "12*34+5"}),)),
-    Question("Where is the Louvre? Look it up.", (("lookup", {"topic": "Louvre"}),)),
-    Question(
-        "What is the capital of Kenya, and how high is Everest in feet (metres * 3.28)?",
-        (
-            ("lookup", {"topic": "Kenya"}),
-            ("lookup", {"topic": "Everest"}),
-            ("calculator", {"expression": "8849*3.28"}),
-        ),
-    ),
-    Question("Ask the slow API for today's status.", (("slow_api", {"seconds": 1.0}),)),
+    Question("What is 12*34?", (("calculator", {"expression": "12*34"}),)),
+    Question("Where is the Louvre?", (("lookup", {"topic": "Louvre"}),)),
+    Question("What is the capital of Kenya?", (("lookup", {"topic": "Kenya"}),)),
+    Question("What time is it now?", (("clock", {}),)),
+    Question("What is 25*4+3?", (("calculator", {"expression": "25*4+3"}),)),
 )
 
 _ACTIONS = {"preserve": "kept it on the device", "swap": "swapped it to host memory", "discard": "dropped it"}
@@ -184,7 +234,9 @@ def ask(
     max_tokens: int,
 ) -> None:
     print(f"\nQ: {question.text}")
-    messages: list[Any] = [{"role": "user", "content": question.text}]
+    # A scripted (random) model reads no examples or tool schemas: they would only fill its context.
+    prefix = [] if is_scripted else FEW_SHOT
+    messages: list[Any] = [*prefix, {"role": "user", "content": question.text}]
     for turn in range(max_turns):
         extension: dict[str, Any] = {}
         if is_scripted:
@@ -192,7 +244,6 @@ def ask(
                 "script": [{"after_tokens": 8, "tool": tool} for tool, _ in question.plan[turn:]],
                 "return_token_ids": True,
             }
-        # A scripted (random) model reads no tool schemas: they would only fill its short context.
         tools: dict[str, Any] = {} if is_scripted else {"tools": TOOLS}
         answer = client.chat.completions.create(
             model=model,
@@ -215,7 +266,7 @@ def ask(
             arguments = json.dumps(question.plan[turn][1])
             print(f"  call (scripted after 8 tokens): {name}({arguments})")
         else:
-            print(f"  call the model wrote: {name}({arguments})")
+            print(f"  the model wrote {choice.message.content or ''!r} and the call {name}({arguments})")
         print(
             f"  while the tool runs, the server {_ACTIONS.get(report.get('context_action'), 'kept the request paused')}"
         )
@@ -253,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--chat-template",
         choices=("model", "builtin"),
-        default="model",
-        help="the model's template, or the built-in ChatML one with tools (a model whose template ignores tools)",
+        default="builtin",
+        help="the built-in ChatML template with tools (SmolLM2's own ignores tools), or the model's",
     )
     parser.add_argument("--gateway", default="", help="use this running gateway (http://host:port) instead")
     parser.add_argument(

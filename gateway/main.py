@@ -1,6 +1,7 @@
 """`infercept-gateway`: the OpenAI-compatible HTTP gateway in front of a scheduler.
 
 infercept-gateway --listen 127.0.0.1:8000 --scheduler 127.0.0.1:50051 --pause-ttl-s 120
+    [--token-file FILE] [--ca CA.pem]     # a scheduler that requires a token, serves TLS
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from infercept.auth import read_token
+from infercept.tls import read_pem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +46,19 @@ def parse_args(argv: Sequence[str] | None = None) -> Command:
     )
     parser.add_argument(
         "--chat-template",
-        help="'builtin' (ChatML with Hermes tool calls, for a model whose template ignores tools) or a "
-        "Jinja file to use instead of the model's own template",
+        help="'model' (the model's own, the default), 'builtin' (ChatML with Hermes tool calls, for a "
+        "model whose template ignores tools) or a Jinja file to use instead",
     )
+    parser.add_argument(
+        "--token-file",
+        help="the scheduler's bearer token: the first token of this file ('TOKEN' or 'NAME TOKEN' lines)",
+    )
+    parser.add_argument("--ca", help="PEM CA of the scheduler's certificate: connect with TLS")
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     args = parser.parse_args(argv)
+    token = read_token(args.token_file) if args.token_file else None
+    if args.token_file and token is None:
+        parser.error(f"--token-file {args.token_file} holds no token")
     host, _, port = args.listen.rpartition(":")
     config = GatewayConfig(
         scheduler_address=args.scheduler,
@@ -56,13 +67,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Command:
         is_resume_enabled=not args.no_resume,
         scheduler_timeout_s=args.scheduler_timeout_s,
         chat_template=_chat_template(args.chat_template),
+        scheduler_token=token,
+        scheduler_root_certificates=read_pem(args.ca, "CA certificate") if args.ca else None,
     )
     return Command(config, host or "127.0.0.1", int(port), args.port_file)
 
 
 def _chat_template(flag: str | None) -> str | None:
     """The --chat-template flag as GatewayConfig.chat_template."""
-    if flag is None:
+    if flag is None or flag == "model":
         return None
     return "" if flag == "builtin" else Path(flag).read_text()
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from gateway.chat_template import ChatTemplate
+from gateway.chat_template import ChatTemplate, gateway_template
 from infercept.server_info import ServerInfo
 
 # Private-use characters around a message index: where a message's own token ids go.
@@ -43,7 +43,7 @@ class ModelAssets:
         tokenizer = Tokenizer.from_str(info.tokenizer_json)
         eos = tokenizer.id_to_token(info.eos_token_ids[0]) if info.eos_token_ids else None
         source = info.chat_template if chat_template is None else chat_template
-        template = ChatTemplate(source, eos_token=eos or "")
+        template = gateway_template(source, eos_token=eos or "")
         return cls(name or info.model, info.max_model_len, tuple(info.eos_token_ids), tokenizer, template)
 
     def encode(self, text: str) -> list[int]:
@@ -58,16 +58,19 @@ class ModelAssets:
     ) -> list[int]:
         """Prompt token ids of a conversation: the chat template's text, tokenized. An assistant
         message that carries `token_ids` (its exact generated tokens) contributes those ids in
-        place of its tokenized content. Raises TemplateError."""
+        place of its tokenized content and tool calls. Raises ChatTemplateError."""
         slotted: list[dict[str, Any]] = []
         own_ids: dict[int, list[int]] = {}
         for index, message in enumerate(messages):
             if message.get("role") == "assistant" and message.get("token_ids") is not None:
                 message = copy.copy(message)
                 own_ids[index] = list(message.pop("token_ids"))
+                # The ids are the whole turn as generated, a call the model wrote included: the
+                # template must not write the call again (nor one a script made, never written).
+                message.pop("tool_calls", None)
                 message["content"] = f"{_SLOT_OPEN}{index}{_SLOT_CLOSE}"
             slotted.append(message)
-        text = self.template.render(slotted, tools)
+        text = self.template.render(slotted, tools or ())
         if not own_ids:
             return self.encode(text)
         token_ids: list[int] = []

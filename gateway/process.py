@@ -24,15 +24,25 @@ class GatewayLaunchError(LaunchError):
 
 @contextlib.contextmanager
 def run_gateway(
-    listen: str, scheduler_address: str, log_dir: Path, startup_timeout_s: float = 60.0
+    listen: str,
+    scheduler_address: str,
+    log_dir: Path,
+    startup_timeout_s: float = 60.0,
+    *,
+    token_file: str | None = None,
+    ca_path: str | None = None,
 ) -> Iterator[str]:
     """Run `python -m gateway` against the scheduler until the block ends; yields its base URL
-    once /health answers. Raises GatewayLaunchError if it exits or does not answer in time."""
+    once /health answers. token_file / ca_path: the gateway's --token-file / --ca (a scheduler
+    that requires a token / serves TLS). Raises GatewayLaunchError if it exits or does not
+    answer in time."""
     log_dir.mkdir(parents=True, exist_ok=True)
     port_file, log_path = log_dir / "gateway.port", log_dir / "gateway.log"
     port_file.unlink(missing_ok=True)
     command = [sys.executable, "-m", "gateway", "--listen", listen, "--scheduler", scheduler_address]
     command += ["--port-file", str(port_file)]
+    command += ["--token-file", token_file] if token_file else []
+    command += ["--ca", ca_path] if ca_path else []
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -1,21 +1,20 @@
-"""Tool calls the model writes, in the Hermes/Qwen form, as OpenAI `tool_calls`.
+"""Tool calls in OpenAI's terms, from the scheduler's interceptions.
 
-    <tool_call>{"name": "lookup", "arguments": {"q": "Paris"}}</tool_call>
-
-The scheduler intercepts when the generated text ends with CLOSING_MARKER and reports the text
-after the last OPENING_MARKER as the call text; this module turns that text into a ToolCall. A
-call text that is not a JSON object with a string "name" is not a tool call (the turn then ends
-as plain text). Kept in one module so that it can later defer to the scheduler's own parser.
+The scheduler recognises the model's Hermes `<tool_call>{"name": ..., "arguments": ...}</tool_call>`
+calls itself (scheduler_svc.tool_calls, enabled by the request's tool schemas) and reports each as
+an Intercepted event with the function's name and its arguments as JSON text; a malformed call is
+text to it, and generation goes on. This module only gives such a call an OpenAI id and shape.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 
-OPENING_MARKER = "<tool_call>"
-CLOSING_MARKER = "</tool_call>"
+from infercept.events import Intercepted
+from scheduler_svc.tool_calls import CLOSING_TAG, OPENING_TAG
+
+__all__ = ["CLOSING_TAG", "OPENING_TAG", "ToolCall", "from_interception", "new_call_id"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,27 +39,7 @@ def new_call_id() -> str:
     return f"call_{secrets.token_hex(12)}"
 
 
-def parse_tool_call(call_text: str) -> ToolCall | None:
-    """The call in `call_text` (what the model wrote between the markers), or None if it is not
-    a JSON object with a string "name" and, if present, an object (or JSON-object string) as
-    "arguments"."""
-    try:
-        value = json.loads(call_text)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"]:
-        return None
-    arguments = value.get("arguments", {})
-    if isinstance(arguments, str):  # some models write the arguments as a JSON string
-        try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
-            return None
-    if not isinstance(arguments, dict):
-        return None
-    return ToolCall(new_call_id(), value["name"], json.dumps(arguments, ensure_ascii=False))
-
-
-def scripted_tool_call(tool: str) -> ToolCall:
-    """The call reported for a synthetic (scripted) interception: the script's tool, no arguments."""
-    return ToolCall(new_call_id(), tool, "{}")
+def from_interception(event: Intercepted) -> ToolCall:
+    """The call an interception reports: the model's (its function and arguments, a JSON object)
+    or a scripted one (the script's tool; the scheduler reports no arguments for it)."""
+    return ToolCall(new_call_id(), event.tool, event.arguments or "{}")

@@ -23,15 +23,12 @@ from gateway.holdback import releasable_length
 from gateway.model_assets import ModelAssets
 from gateway.openai_schema import ScriptEntry, ToolMode
 from gateway.pauses import PauseTable
-from gateway.tool_calls import CLOSING_MARKER, OPENING_MARKER, ToolCall, parse_tool_call, scripted_tool_call
+from gateway.tool_calls import OPENING_TAG, ToolCall, from_interception
 from infercept.errors import InferceptError
 from infercept.events import Finished, Intercepted, Resumed, TokenDelta
 from infercept.types import SamplingParams
 from infercept.v1 import generation_pb2 as pb
 from infercept.v1 import generation_pb2_grpc
-
-# The ToolSpec of model-written calls; the scheduler reports their interceptions under this name.
-MODEL_TOOL_NAME = "tool_call"
 
 # Scheduler finish reasons as OpenAI's.
 _FINISH_REASONS = {"length": "length", "max_model_len": "length", "eos": "stop", "stop": "stop"}
@@ -50,6 +47,9 @@ class GenerationSettings:
     tool_mode: ToolMode
     # Scripted interceptions still to come: this turn's first.
     script: tuple[ScriptEntry, ...]
+    # The request's tools as JSON schemas (with tool_mode "auto"): the scheduler then intercepts
+    # the model's <tool_call> calls itself and reports each under its function's name.
+    tool_schemas_json: tuple[str, ...] = ()
 
     @property
     def can_pause(self) -> bool:
@@ -138,15 +138,10 @@ class TurnRunner:
             stop=s.stop,
             ignore_eos=s.ignore_eos,
         )
-        tools = []
-        if s.tool_mode == "auto":
-            tools.append(
-                pb.ToolSpec(name=MODEL_TOOL_NAME, stop_string=CLOSING_MARKER, opening_marker=OPENING_MARKER)
-            )
         return pb.GenerateRequest(
             prompt_token_ids=list(spec.prompt_token_ids),
             sampling=sampling.to_proto(),
-            tools=tools,
+            tool_schemas_json=list(s.tool_schemas_json) if s.tool_mode == "auto" else [],
             script=[
                 pb.ScriptedCall(
                     after_tokens=e.after_tokens, tool=e.tool, expected_duration_s=e.expected_duration_s
@@ -167,7 +162,7 @@ class Turn:
         self._events = session.turn_events()
         self._spec = spec
         self._num_cached_tokens = num_cached_tokens
-        markers = spec.settings.stop + ((OPENING_MARKER,) if spec.settings.tool_mode == "auto" else ())
+        markers = spec.settings.stop + ((OPENING_TAG,) if spec.settings.tool_mode == "auto" else ())
         self._markers = tuple(m for m in markers if m)
         self._token_ids: list[int] = []
         self._text = ""
@@ -247,16 +242,12 @@ class Turn:
 
     def _call_end(self, event: Intercepted, resumed: Resumed | None) -> list[TextPiece | TurnEnd]:
         settings = self._spec.settings
-        if event.tool == MODEL_TOOL_NAME:
-            call = parse_tool_call(event.call_text)
-            if call is None:  # not a well-formed call: the turn ends as text
-                self._session.close()
-                return self._text_end("stop", resumed)
-            marker_at = self._text.rfind(OPENING_MARKER)
+        call = from_interception(event)
+        if event.arguments:  # the model wrote it: a scripted interception has no arguments
+            marker_at = self._text.rfind(OPENING_TAG)
             content = self._text[:marker_at] if marker_at != -1 else self._text
             next_settings = settings
         else:
-            call = scripted_tool_call(event.tool)
             content = self._text
             next_settings = dataclasses.replace(settings, script=settings.script[1:])
         # The table matches follow-ups against context_token_ids: it must be the server's context.

@@ -7,6 +7,8 @@ import math
 
 from scheduler_svc.policies import create_policy
 
+ITERATION_STRUCTURES = ("mixed", "prefill-first")
+
 
 @dataclasses.dataclass(frozen=True)
 class SchedulerConfig:
@@ -27,10 +29,23 @@ class SchedulerConfig:
     # Keep freed full KV blocks cached by content and share them between requests whose contexts
     # begin alike; None: the policy's default (on for vllm-apc and continuum, off for the rest).
     enable_prefix_caching: bool | None = None
+    # How an iteration mixes work: "mixed" (decode tokens first, then chunks of prompts and
+    # recomputation in the same iteration, within max_batched_tokens) or "prefill-first" (vLLM
+    # 0.2, as the paper ran its baselines: an iteration of whole prompts, recomputations and
+    # returned tokens when any wait and fit in prefill_token_budget, else one of decodes only).
+    iteration_structure: str = "mixed"
+    # prefill-first only: tokens of one prefill iteration; vLLM 0.2's max_num_batched_tokens,
+    # which defaults to max(max_model_len, 2048) (2048 at the paper's model length; the authors'
+    # fork keeps that default and their 6B scripts do not set it).
+    prefill_token_budget: int = 2048
 
     def __post_init__(self) -> None:
         create_policy(self.policy, self.estimator, self.disabled_techniques)  # ValueError if invalid
-        for name in ("max_batched_tokens", "max_num_seqs", "max_live_requests"):
+        if self.iteration_structure not in ITERATION_STRUCTURES:
+            raise ValueError(
+                f"iteration_structure must be one of {ITERATION_STRUCTURES}, got {self.iteration_structure!r}"
+            )
+        for name in ("max_batched_tokens", "max_num_seqs", "max_live_requests", "prefill_token_budget"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_queue_wait_s", "pause_timeout_s"):

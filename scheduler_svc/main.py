@@ -192,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TlsConfigError, TokenFileError) as error:
         print(f"infercept-scheduler: {error}", file=sys.stderr)
         return 2
+    if POLICIES[config.policy].simulator_only:
+        print(
+            f"infercept-scheduler: policy {config.policy!r} runs in the simulator only (infercept-sim): "
+            "a real executor cannot restore a paused context for free",
+            file=sys.stderr,
+        )
+        return 2
     from scheduler_svc.server import serve
 
     try:

@@ -257,13 +257,16 @@ class Scheduler:
             self._manage_paused(builder, budget, decodes, now)
         self._holders, self._chunked, self._room_failed = None, [], False
         scheduled: set[int] = set()
-        self._schedule_decodes(decodes, builder, budget, scheduled)
-        decode_ids = {r.request_id for r in decodes}  # preempted ones move to waiting: seen already
-        for request in self._queues.waiting():
-            if request.request_id in decode_ids:
-                continue
-            if budget.exhausted or not self._schedule_one(request, builder, budget, scheduled):
-                break
+        if self.config.iteration_structure == "prefill-first":
+            self._schedule_prefill_first(decodes, builder, budget, scheduled)
+        else:
+            self._schedule_decodes(decodes, builder, budget, scheduled)
+            decode_ids = {r.request_id for r in decodes}  # preempted ones move to waiting: seen already
+            for request in self._queues.waiting():
+                if request.request_id in decode_ids:
+                    continue
+                if budget.exhausted or not self._schedule_one(request, builder, budget, scheduled):
+                    break
         self._swapped_blocks = builder.num_swapped_blocks
         if self.admission.is_enabled:
             self.admission.scheduled(now, *self._work_ahead())  # O(live): only when enabled
@@ -341,6 +344,16 @@ class Scheduler:
         iteration.forward_s, iteration.step_s = result.forward_s, result.step_s
         iteration.stall_s = max(result.step_s - result.forward_s, 0.0)
         self.stats.stall_s += iteration.stall_s
+        # The recompute share of forward time: the iteration's forward time split over its tokens.
+        num_tokens = (
+            iteration.prompt_tokens
+            + iteration.decode_tokens
+            + iteration.returned_tokens
+            + iteration.recomputed_tokens
+        )
+        self.stats.forward_s += result.forward_s
+        if iteration.recomputed_tokens:
+            self.stats.recomputed_forward_s += result.forward_s * iteration.recomputed_tokens / num_tokens
         self.stats.last_iteration = iteration
         if self.on_iteration is not None:
             self.on_iteration(iteration)
@@ -504,6 +517,25 @@ class Scheduler:
         self.stats.prefix_hit_blocks += len(self.blocks.layouts[request.request_id].device)
         request.num_computed = num_hit
         request.max_computed = max(request.max_computed, num_hit)
+
+    def _schedule_prefill_first(
+        self, decodes: list[Request], builder: PlanBuilder, budget: _Budget, scheduled: set[int]
+    ) -> None:
+        """vLLM 0.2's iteration (iteration_structure "prefill-first"): if requests wait for more
+        than a decode (prompts, recomputation, returned tokens, swap-ins), an iteration of them
+        alone, in queue order, each whole, within prefill_token_budget, stopping at the first that
+        does not fit (one longer than the whole budget is chunked, rather than wait forever); if
+        none could be scheduled, an iteration of decodes alone."""
+        if self._queues.num_waiting:
+            prefill = _Budget(self.config.prefill_token_budget, budget.seqs, budget.swap_blocks)
+            for request in self._queues.waiting():
+                if prefill.exhausted or (request.num_pending > prefill.tokens and scheduled):
+                    break
+                if not self._schedule_one(request, builder, prefill, scheduled):
+                    break
+            if scheduled:
+                return
+        self._schedule_decodes(decodes, builder, budget, scheduled)
 
     def _schedule_decodes(
         self, decodes: list[Request], builder: PlanBuilder, budget: _Budget, scheduled: set[int]
@@ -773,4 +805,6 @@ class Scheduler:
             prefix_hit_blocks=self.stats.prefix_hit_blocks,
             device_blocks_cached=self.blocks.device.num_cached,
             prefix_caching=self.prefix_caching,
+            forward_s=self.stats.forward_s,
+            recomputed_forward_s=self.stats.recomputed_forward_s,
         )

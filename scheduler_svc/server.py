@@ -106,7 +106,9 @@ async def create_server(
     bound to `listen` (port 0: any free port), not yet started. `link`: deadlines towards the
     executor; `security`: the public port's TLS and tokens; `executor_link`: TLS and token towards
     the executor (default: neither). ExecutorUnavailable if the executor does not answer or
-    serves another scheduler."""
+    serves another scheduler; ValueError for a policy only the simulator can run."""
+    if POLICIES[config.policy].simulator_only:
+        raise ValueError(f"policy {config.policy!r} runs in the simulator only (infercept-sim)")
     security = security or serving.ServerSecurity()
     executor = (executor_link or ExecutorLink()).client(executor_address, link)
     await executor.wait_until_serving(executor_timeout_s)

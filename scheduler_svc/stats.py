@@ -32,6 +32,8 @@ class SchedulerStats:
     prefix_hit_blocks: int = 0  # cached device blocks taken by requests starting to compute
     # Swapped-out blocks whose device copy was still cached at the swap-in: taken back, no copy.
     reattached_blocks: int = 0
+    forward_s: float = 0.0  # forward time of every iteration, seconds
+    recomputed_forward_s: float = 0.0  # ... attributed to recomputed tokens (by token share)
     last_iteration: gen.IterationStats = dataclasses.field(default_factory=gen.IterationStats)
 
     def count_interception(self, tool: str) -> None:

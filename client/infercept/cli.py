@@ -131,7 +131,7 @@ def serve(args: argparse.Namespace) -> int:
         )
         services.append(scheduler)
         scheduler.start()
-        with _gateway(args.gateway_listen, scheduler.address, logs) as gateway_url:
+        with _gateway(args, scheduler.address, logs) as gateway_url:
             print(f"InferCept serving on {scheduler.address} (executor {executor.address}, logs {logs})")
             if gateway_url:
                 print(f"OpenAI-compatible gateway on {gateway_url}/v1")
@@ -155,14 +155,19 @@ def serve(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _gateway(listen: str, scheduler_address: str, log_dir: Path) -> Iterator[str]:
-    """The HTTP gateway as a third child when asked (`--gateway-listen`); yields its URL or ""."""
-    if not listen:
+def _gateway(args: argparse.Namespace, scheduler_address: str, log_dir: Path) -> Iterator[str]:
+    """The HTTP gateway as a third child when asked (`--gateway-listen`); yields its URL or "".
+    It presents the first token of --auth-token-file and trusts --tls-ca, as the health probe."""
+    if not args.gateway_listen:
         yield ""
         return
     from gateway.process import run_gateway  # the gateway's package, only when asked for
 
-    with run_gateway(listen, scheduler_address, log_dir) as url:
+    token_file = args.auth_token_file or None
+    ca_path = args.tls_ca if args.tls_cert else None
+    with run_gateway(
+        args.gateway_listen, scheduler_address, log_dir, token_file=token_file, ca_path=ca_path
+    ) as url:
         yield url
 
 

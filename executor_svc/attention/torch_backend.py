@@ -78,18 +78,29 @@ class TorchAttentionBackend(AttentionBackend):
     def prepare(self, layout: BatchLayout) -> TorchAttentionMetadata:
         device = layout.slot_blocks.device
         decode_seqs = [i for i in range(layout.num_seqs) if layout.query_len(i) == 1]
-        chunks = [self._chunk(layout, i, device) for i in range(layout.num_seqs) if layout.query_len(i) > 1]
         decode = self._decode_group(layout, decode_seqs, device) if decode_seqs else None
-        return TorchAttentionMetadata(layout, decode, chunks)
+        return TorchAttentionMetadata(layout, decode, self.prepare_chunks(layout).chunks)
+
+    def prepare_chunks(self, layout: BatchLayout) -> TorchAttentionMetadata:
+        """Metadata of the multi-token chunks only: attend_into then leaves decode rows alone."""
+        device = layout.slot_blocks.device
+        chunks = [self._chunk(layout, i, device) for i in range(layout.num_seqs) if layout.query_len(i) > 1]
+        return TorchAttentionMetadata(layout, None, chunks)
 
     def attend(self, q: torch.Tensor, kv_layer: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         assert isinstance(meta, TorchAttentionMetadata), "metadata from another backend"
         out = torch.empty_like(q)
+        self.attend_into(q, kv_layer, meta, out)
+        return out
+
+    def attend_into(
+        self, q: torch.Tensor, kv_layer: torch.Tensor, meta: TorchAttentionMetadata, out: torch.Tensor
+    ) -> None:
+        """attend, writing the rows `meta` covers into `out` (N, heads, head_dim) in place."""
         if meta.decode is not None:
             self._attend_decode(q, kv_layer, meta.decode, out)
         for chunk in meta.chunks:
             self._attend_chunk(q, kv_layer, chunk, out)
-        return out
 
     def _attend_decode(
         self, q: torch.Tensor, kv_layer: torch.Tensor, group: DecodeGroup, out: torch.Tensor

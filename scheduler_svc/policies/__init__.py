@@ -5,6 +5,7 @@ from __future__ import annotations
 from scheduler_svc.policies.base import IterationView, PauseAction, PausedContext, PausedDecision, Policy
 from scheduler_svc.policies.baselines import ImprovedDiscardPolicy, PreservePolicy, SwapPolicy, VllmPolicy
 from scheduler_svc.policies.continuum import ContinuumPolicy
+from scheduler_svc.policies.ideal import IdealPolicy
 from scheduler_svc.policies.infercept import TECHNIQUES, InferceptOptions, InferceptPolicy
 from scheduler_svc.policies.lazy_swap import LAZY_SWAP_TECHNIQUES, LazySwapOptions, LazySwapPolicy
 from scheduler_svc.policies.vllm_apc import VllmApcPolicy
@@ -22,6 +23,7 @@ POLICIES: dict[str, type[Policy]] = {
         LazySwapPolicy,
     )
 }
+POLICIES[IdealPolicy.name] = IdealPolicy  # simulator only
 
 __all__ = [
     "LAZY_SWAP_TECHNIQUES",

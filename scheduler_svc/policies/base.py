@@ -81,6 +81,11 @@ class Policy(abc.ABC):
     prefix_caching: ClassVar[bool] = False
     # manage_paused is called every iteration with paused contexts, not only when memory is short.
     revisits_paused_always: ClassVar[bool] = False
+    # Only the simulator can run it (the real server refuses it): e.g. `ideal`, whose restored
+    # contexts cost nothing.
+    simulator_only: ClassVar[bool] = False
+    # The simulator charges no forward time for recomputed tokens (`ideal`'s free restore).
+    restores_for_free: ClassVar[bool] = False
 
     @abc.abstractmethod
     def on_pause(self, request: Request, blocks: BlockManager, now: float) -> PauseAction:

@@ -82,6 +82,9 @@ class CostProfile:
     forward_s_per_context_token: float = 0.0  # per cached token a sequence of the batch attends
     iteration_overhead_s: float = 0.0  # per iteration, outside the executor's step
     iteration_overhead_s_per_sequence: float = 0.0  # per sequence computed in the iteration
+    # Host swap pools that differ by policy: (policy name, blocks); a policy not listed gets
+    # num_host_blocks. The paper's scripts give Swap and InferCept 128 GiB, the others vLLM's 4 GiB.
+    num_host_blocks_by_policy: tuple[tuple[str, int], ...] = ()
     # What the numbers rest on, for humans and for the results file (free text and figures).
     assumptions: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False, compare=False)
 
@@ -98,6 +101,14 @@ class CostProfile:
         if self.num_host_blocks < 0:
             raise ValueError(f"profile {self.name!r}: num_host_blocks must be >= 0")
         _check_curve(self.name, self.forward_curve)
+        if any(num_blocks < 0 for _, num_blocks in self.num_host_blocks_by_policy):
+            raise ValueError(f"profile {self.name!r}: num_host_blocks_by_policy must be >= 0")
+
+    def for_policy(self, policy: str) -> CostProfile:
+        """This profile as the device that runs `policy` sees it: its host pool, if the profile
+        gives that policy its own (num_host_blocks_by_policy)."""
+        num_host_blocks = dict(self.num_host_blocks_by_policy).get(policy, self.num_host_blocks)
+        return dataclasses.replace(self, num_host_blocks=num_host_blocks)
 
     # ----- costs -----
 
@@ -193,7 +204,8 @@ class CostProfile:
         if unknown or missing:
             raise ValueError(f"cost profile: unknown keys {unknown}, missing keys {missing}")
         curve = tuple((int(tokens), float(seconds)) for tokens, seconds in values.get("forward_curve", ()))
-        return cls(**{**values, "forward_curve": curve})
+        host_pools = tuple((str(name), int(n)) for name, n in values.get("num_host_blocks_by_policy", ()))
+        return cls(**{**values, "forward_curve": curve, "num_host_blocks_by_policy": host_pools})
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")

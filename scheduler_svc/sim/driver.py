@@ -15,9 +15,15 @@ the calls as a synthetic script whose duration hints are the drawn durations (al
 ToolStarted when the call starts).
 
 Measurement window [warmup_s, warmup_s + duration_s): requests arriving before it are not
-measured, requests unfinished at its end are not completed, and the simulation stops at the first
-iteration boundary at or past its end. Server stats are taken at the first iteration boundary at
-or past its start and at the stop.
+measured, requests unfinished at its end are not completed (their records carry the output they
+had at its end, cut_s, for runs that count them as the paper's harness does), and the simulation
+stops at the first iteration boundary at or past its end. Server stats are taken at the first
+iteration boundary at or past its start and at the stop.
+
+Forward time is kept beside the scheduler's stats ("forward_s", "recomputed_forward_s"): each
+iteration's forward time is split over its tokens in proportion to their number (token-share
+attribution), so recomputed tokens get forward_s · recomputed / computed of it. A policy that
+restores for free (`ideal`) has its recomputed tokens cost no time at all.
 """
 
 from __future__ import annotations
@@ -48,7 +54,10 @@ class _Progress:
     num_calls: int = 0  # interceptions so far (index of the next segment's call)
     first_token_s: float | None = None
     finish_s: float | None = None
-    tool_time_s: float = 0.0
+    tool_time_s: float = 0.0  # of the calls started so far, in full
+    call_return_s: float = 0.0  # when the last call started returns
+    num_generated: int = 0  # tokens streamed so far
+    num_returned: int = 0  # tokens returned by the calls so far
     usage: gen.Usage | None = None  # the server's counts, once finished
     error: str = ""  # gRPC status code name if the server refused it
 
@@ -118,6 +127,8 @@ class Simulation:
         self._tool_returns: list[tuple[float, int, int]] = []  # heap of (time, tie-break, request id)
         self._num_tool_calls = 0
         self._live: dict[int, _Progress] = {}  # by request id
+        self._forward_s = 0.0  # forward time of every iteration so far
+        self._recomputed_forward_s = 0.0  # ... attributed to recomputed tokens
 
     def run(self, warmup_s: float, duration_s: float) -> SimulationResult:
         window_start, window_end = warmup_s, warmup_s + duration_s
@@ -155,8 +166,14 @@ class Simulation:
 
     def _step(self) -> bool:
         """One iteration; False if the plan did nothing (no work fits), so time must pass."""
+        recomputed_before = self.scheduler.stats.tokens_by_kind["recompute"]
         plan = self.scheduler.schedule(self.now)
-        result = self.executor.run(plan)
+        num_recomputed = self.scheduler.stats.tokens_by_kind["recompute"] - recomputed_before
+        is_free = self.scheduler.policy.restores_for_free
+        result = self.executor.run(plan, num_free_tokens=num_recomputed if is_free else 0)
+        self._forward_s += result.forward_s
+        if num_recomputed and not is_free and result.num_batched_tokens:
+            self._recomputed_forward_s += result.forward_s * num_recomputed / result.num_batched_tokens
         iteration_s = self.executor.iteration_s(plan, result)
         end_s = self.now + iteration_s
         self._deliver(end_s)
@@ -164,7 +181,7 @@ class Simulation:
         self.num_iterations += 1
         self.now = end_s
         self._handle(events, end_s)
-        return iteration_s > 0
+        return iteration_s > 0 or bool(plan.work)  # work restored for free took no time, yet ran
 
     # ----- events -----
 
@@ -198,6 +215,7 @@ class Simulation:
 
     def _tool_returned(self, progress: _Progress, now: float) -> None:
         returned = progress.plan.segments[progress.num_calls - 1].returned_tokens
+        progress.num_returned += returned
         try:
             events = self.scheduler.resume(progress.request_id, [SAMPLED_TOKEN_ID] * returned, now)
         except RequestError as error:  # e.g. the result does not fit in the maximum length
@@ -210,12 +228,14 @@ class Simulation:
             kind = event.WhichOneof("event")
             progress = self._live[request_id]
             if kind == "tokens":
+                progress.num_generated += len(event.tokens.token_ids)
                 if progress.first_token_s is None:
                     progress.first_token_s = now
             elif kind == "intercepted":
                 duration_s = progress.plan.segments[progress.num_calls].duration_s
                 progress.num_calls += 1
                 progress.tool_time_s += duration_s
+                progress.call_return_s = now + duration_s
                 self.scheduler.tool_started(request_id, duration_s)  # as the client library does
                 self._num_tool_calls += 1
                 heapq.heappush(self._tool_returns, (now + duration_s, self._num_tool_calls, request_id))
@@ -226,11 +246,25 @@ class Simulation:
     # ----- results -----
 
     def _stats(self) -> dict[str, Any]:
-        return message_to_dict(self.scheduler.stats_proto())
+        stats = message_to_dict(self.scheduler.stats_proto())
+        return {**stats, "forward_s": self._forward_s, "recomputed_forward_s": self._recomputed_forward_s}
 
     @staticmethod
     def _record(progress: _Progress, window_end_s: float) -> RequestRecord:
         finish_s, usage = progress.finish_s, progress.usage
+        if (finish_s is None or finish_s > window_end_s) and not progress.error:
+            # Unfinished at the window's end: what it had then (a call still running counts up
+            # to the end only).
+            return RequestRecord(
+                index=progress.plan.index,
+                arrival_s=progress.plan.arrival_s,
+                completed=False,
+                first_token_s=progress.first_token_s,
+                tool_time_s=progress.tool_time_s - max(progress.call_return_s - window_end_s, 0.0),
+                generated_tokens=progress.num_generated,
+                returned_tokens=progress.num_returned,
+                cut_s=window_end_s,
+            )
         return RequestRecord(
             index=progress.plan.index,
             arrival_s=progress.plan.arrival_s,

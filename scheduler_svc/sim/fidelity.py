@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(
             f"the executor served the load at {_step_terms(profile)}; at the calibrated speed the sim/real "
             "ratios would be "
-            + ", ".join(f"{calibrated_only[key]['ratio']:.3f} ({key})" for key in HEADLINE_KEYS),
+            + ", ".join(f"{_ratio_text(calibrated_only[key]['ratio'])} ({key})" for key in HEADLINE_KEYS),
             flush=True,
         )
     return {
@@ -210,9 +210,14 @@ def run_sim(args: argparse.Namespace, profile: CostProfile) -> SimRun:
 
     simulation.scheduler.on_iteration = on_iteration
     result = simulation.run(args.warmup, args.duration)
-    sim_args = argparse.Namespace(**vars(args), overlap_swaps=overlap_swaps)
+    # The load generator cancels unfinished requests without their output: the simulator does too.
+    sim_args = argparse.Namespace(**vars(args), overlap_swaps=overlap_swaps, count_unfinished=False)
     record = sim_record(sim_args, result, plan_assumptions, args.rate, profile, config)
     return SimRun(record, result.num_iterations, steps)
+
+
+def _ratio_text(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.3f}"  # None: nothing completed on one side
 
 
 def _warn_if_busy(other_cpu_share: float | None) -> None:

@@ -25,10 +25,11 @@ from typing import Any
 import grpc
 
 from infercept.auth import read_token
-from infercept.loadgen.main import make_plans
+from infercept.loadgen.main import add_statistics_flag, make_plans
 from infercept.loadgen.metrics import results_record, server_delta, summarize
 from infercept.loadgen.report import DEFAULT_SLO_S_PER_TOKEN, plot_latency, sweep_table
 from infercept.loadgen.spec import RequestPlan
+from infercept.loadgen.trace_replay import TRACE_WORKLOAD
 from infercept.loadgen.workloads import WORKLOADS
 from infercept.logs import configure_logging
 from scheduler_svc.config import SchedulerConfig
@@ -58,10 +59,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
-        "--workload", default="mixed", help=f"one of {', '.join(WORKLOADS)}, or a trace .json file"
+        "--workload",
+        default=TRACE_WORKLOAD,
+        help=f"{TRACE_WORKLOAD} (the authors' trace, replayed as their harness does), one of "
+        f"{', '.join(WORKLOADS)} (drawn), or a trace .json file (replayed like {TRACE_WORKLOAD})",
     )
+    add_statistics_flag(p)
     p.add_argument("--rate", type=float, default=1.0, help="arrival rate, requests/s (Poisson)")
     p.add_argument("--duration", type=float, default=60.0, help="measurement window, virtual s")
+    p.add_argument(
+        "--count-unfinished",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="count requests unfinished at the window's end in the latency, with the output they "
+        "had (the paper's harness does)",
+    )
     p.add_argument("--warmup", type=float, default=0.0, help="arrivals before the window, s (not measured)")
     p.add_argument("--seed", type=int, default=0, help="seeds arrivals and requests (>= 0)")
     p.add_argument("--out", type=Path, default=Path("results.json"), help="where the results JSON goes")
@@ -72,9 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="multiply every drawn tool-call duration (1: the paper's Table 1)",
     )
-    p.add_argument("--profile", default="a100-gptj6b", help=f"{', '.join(PROFILES)}, or a profile .json")
+    p.add_argument("--profile", default="a100-40gb-gptj6b", help=f"{', '.join(PROFILES)}, or a profile .json")
     p.add_argument("--num-device-blocks", type=int, help="device KV pool (default: the profile's)")
-    p.add_argument("--num-host-blocks", type=int, help="host swap pool (default: the profile's)")
+    p.add_argument(
+        "--num-host-blocks", type=int, help="host swap pool (default: the profile's for the policy)"
+    )
     p.add_argument(
         "--overlap-swaps",
         action="store_true",
@@ -84,7 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--policy",
         default="infercept",
         help=f"scheduling policy: {', '.join(sorted(POLICIES))}, with options as in "
-        "infercept/no-swap-budget/estimator=elapsed (techniques: chunked-recompute, swap-budget, min-waste)",
+        "infercept/no-swap-budget/estimator=elapsed (techniques: chunked-recompute, swap-budget, min-waste), "
+        "or vllm/prefill-first (vLLM 0.2's iteration structure)",
     )
     p.add_argument(
         "--estimator", default="history", help="infercept's duration estimator (oracle, elapsed, history)"
@@ -93,6 +108,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-batched-tokens", type=int, help="token budget of an iteration (default: the profile's S)"
     )
     p.add_argument("--max-num-seqs", type=int, default=256, help="most requests in one iteration")
+    p.add_argument(
+        "--prefill-token-budget",
+        type=int,
+        help="tokens of a prefill iteration under /prefill-first (default: vLLM 0.2's "
+        "max(max model length, 2048))",
+    )
     p.add_argument("--max-live-requests", type=int, default=4096, help="more are refused")
     p.add_argument(
         "--max-queue-wait-s",
@@ -176,13 +197,14 @@ def run_spec(args: argparse.Namespace, rate: float, spec: PolicySpec) -> dict[st
     """Simulate `spec` at `rate` (plans drawn from the seed, so every policy of a rate gets the
     same requests) and return its results record, labelled with the spec."""
     configure_logging("warning")  # in a worker process too
-    profile = _profile(args)
+    profile = _profile(args, spec.policy)
     config = spec.apply(
         SchedulerConfig(
             max_batched_tokens=args.max_batched_tokens or profile.saturation_tokens,
             max_num_seqs=args.max_num_seqs,
             max_live_requests=args.max_live_requests,
             max_queue_wait_s=args.max_queue_wait_s,
+            prefill_token_budget=args.prefill_token_budget or max(profile.max_model_len, 2048),
         )
     )
     plans, plan_assumptions = make_plans(_with_rate(args, rate), profile.max_model_len)
@@ -228,7 +250,7 @@ def sim_record(
         rate=rate,
         duration_s=args.duration,
         seed=args.seed,
-        summary=summarize(result.records, window_s=args.duration),
+        summary=summarize(result.records, window_s=args.duration, count_unfinished=args.count_unfinished),
         server=server_delta(result.stats_before, result.stats_after),
         assumptions={
             **plan_assumptions,
@@ -237,6 +259,9 @@ def sim_record(
             "profile": profile.to_dict(),
             "scheduler": dataclasses.asdict(config),
             "overlap_swaps": args.overlap_swaps,
+            "count_unfinished": args.count_unfinished,
+            "recompute_time_share": "each iteration's forward time split over its tokens by count "
+            "(token-share attribution); ideal's restored tokens cost none",
         },
     )
 
@@ -254,8 +279,12 @@ def save_profile(address: str, path: str, refresh: bool) -> int:
     return 0
 
 
-def _profile(args: argparse.Namespace) -> CostProfile:
+def _profile(args: argparse.Namespace, policy: str | None = None) -> CostProfile:
+    """The profile of the flags, as the device running `policy` sees it (its host pool), with
+    the flags' overrides."""
     profile = load_profile(args.profile)
+    if policy is not None:
+        profile = profile.for_policy(policy)
     overrides = {
         "max_model_len": args.max_model_len,
         "num_device_blocks": args.num_device_blocks,

@@ -44,9 +44,10 @@ class VirtualExecutor:
         self.profile = profile
         self.overlap_swaps = overlap_swaps
 
-    def run(self, plan: pb.StepPlan) -> pb.StepResult:
+    def run(self, plan: pb.StepPlan, num_free_tokens: int = 0) -> pb.StepResult:
         """The result of `plan`: a token for each sampling work item and the virtual times
-        (forward_s, swap_out_s, swap_in_s, step_s) of the iteration."""
+        (forward_s, swap_out_s, swap_in_s, step_s) of the iteration. `num_free_tokens` of the
+        plan's tokens cost nothing (contexts the `ideal` policy restores for free)."""
         result = pb.StepResult(step_id=plan.step_id)
         add_sampled = result.sampled.add  # in place: cheaper than building messages to copy in
         num_tokens = num_context_tokens = 0
@@ -55,7 +56,7 @@ class VirtualExecutor:
             num_context_tokens += work.start_position
             if work.sample:
                 add_sampled(request_id=work.request_id, token_id=SAMPLED_TOKEN_ID)
-        forward_s = self.profile.forward_s(num_tokens, num_context_tokens)
+        forward_s = self.profile.forward_s(num_tokens - num_free_tokens, num_context_tokens)
         swap_out_s = self.profile.swap_out_s(len(plan.swap_out.src_block_ids) // _U32_BYTES)
         swap_in_s = self.profile.swap_in_s(len(plan.swap_in.src_block_ids) // _U32_BYTES)
         hidden_s = forward_s if self.overlap_swaps else 0.0

@@ -1,6 +1,6 @@
 """docker-compose.yml, checked offline (no docker engine): the Compose specification's JSON schema,
 the references between services, networks and volumes, the addresses the two services use to
-reach each other, and that every command runs a declared console script with flags it accepts."""
+reach each other (the gateway included), and that every command runs a declared console script with flags it accepts."""
 
 from __future__ import annotations
 
@@ -31,10 +31,12 @@ from tests.deploy.deployfiles import (
     variables,
 )
 
-SERVICES = ("executor", "scheduler")
+SERVICES = ("executor", "scheduler", "gateway")
+GRPC_SERVICES = ("executor", "scheduler")
 # The ports the services listen on inside their containers.
 EXECUTOR_PORT = 50061
 SCHEDULER_PORT = 50051
+GATEWAY_PORT = 8000
 ANY_ADDRESS = ("0.0.0.0", "::")
 
 # Environments the file is read under: no settings at all (every default), and an operator's.
@@ -48,6 +50,8 @@ ENVIRONMENTS = {
         "INFERCEPT_IMAGE": "registry.example.com/infercept:1.2.3",
         "INFERCEPT_PUBLISH_IP": "192.0.2.10",
         "INFERCEPT_EXECUTOR_TOKEN": "an-internal-token",
+        "INFERCEPT_GATEWAY_PORT": "8080",
+        "INFERCEPT_CHAT_TEMPLATE": "model",
     },
 }
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -57,6 +61,8 @@ PROGRAM_CASES = [
     pytest.param("executor", "operator", id="executor-operator"),
     pytest.param("scheduler", "defaults", id="scheduler-defaults"),
     pytest.param("scheduler", "operator", id="scheduler-operator"),
+    pytest.param("gateway", "defaults", id="gateway-defaults"),
+    pytest.param("gateway", "operator", id="gateway-operator"),
 ]
 
 
@@ -141,7 +147,7 @@ def test_every_variable_has_a_default(raw: dict[str, Any]) -> None:
 # --- References between services, networks and volumes -----------------------------------------
 
 
-def test_the_services_are_the_executor_and_the_scheduler(services: dict[str, Any]) -> None:
+def test_the_services_are_the_executor_the_scheduler_and_the_gateway(services: dict[str, Any]) -> None:
     assert set(services) == set(SERVICES)
 
 
@@ -160,6 +166,10 @@ def test_the_scheduler_starts_once_the_executor_is_healthy(services: dict[str, A
     assert services["scheduler"]["depends_on"] == {"executor": {"condition": "service_healthy"}}
 
 
+def test_the_gateway_starts_once_the_scheduler_is_healthy(services: dict[str, Any]) -> None:
+    assert services["gateway"]["depends_on"] == {"scheduler": {"condition": "service_healthy"}}
+
+
 def service_networks(service: dict[str, Any]) -> set[str]:
     networks = service.get("networks", ["default"])
     return set(networks)  # a list of names, or a mapping name -> settings
@@ -170,6 +180,7 @@ def test_networks_used_are_declared_and_shared(compose: dict[str, Any], services
     for name, service in services.items():
         assert service_networks(service) <= declared | {"default"}, name
     assert service_networks(services["executor"]) & service_networks(services["scheduler"])
+    assert service_networks(services["scheduler"]) & service_networks(services["gateway"])
 
 
 def test_volumes_used_are_declared(compose: dict[str, Any], services: dict[str, Any]) -> None:
@@ -194,10 +205,17 @@ def listen_address(service: dict[str, Any]) -> tuple[str, int]:
     return split_host_port(value)
 
 
-def test_both_services_listen_on_every_container_interface(services: dict[str, Any]) -> None:
+def test_every_service_listens_on_every_container_interface(services: dict[str, Any]) -> None:
     """127.0.0.1 inside a container is unreachable from the other container and from the host."""
     assert listen_address(services["executor"]) in [(host, EXECUTOR_PORT) for host in ANY_ADDRESS]
     assert listen_address(services["scheduler"]) in [(host, SCHEDULER_PORT) for host in ANY_ADDRESS]
+    assert listen_address(services["gateway"]) in [(host, GATEWAY_PORT) for host in ANY_ADDRESS]
+
+
+def test_the_gateway_reaches_the_scheduler_by_service_name_and_listen_port(services: dict[str, Any]) -> None:
+    value = flag_value(command_args(services["gateway"]), "--scheduler")
+    assert value is not None
+    assert split_host_port(value) == ("scheduler", listen_address(services["scheduler"])[1])
 
 
 def test_the_scheduler_reaches_the_executor_by_service_name_and_listen_port(
@@ -217,41 +235,50 @@ def test_the_scheduler_reaches_the_executor_by_service_name_and_listen_port(
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS.values(), ids=ENVIRONMENTS.keys())
-def test_only_the_scheduler_is_published_on_its_listen_port(raw: dict[str, Any], env: dict[str, str]) -> None:
+def test_only_the_scheduler_and_the_gateway_are_published_on_their_listen_ports(
+    raw: dict[str, Any], env: dict[str, str]
+) -> None:
     services = interpolate(raw, env)["services"]
     mappings = [port_mapping(spec) for spec in services["scheduler"].get("ports", [])]
     assert mappings == [
         (env.get("INFERCEPT_PORT", str(SCHEDULER_PORT)), listen_address(services["scheduler"])[1])
     ]
+    mappings = [port_mapping(spec) for spec in services["gateway"].get("ports", [])]
+    assert mappings == [
+        (env.get("INFERCEPT_GATEWAY_PORT", str(GATEWAY_PORT)), listen_address(services["gateway"])[1])
+    ]
     # The executor's API is internal: one executor serves one scheduler.
     assert "ports" not in services["executor"]
 
 
-def test_the_scheduler_is_published_on_loopback_only_by_default(services: dict[str, Any]) -> None:
-    """Plain-text, tokenless gRPC must not reach the network unless the operator says so."""
-    for spec in services["scheduler"]["ports"]:
+def test_the_scheduler_and_the_gateway_are_published_on_loopback_only_by_default(
+    services: dict[str, Any],
+) -> None:
+    """Plain-text, tokenless gRPC (and the gateway over it) must not reach the network unless the
+    operator says so."""
+    for spec in services["scheduler"]["ports"] + services["gateway"]["ports"]:
         assert published_host_ip(spec) in LOOPBACK, spec
 
 
 def test_the_operator_chooses_the_published_address(raw: dict[str, Any]) -> None:
     env = ENVIRONMENTS["operator"]
     services = interpolate(raw, env)["services"]
-    assert [published_host_ip(spec) for spec in services["scheduler"]["ports"]] == [
-        env["INFERCEPT_PUBLISH_IP"]
-    ]
+    for name in ("scheduler", "gateway"):
+        assert [published_host_ip(spec) for spec in services[name]["ports"]] == [env["INFERCEPT_PUBLISH_IP"]]
 
 
 def test_both_services_get_the_same_executor_token(raw: dict[str, Any]) -> None:
     from executor_svc.main import EXECUTOR_TOKEN_ENV
 
     services = interpolate(raw, ENVIRONMENTS["operator"])["services"]
-    tokens = {name: service["environment"].get(EXECUTOR_TOKEN_ENV) for name, service in services.items()}
+    tokens = {name: services[name]["environment"].get(EXECUTOR_TOKEN_ENV) for name in GRPC_SERVICES}
     assert tokens == {"executor": "an-internal-token", "scheduler": "an-internal-token"}
 
 
 def test_health_checks_probe_each_service_on_its_listen_port(services: dict[str, Any]) -> None:
     assert importlib.util.find_spec("infercept.healthcheck") is not None
-    for name, service in services.items():
+    for name in GRPC_SERVICES:
+        service = services[name]
         check = service["healthcheck"]
         test = check["test"]
         # CMD (exec form, no shell): python and the project are all the probe needs in the image.
@@ -266,6 +293,16 @@ def test_health_checks_probe_each_service_on_its_listen_port(services: dict[str,
         assert check.get("retries", 3) >= 1
 
 
+def test_the_gateways_health_check_asks_its_http_health_route_on_its_listen_port(
+    services: dict[str, Any],
+) -> None:
+    gateway = services["gateway"]
+    check = gateway["healthcheck"]
+    assert check["test"][:3] == ["CMD", "python", "-c"]
+    assert f"http://127.0.0.1:{listen_address(gateway)[1]}/health" in check["test"][3]
+    assert duration_s(check["timeout"]) > 5  # the probe's own urlopen timeout
+
+
 # --- Resources and lifecycle ---------------------------------------------------------------------
 
 
@@ -277,13 +314,15 @@ def test_the_executor_reserves_one_nvidia_gpu(services: dict[str, Any]) -> None:
     assert device.get("count") == 1 or len(device.get("device_ids", [])) == 1
     assert "gpu" in device["capabilities"]
     assert "deploy" not in services["scheduler"], "the scheduler never uses the GPU"
+    assert "deploy" not in services["gateway"], "the gateway never uses the GPU"
 
 
 def test_services_restart_and_stop_gracefully(services: dict[str, Any]) -> None:
     from executor_svc.server import GRACE_S as EXECUTOR_GRACE_S
     from scheduler_svc.server import GRACE_S as SCHEDULER_GRACE_S
 
-    grace_s = {"executor": EXECUTOR_GRACE_S, "scheduler": SCHEDULER_GRACE_S}
+    # The gateway's uvicorn finishes its open HTTP requests (a turn ends at a tool call or the end).
+    grace_s = {"executor": EXECUTOR_GRACE_S, "scheduler": SCHEDULER_GRACE_S, "gateway": 5.0}
     for name, service in services.items():
         assert service.get("restart") in ("always", "unless-stopped", "on-failure"), name
         # Docker's default is 10 s; the servers need their gRPC grace period and some more.
@@ -291,9 +330,9 @@ def test_services_restart_and_stop_gracefully(services: dict[str, Any]) -> None:
         assert service.get("init") is True, f"{name}: an init forwards SIGTERM and reaps children"
 
 
-def test_both_services_run_the_same_image(services: dict[str, Any]) -> None:
-    assert services["executor"]["image"] == services["scheduler"]["image"]
-    assert services["executor"]["build"] == services["scheduler"]["build"]
+def test_every_service_runs_the_same_image(services: dict[str, Any]) -> None:
+    assert services["executor"]["image"] == services["scheduler"]["image"] == services["gateway"]["image"]
+    assert services["executor"]["build"] == services["scheduler"]["build"] == services["gateway"]["build"]
     assert services["executor"]["build"]["context"] == "."
 
 

@@ -97,7 +97,9 @@ async def _run_all(address: str, specs: list[Spec]) -> list[GenerateResult]:
         )
 
 
-@pytest.fixture(scope="module", params=sorted(POLICIES))
+@pytest.fixture(
+    scope="module", params=sorted(name for name, cls in POLICIES.items() if not cls.simulator_only)
+)
 def policy_run(
     request: pytest.FixtureRequest, specs: list[Spec], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, list[GenerateResult], dict[str, object]]]:

@@ -4,6 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
+from executor_svc.config import ExecutorConfig
+from executor_svc.main import config_from_args, parse_args
+from executor_svc.threads import set_compute_threads
+
 
 def test_help_lists_every_documented_flag() -> None:
     out = subprocess.run(
@@ -19,6 +26,7 @@ def test_help_lists_every_documented_flag() -> None:
         "--gpu-memory-fraction",
         "--num-host-blocks",
         "--seed",
+        "--threads",
         "--profile",
     ):
         assert flag in out
@@ -32,3 +40,21 @@ def test_a_bad_model_path_exits_with_a_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "not a built-in model" in result.stderr
+
+
+def test_threads_flag_reaches_the_config_and_is_validated() -> None:
+    assert config_from_args(parse_args(["--threads", "3"])).num_threads == 3
+    assert config_from_args(parse_args([])).num_threads is None
+    with pytest.raises(ValueError, match="num_threads"):
+        ExecutorConfig(num_threads=0)
+
+
+def test_set_compute_threads_sets_torch_threads() -> None:
+    before = torch.get_num_threads()
+    try:
+        set_compute_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError):
+        set_compute_threads(0)

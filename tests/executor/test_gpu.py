@@ -14,19 +14,15 @@ import torch
 
 pytest.importorskip("triton")  # before the imports below, which import triton
 
+from executor_svc.attention.selection import HeadShape, select_backend
 from executor_svc.block_copy import copy_blocks, copy_blocks_torch
 from executor_svc.config import ExecutorConfig
 from executor_svc.engine import Engine
 from executor_svc.random_model import write_random_model
+from tests.executor.attention_cases import Case, random_batch, relative_error
 from tests.executor.plan_driver import PlanDriver
-from tests.executor.test_triton_backend import (
-    TINY_MODEL,
-    TOLERANCE,
-    Case,
-    attend_both,
-    random_batch,
-    relative_error,
-)
+from tests.executor.reference import assert_matches_reference, load_reference
+from tests.executor.test_triton_backend import TINY_MODEL, TOLERANCE, attend_both
 
 pytestmark = [
     pytest.mark.gpu,
@@ -93,3 +89,34 @@ def test_copy_blocks_through_pinned_host_memory(direction: str) -> None:
     torch.cuda.synchronize()
     copy_blocks_torch(src[1], expected[1], src_ids, dst_ids)
     assert torch.equal(dst.cpu(), expected.cpu())
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_greedy_tokens_and_logits_match_transformers_on_cuda(tmp_path: Path, backend: str) -> None:
+    """float32 on the GPU against the CPU reference; TF32 stays off (torch's default for matmul)."""
+    write_random_model(tmp_path, TINY_MODEL, seed=7, init_std=0.1)
+    engine = Engine(
+        ExecutorConfig(
+            model=str(tmp_path),
+            device="cuda",
+            dtype="float32",
+            block_size=16,
+            num_device_blocks=48,
+            num_host_blocks=32,
+            attention_backend=backend,
+        )
+    )
+    driver = PlanDriver(engine.step, block_size=16, num_device_blocks=48, num_host_blocks=32, seed=2)
+    rng = random.Random(4)
+    prompts = [[rng.randrange(TINY_MODEL.vocab_size) for _ in range(rng.randint(1, 60))] for _ in range(5)]
+    requests = driver.run(prompts, num_new_tokens=16)
+    assert driver.num_swapped_out > 0 and driver.num_swapped_in > 0
+    assert_matches_reference(load_reference(tmp_path), requests, rel_tol=1e-3)
+
+
+def test_auto_measures_and_picks_a_correct_backend(tmp_path: Path) -> None:
+    shape = HeadShape(num_heads=32, num_kv_heads=8, head_dim=128, block_size=16)
+    chosen, trials = select_backend(CUDA, BF16, shape, tmp_path / "cache", refresh=True)
+    by_name = {t.name: t for t in trials}
+    assert set(by_name) == {"torch", "triton"}
+    assert chosen == "torch" or by_name[chosen].seconds < by_name["torch"].seconds

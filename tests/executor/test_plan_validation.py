@@ -16,6 +16,7 @@ NUM_DEVICE_BLOCKS, NUM_HOST_BLOCKS, BLOCK_SIZE = 16, 8, 4
 @pytest.fixture(scope="module")
 def engine() -> Engine:
     config = ExecutorConfig(
+        model="tiny",
         device="cpu",
         block_size=BLOCK_SIZE,
         num_device_blocks=NUM_DEVICE_BLOCKS,

@@ -92,7 +92,9 @@ def _generate(
 
 
 def test_seeded_request_is_reproducible_across_batch_compositions() -> None:
-    engine = Engine(ExecutorConfig(device="cpu", block_size=16, num_device_blocks=32, num_host_blocks=0))
+    engine = Engine(
+        ExecutorConfig(model="tiny", device="cpu", block_size=16, num_device_blocks=32, num_host_blocks=0)
+    )
     prompt = list(b"Once upon a time")
     alone = _generate(engine, {7: prompt}, seeded=7, steps=12)
     crowded = _generate(

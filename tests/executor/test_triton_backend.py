@@ -8,7 +8,6 @@ rejects, so the kernel is also compiled for an H100 (sm_90), which needs no GPU.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import subprocess
@@ -42,6 +41,7 @@ from executor_svc.config import ExecutorConfig
 from executor_svc.engine import Engine
 from executor_svc.model_config import LlamaConfig
 from executor_svc.random_model import write_random_model
+from tests.executor.attention_cases import Batch, Case, random_batch, relative_error
 from tests.executor.plan_driver import PlanDriver
 
 # Kernels compiled (TRITON_INTERPRET unset or 0) need a GPU to run on.
@@ -50,65 +50,6 @@ runs_kernels = pytest.mark.skipif(
 )
 DEVICE = torch.device("cpu" if IS_INTERPRETED else "cuda")
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """One attention call: head shapes, dtype, and each sequence's (query_len, context_len)."""
-
-    dtype: torch.dtype
-    block_size: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    seqs: list[tuple[int, int]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Batch:
-    q: torch.Tensor  # (N, heads, head_dim)
-    pool: torch.Tensor  # (2 layers, blocks, 2, block_size, kv_heads, head_dim)
-    layout: BatchLayout
-
-    @property
-    def kv_layer(self) -> torch.Tensor:
-        """Layer 1: a view at an offset into the pool, as the model passes it."""
-        return self.pool[1]
-
-
-def random_batch(case: Case, seed: int, device: torch.device) -> Batch:
-    """Random q and KV pool; each context in random, non-contiguous blocks, its table sometimes
-    longer than the context needs (as the scheduler's may be)."""
-    rng = random.Random(seed)
-    generator = torch.Generator().manual_seed(seed)
-    tables_len = [-(-context // case.block_size) + rng.randint(0, 1) for _, context in case.seqs]
-    free_blocks = list(range(sum(tables_len) + 3))
-    rng.shuffle(free_blocks)
-    kv_shape = (len(free_blocks), 2, case.block_size, case.num_kv_heads, case.head_dim)
-    pool = torch.randn((2, *kv_shape), generator=generator).to(device, case.dtype)
-    tables = [[free_blocks.pop() for _ in range(n)] for n in tables_len]
-    positions = [np.arange(context - query, context) for query, context in case.seqs]
-    flat_positions = np.concatenate(positions)
-    slot_blocks = np.concatenate(
-        [np.asarray(t)[p // case.block_size] for t, p in zip(tables, positions, strict=True)]
-    )
-    layout = BatchLayout(
-        block_size=case.block_size,
-        query_starts=np.concatenate(([0], np.cumsum([q for q, _ in case.seqs]))).tolist(),
-        context_lens=[context for _, context in case.seqs],
-        block_tables=tables,
-        slot_blocks=torch.from_numpy(slot_blocks).to(device),
-        slot_offsets=torch.from_numpy(flat_positions % case.block_size).to(device),
-    )
-    num_tokens = len(flat_positions)
-    q = torch.randn((num_tokens, case.num_heads, case.head_dim), generator=generator)
-    return Batch(q.to(device, case.dtype), pool, layout)
-
-
-def relative_error(ours: torch.Tensor, expected: torch.Tensor) -> float:
-    """Largest absolute difference, relative to the largest expected magnitude."""
-    diff = (ours.float() - expected.float()).abs().max()
-    return float(diff / expected.float().abs().max())
 
 
 def attend_both(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,7 +145,7 @@ def test_work_mapping_covers_every_query_once_longest_first() -> None:
 
 def test_registered_and_refused_on_cpu_outside_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
     assert BACKENDS["triton"] is TritonAttentionBackend
-    assert isinstance(create_backend("auto", torch.device("cpu")), TorchAttentionBackend)
+    assert not isinstance(create_backend("auto", torch.device("cpu")), TritonAttentionBackend)
     monkeypatch.setattr(attention, "TRITON_RUNS_ON_CPU", False)
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
         create_backend("triton", torch.device("cpu"))

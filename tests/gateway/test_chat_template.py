@@ -9,7 +9,7 @@ import pytest
 from transformers import PreTrainedTokenizerFast
 
 from executor_svc.byte_tokenizer import build_byte_tokenizer
-from gateway.chat_template import ChatTemplate, TemplateError
+from gateway.chat_template import ChatTemplateError, gateway_template
 
 # A template in the style of the Hermes/Qwen ones: tools in the system turn, calls as
 # <tool_call> JSON, tool results grouped in a user turn, loop controls, raise_exception.
@@ -80,16 +80,16 @@ def test_the_rendering_equals_transformers_apply_chat_template() -> None:
     expected = reference.apply_chat_template(
         MESSAGES, tools=TOOLS, add_generation_prompt=True, tokenize=False
     )
-    assert ChatTemplate(HERMES_STYLE).render(MESSAGES, TOOLS) == expected
+    assert gateway_template(HERMES_STYLE).render(MESSAGES, TOOLS) == expected
     assert "Café" in expected  # tojson keeps non-ASCII text, as transformers' filter does
 
 
 def test_a_template_that_refuses_a_conversation_raises_template_error() -> None:
-    with pytest.raises(TemplateError, match="bad role wizard"):
-        ChatTemplate(HERMES_STYLE).render([{"role": "wizard", "content": "hi"}], None)
+    with pytest.raises(ChatTemplateError, match="bad role wizard"):
+        gateway_template(HERMES_STYLE).render([{"role": "wizard", "content": "hi"}])
 
 
 def test_the_sandbox_refuses_to_reach_python_internals() -> None:
-    template = ChatTemplate("{{ messages.__class__.__mro__[1].__subclasses__() }}")
-    with pytest.raises(TemplateError):
-        template.render([{"role": "user", "content": "hi"}], None)
+    template = gateway_template("{{ messages.__class__.__mro__[1].__subclasses__() }}")
+    with pytest.raises(ChatTemplateError):
+        template.render([{"role": "user", "content": "hi"}])

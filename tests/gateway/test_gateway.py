@@ -15,7 +15,7 @@ from gateway.config import GatewayConfig
 from infercept import Client
 from infercept.launcher import Stack
 
-MODEL = "tiny"
+MODEL = "tiny"  # the stack of conftest.py
 TOOLS: list[Any] = [
     {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
 ]

@@ -1,4 +1,4 @@
-"""The gateway's pure parts, without processes: tool-call parsing, the marker holdback, the
+"""The gateway's pure parts, without processes: interceptions as OpenAI tool calls, the marker holdback, the
 ChatML fallback and token-id splicing, the pause table, a turn over played server events."""
 
 from __future__ import annotations
@@ -10,28 +10,25 @@ from typing import Any
 import pytest
 
 from executor_svc.byte_tokenizer import build_byte_tokenizer
-from gateway.chat_template import ChatTemplate
+from gateway.chat_template import gateway_template
 from gateway.errors import GatewayError
 from gateway.holdback import releasable_length
 from gateway.main import parse_args
 from gateway.model_assets import ModelAssets
 from gateway.pauses import PauseTable
-from gateway.tool_calls import parse_tool_call
-from gateway.turns import MODEL_TOOL_NAME, GenerationSettings, TextPiece, Turn, TurnEnd, TurnRunner, TurnSpec
+from gateway.tool_calls import from_interception
+from gateway.turns import GenerationSettings, TextPiece, Turn, TurnEnd, TurnRunner, TurnSpec
 from infercept.errors import InferceptError
-from infercept.events import Intercepted, TokenDelta
+from infercept.events import Finished, Intercepted, TokenDelta, Usage
 
 
-def test_a_hermes_call_becomes_a_tool_call_with_json_arguments() -> None:
-    call = parse_tool_call('{"name": "calc", "arguments": {"expression": "12*34"}}')
-    assert call is not None and call.name == "calc" and call.id.startswith("call_")
+def test_an_interception_becomes_an_openai_tool_call_with_the_schedulers_name_and_arguments() -> None:
+    event = Intercepted("calc", '{"name": "calc"}', 9, 0, "swap", arguments='{"expression": "12*34"}')
+    call = from_interception(event)
+    assert call.name == "calc" and call.id.startswith("call_")
     assert json.loads(call.arguments_json) == {"expression": "12*34"}
-
-
-def test_text_that_is_not_a_call_object_is_no_tool_call() -> None:
-    assert parse_tool_call("12*34") is None
-    assert parse_tool_call('{"arguments": {}}') is None
-    assert parse_tool_call('{"name": "calc", "arguments": [1]}') is None
+    scripted = from_interception(Intercepted("search", "any text", 9, 0, "preserve"))
+    assert (scripted.name, scripted.arguments_json) == ("search", "{}")
 
 
 def test_the_holdback_withholds_a_marker_and_any_tail_that_may_become_one() -> None:
@@ -41,7 +38,7 @@ def test_the_holdback_withholds_a_marker_and_any_tail_that_may_become_one() -> N
 
 
 def assets() -> ModelAssets:
-    return ModelAssets("tiny", 1024, (257,), build_byte_tokenizer(), ChatTemplate(""))
+    return ModelAssets("tiny", 1024, (257,), build_byte_tokenizer(), gateway_template(""))
 
 
 def test_the_fallback_renders_a_call_right_after_the_content_so_the_generated_text_is_a_prefix() -> None:
@@ -133,7 +130,7 @@ async def test_a_model_written_call_ends_the_turn_keeps_the_request_paused_and_n
     ]
     events: list[Any] = [TokenDelta((i,), text) for i, text in enumerate(texts)]
     call_text = '{"name": "calc", "arguments": {"x": "12*34"}}'
-    events.append(Intercepted(MODEL_TOOL_NAME, call_text, 3 + len(texts), 0, "preserve"))
+    events.append(Intercepted("calc", call_text, 3 + len(texts), 0, "preserve", '{"x": "12*34"}'))
     session = _ScriptedSession([7, 8, 9], events)
     turn = Turn(runner, session, TurnSpec((7, 8, 9), settings, 64), 0)  # type: ignore[arg-type]
     pieces = [piece async for piece in turn.pieces()]
@@ -146,12 +143,13 @@ async def test_a_model_written_call_ends_the_turn_keeps_the_request_paused_and_n
     assert len(pauses) == 1 and not session.is_closed
 
 
-async def test_a_malformed_call_ends_the_turn_as_text_and_releases_the_request() -> None:
+async def test_a_malformed_call_is_text_and_the_turn_ends_with_it_keeping_no_pause() -> None:
     settings = GenerationSettings(0.0, 1.0, None, (), False, "auto", ())
     pauses = PauseTable(60.0)
     runner = TurnRunner(None, assets(), pauses, is_resume_enabled=True, event_timeout_s=5.0)  # type: ignore[arg-type]
     events: list[Any] = [TokenDelta((1,), "<tool_call>not json</tool_call>")]
-    events.append(Intercepted(MODEL_TOOL_NAME, "not json", 2, 0, "preserve"))
+    # The scheduler's detector does not intercept a malformed call: generation runs to its end.
+    events.append(Finished("eos", Usage(1, 1, 0)))
     session = _ScriptedSession([5], events)
     turn = Turn(runner, session, TurnSpec((5,), settings, 64), 0)  # type: ignore[arg-type]
     pieces = [piece async for piece in turn.pieces()]
@@ -159,7 +157,7 @@ async def test_a_malformed_call_ends_the_turn_as_text_and_releases_the_request()
     assert isinstance(end, TurnEnd) and end.finish_reason == "stop" and end.tool_call is None
     assert end.content == "<tool_call>not json</tool_call>"
     assert "".join(p.text for p in pieces if isinstance(p, TextPiece)) == end.content
-    assert len(pauses) == 0 and session.is_closed
+    assert len(pauses) == 0
 
 
 @pytest.mark.parametrize(
@@ -192,3 +190,22 @@ def test_the_command_line_picks_the_models_template_the_builtin_one_or_a_file(tm
     )
     assert command.config.chat_template == "{{ messages[0].content }}"
     assert (command.host, command.port, command.config.is_resume_enabled) == ("0.0.0.0", 9000, False)
+
+
+def test_the_command_line_reads_the_schedulers_token_and_ca_and_the_models_template(tmp_path: Path) -> None:
+    (tmp_path / "tokens").write_text("# the gateway's\ngateway s3cret\n")
+    (tmp_path / "ca.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+    command = parse_args(
+        [
+            "--token-file",
+            str(tmp_path / "tokens"),
+            "--ca",
+            str(tmp_path / "ca.pem"),
+            "--chat-template",
+            "model",
+        ]
+    )
+    assert command.config.scheduler_token == "s3cret"
+    assert command.config.scheduler_root_certificates == b"-----BEGIN CERTIFICATE-----\n"
+    assert command.config.chat_template is None
+    assert "s3cret" not in repr(command.config)

@@ -1,4 +1,5 @@
-"""`infercept serve --gateway-listen` starts the gateway as a third child and stops it on Ctrl-C."""
+"""`infercept serve --gateway-listen` starts the gateway as a third child, connected to a scheduler
+that serves TLS and requires a token, and stops it on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ from pathlib import Path
 
 import httpx
 
+from tests.certs import make_pki
 
-def test_serve_with_a_gateway_answers_over_http_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
+
+def test_serve_with_a_gateway_reaches_the_secured_scheduler_over_http_and_stops_it_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    pki = make_pki(tmp_path)
+    (tmp_path / "tokens").write_text("gateway s3cret-token\n")
     command = [sys.executable, "-m", "infercept.cli", "serve", "--listen", "127.0.0.1:0", "--device", "cpu"]
     command += [
         "--model",
@@ -22,7 +29,8 @@ def test_serve_with_a_gateway_answers_over_http_and_stops_it_on_ctrl_c(tmp_path:
         "--log-dir",
         str(tmp_path),
     ]
-    command += ["--gateway-listen", "127.0.0.1:0"]
+    command += ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key), "--tls-ca", str(pki.ca)]
+    command += ["--auth-token-file", str(tmp_path / "tokens"), "--gateway-listen", "127.0.0.1:0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     try:
@@ -32,6 +40,10 @@ def test_serve_with_a_gateway_answers_over_http_and_stops_it_on_ctrl_c(tmp_path:
         base_url = banner.split()[-1]
         models = httpx.get(f"{base_url}/models", timeout=10.0).json()
         assert [model["id"] for model in models["data"]] == ["tiny"]
+        # A generation crosses the gateway's Session channel too, with the token and over TLS.
+        body = {"model": "tiny", "prompt": "hi", "max_tokens": 2, "infercept": {"ignore_eos": True}}
+        completion = httpx.post(f"{base_url}/completions", json=body, timeout=30.0).json()
+        assert completion["choices"][0]["finish_reason"] == "length", completion
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0

@@ -15,12 +15,12 @@ from infercept.loadgen.main import main
 
 SCHEMA_KEYS = [
     "tool", "policy", "workload", "rate", "duration_s", "seed", "submitted", "completed",
-    "completed_per_s", "normalized_latency_s_per_token", "ttft_s", "output_tokens_per_s", "server",
-    "assumptions",
+    "completed_per_s", "unfinished_counted", "normalized_latency_s_per_token", "ttft_s",
+    "output_tokens_per_s", "server", "assumptions",
 ]  # fmt: skip
 SERVER_KEYS = [
-    "forward_tokens", "recomputed_tokens", "recompute_share", "swap_out_blocks", "swap_in_blocks",
-    "paused_device_block_seconds",
+    "forward_tokens", "recomputed_tokens", "recompute_share", "recompute_time_share",
+    "swap_out_blocks", "swap_in_blocks", "paused_device_block_seconds",
 ]  # fmt: skip
 
 

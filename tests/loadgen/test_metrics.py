@@ -87,12 +87,36 @@ def test_server_delta() -> None:
         "forward_tokens": 200 + 200 + 20 + 20,
         "recomputed_tokens": 20,
         "recompute_share": pytest.approx(20 / 440),
+        "recompute_time_share": None,  # the server does not count forward time
         "swap_out_blocks": 4,
         "swap_in_blocks": 3,
         "paused_device_block_seconds": pytest.approx(2.5),
     }
     idle = server_delta(STATS_BEFORE, STATS_BEFORE)
     assert idle["forward_tokens"] == 0 and idle["recompute_share"] == 0.0
+
+
+def test_the_recompute_share_of_forward_time_comes_from_the_time_counters() -> None:
+    before = {**STATS_BEFORE, "forward_s": 10.0, "recomputed_forward_s": 1.0}
+    after = {**STATS_AFTER, "forward_s": 30.0, "recomputed_forward_s": 9.0}
+    assert server_delta(before, after)["recompute_time_share"] == pytest.approx(8 / 20)
+    assert server_delta(before, before)["recompute_time_share"] == 0.0
+
+
+def test_unfinished_requests_count_with_the_output_they_had_when_asked() -> None:
+    cut = RequestRecord(4, 5.0, False, generated_tokens=10, returned_tokens=5, tool_time_s=1.5, cut_s=10.0)
+    no_output = RequestRecord(5, 9.9, False, cut_s=10.0)
+    plain = summarize([*RECORDS[:3], cut, no_output], window_s=10.0)
+    counted = summarize([*RECORDS[:3], cut, no_output], window_s=10.0, count_unfinished=True)
+    assert (
+        plain["normalized_latency_s_per_token"]
+        == summarize(RECORDS, window_s=10.0)["normalized_latency_s_per_token"]
+    )
+    assert (plain["unfinished_counted"], counted["unfinished_counted"]) == (0, 1)  # no output: left out
+    # (10 − 5 − 1.5) / 15 = 0.2333 s/token beside 0.15, 0.10667, 0.22.
+    expected_mean = (0.15 + 0.32 / 3 + 0.22 + 3.5 / 15) / 4
+    assert counted["normalized_latency_s_per_token"]["mean"] == pytest.approx(expected_mean)
+    assert counted["completed"] == 3
 
 
 def test_results_record_has_exactly_the_schema() -> None:
@@ -109,13 +133,13 @@ def test_results_record_has_exactly_the_schema() -> None:
     )
     assert list(record) == [
         "tool", "policy", "workload", "rate", "duration_s", "seed", "submitted", "completed",
-        "completed_per_s", "normalized_latency_s_per_token", "ttft_s", "output_tokens_per_s",
-        "server", "assumptions",
+        "completed_per_s", "unfinished_counted", "normalized_latency_s_per_token", "ttft_s",
+        "output_tokens_per_s", "server", "assumptions",
     ]  # fmt: skip
     assert list(record["ttft_s"]) == ["mean", "p50", "p90", "p99"]
     assert list(record["server"]) == [
-        "forward_tokens", "recomputed_tokens", "recompute_share", "swap_out_blocks", "swap_in_blocks",
-        "paused_device_block_seconds",
+        "forward_tokens", "recomputed_tokens", "recompute_share", "recompute_time_share",
+        "swap_out_blocks", "swap_in_blocks", "paused_device_block_seconds",
     ]  # fmt: skip
     assert isinstance(record["rate"], float) and record["completed"] == 3
     assert json.loads(json.dumps(record)) == record

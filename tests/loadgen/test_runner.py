@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from infercept.loadgen.runner import request_inputs
+import pytest
+
+from infercept.events import Intercepted, Resumed, TokenDelta
+from infercept.loadgen.runner import _cut_record, _Launched, _Progress, request_inputs
 from infercept.loadgen.spec import RequestPlan, Segment
 from infercept.types import ScriptedCall
 
@@ -31,3 +34,17 @@ def test_ids_are_seeded_by_the_run_seed_and_the_request() -> None:
     assert request_inputs(PLAN, 258, 0)[0] != request_inputs(PLAN, 258, 1)[0]
     other = RequestPlan(5, 1.5, "qa", 12, PLAN.segments)
     assert request_inputs(PLAN, 258, 0)[0] != request_inputs(other, 258, 0)[0]
+
+
+def test_a_request_cut_at_the_windows_end_keeps_what_it_had_streamed() -> None:
+    progress = _Progress()
+    progress.observe(TokenDelta((7, 8, 9), ""), now=100.0)
+    progress.observe(Intercepted("qa", "", 15, 0, "discard"), now=100.5)
+    progress.observe(Resumed(3, 0, 0, 15), now=101.5)  # a call of 1 s that returned 3 tokens
+    progress.observe(TokenDelta((4,), ""), now=101.6)
+    progress.observe(Intercepted("qa", "", 19, 1, "discard"), now=102.0)  # still running at the end
+    launched = _Launched(PLAN, sent_s=1.5, task=None, progress=progress)  # type: ignore[arg-type]
+    record = _cut_record(launched, progress, start=99.0, window_end_s=4.0)  # the end: t = 103
+    assert (record.completed, record.cut_s, record.arrival_s) == (False, 4.0, 1.5)
+    assert (record.generated_tokens, record.returned_tokens) == (4, 3)
+    assert record.tool_time_s == pytest.approx(1.0 + 1.0)  # the returned call, and 1 s of the running one

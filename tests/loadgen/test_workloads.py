@@ -21,6 +21,7 @@ from infercept.loadgen.workloads import (
 )
 
 UNCLIPPED = 10**6  # a model length no drawn context reaches: the table's statistics unbiased
+TABLE1 = Assumptions(statistics="table1")  # the paper's Table 1, the documented alternative
 NUM_DRAWS_RATE, NUM_DRAWS_SPAN_S = 1000.0, 3.0  # about 3000 requests per augmentation
 NUM_STANDARD_ERRORS = 4.0
 
@@ -28,7 +29,7 @@ NUM_STANDARD_ERRORS = 4.0
 @functools.cache
 def draws(workload: str, seed: int = 7, max_model_len: int = UNCLIPPED) -> list[RequestPlan]:
     """About 3000 plans (shared by the tests; do not modify them)."""
-    plans = generate_plans(workload, NUM_DRAWS_RATE, NUM_DRAWS_SPAN_S, seed, max_model_len)
+    plans = generate_plans(workload, NUM_DRAWS_RATE, NUM_DRAWS_SPAN_S, seed, max_model_len, TABLE1)
     assert len(plans) > 2500
     return plans
 
@@ -87,7 +88,7 @@ def test_clipping_holds_at_the_papers_length_and_keeps_the_calls() -> None:
 
 
 def test_a_tiny_model_length_drops_calls_rather_than_fail() -> None:
-    plans = generate_plans("ve", 100.0, 2.0, 0, 64)
+    plans = generate_plans("ve", 100.0, 2.0, 0, 64, TABLE1)
     assert plans and max(p.context_tokens for p in plans) <= 64
     assert max(p.num_calls for p in plans) == (64 - 8) // 2 - 1  # the floors of 28 segments
 
@@ -125,6 +126,43 @@ def test_the_same_seed_gives_the_same_plans() -> None:
     assert math_arrivals == [p.arrival_s for p in generate_plans("chatbot", 5.0, 60.0, 3)]
 
 
+# The traces README's table after truncation at 2048 (means): prompt, calls, generated before a
+# call, returned per call, call duration (s), final context.
+TRACE_TABLE = {
+    "math": (405, 2.81, 130, 21, 8.3e-05, 939),
+    "qa": (934, 3.04, 189, 57, 0.71, 1847),
+    "ve": (1973, 5.11, 4, 10, 0.085, 2048),
+    "chatbot": (108, 3.46, 59, 40, 28.2, 753),
+    "image": (108, 6.9, None, None, 19.9, 500),
+    "tts": (108, 6.9, None, None, 17.2, 504),
+}
+
+
+@pytest.mark.parametrize("name", list(TRACE_TABLE))
+def test_drawn_requests_have_the_traces_statistics_by_default(name: str) -> None:
+    plans = generate_plans(name, 400.0, 5.0, 0, 2048)
+    calls = [s for p in plans for s in p.segments[:-1]]
+    measured = (
+        np.mean([p.prompt_tokens for p in plans]),
+        np.mean([p.num_calls for p in plans]),
+        np.mean([s.generated_tokens for s in calls]),
+        np.mean([s.returned_tokens for s in calls]),
+        np.mean([s.duration_s for s in calls]),
+        np.mean([p.context_tokens for p in plans]),
+    )
+    # Within 10%: drawn lengths have tails the trace's requests lack, which truncation trims.
+    for value, expected in zip(measured, TRACE_TABLE[name], strict=True):
+        if expected is not None:
+            assert float(value) == pytest.approx(expected, rel=0.10), (name, measured)
+    assert max(p.context_tokens for p in plans) <= 2048
+
+
+def test_mixed_draws_the_trace_files_proportions_by_default() -> None:
+    counts = Counter(p.workload for p in generate_plans("mixed", 400.0, 10.0, 0, 2048))
+    assert counts["math"] / sum(counts.values()) == pytest.approx(98 / 397, abs=0.02)
+    assert counts["qa"] / sum(counts.values()) == pytest.approx(50 / 397, abs=0.02)
+
+
 def test_mixed_picks_each_augmentation_uniformly() -> None:
     plans = draws("mixed")
     counts = Counter(p.workload for p in plans)
@@ -152,13 +190,17 @@ def test_assumptions_are_validated_reported_and_overridable() -> None:
         Assumptions(family="uniform")
     with pytest.raises(ValueError):
         Assumptions(prompt_share=1.0)
-    reported = Assumptions().as_dict()
+    reported = TABLE1.as_dict()
     assert reported["family"] == "lognormal" and reported["prompt_share"] == 0.4
     assert reported["augmentations"]["qa"]["call_duration_s"] == [0.69, 0.17]
-    short_prompts = generate_plans("qa", 50.0, 20.0, 0, UNCLIPPED, Assumptions(prompt_share=0.1))
+    short_prompts = generate_plans(
+        "qa", 50.0, 20.0, 0, UNCLIPPED, Assumptions(statistics="table1", prompt_share=0.1)
+    )
     share = sum(p.prompt_tokens for p in short_prompts) / sum(p.context_tokens for p in short_prompts)
     assert abs(share - 0.1) < 0.01
     normal = generate_plans("math", 50.0, 20.0, 0, UNCLIPPED, Assumptions(family="normal"))
     assert normal != generate_plans("math", 50.0, 20.0, 0, UNCLIPPED)
+    with pytest.raises(ValueError, match="statistics"):
+        Assumptions(statistics="raw")
     with pytest.raises(ValueError):
         generate_plans("poetry", 1.0, 1.0, 0)

@@ -22,6 +22,7 @@ def test_registry() -> None:
         "vllm-apc",
         "continuum",
         "lazy-swap",
+        "ideal",
     }
     assert create_policy("swap").name == "swap"
     with pytest.raises(ValueError, match="unknown policy 'nope'"):

@@ -7,7 +7,13 @@ import pytest
 
 from infercept.v1 import executor_pb2 as pb
 from scheduler_svc.sim.cost_model import CostProfile, from_profile_response
-from scheduler_svc.sim.profiles import PROFILES, a100_gptj6b, load_profile
+from scheduler_svc.sim.profiles import (
+    PROFILES,
+    a100_40gb_gptj6b,
+    a100_gptj6b,
+    a100x2_vicuna13b_tp2,
+    load_profile,
+)
 from tests.sim.helpers import tiny_profile
 
 
@@ -76,8 +82,54 @@ def test_a_malformed_profile_is_refused(tmp_path: Path) -> None:
 
 
 def test_profiles_are_found_by_name() -> None:
-    assert sorted(PROFILES) == ["a100-gptj6b"]
+    assert sorted(PROFILES) == [
+        "2xa100-vicuna13b-tp2",
+        "a100-40gb-gptj6b",
+        "a100-40gb-gptj6b-reprofiled",
+        "a100-gptj6b",
+    ]
+    reprofiled = load_profile("a100-40gb-gptj6b-reprofiled")
+    assert reprofiled.forward_s(100) == pytest.approx((0.0408 * 100 + 16.92) / 1000)
+    assert reprofiled.num_device_blocks == a100_40gb_gptj6b().num_device_blocks
     assert load_profile("a100-gptj6b") == a100_gptj6b()
+    assert load_profile("a100-40gb-gptj6b") == a100_40gb_gptj6b()
+
+
+def test_the_40gb_gptj_profile_is_built_from_the_stated_figures() -> None:
+    profile = a100_40gb_gptj6b()
+    # 40 GiB x 0.9 - 12.1 GB of weights - 1 GiB, in blocks of 16 tokens of 0.4375 MiB each.
+    kv_pool_bytes = 40 * 2**30 * 0.9 - 6_053_381_344 * 2 - 2**30
+    assert profile.num_device_blocks == int(kv_pool_bytes // (16 * 458_752))
+    # Host swap: 128 GiB for swap and infercept, 4 GiB for the others.
+    assert profile.for_policy("swap").num_host_blocks == profile.for_policy("infercept").num_host_blocks
+    assert profile.for_policy("swap").num_host_blocks == 128 * 2**30 // (16 * 458_752)
+    assert (
+        profile.for_policy("vllm").num_host_blocks == profile.num_host_blocks == 4 * 2**30 // (16 * 458_752)
+    )
+    # The reported line at every x, plus the KV read at 1.555 TB/s per cached token attended.
+    assert profile.forward_s(1) == pytest.approx((0.0463 + 10) / 1000)
+    assert profile.forward_s(100) == pytest.approx((0.0463 * 100 + 10) / 1000)
+    assert profile.forward_s(1000) == pytest.approx((0.0463 * 1000 + 10) / 1000)
+    assert profile.forward_s(50, 50_000) - profile.forward_s(50) == pytest.approx(50_000 * 458_752 / 1.555e12)
+    # The scheduler's own view keeps the reported swap budget of about 605 tokens at S = 384.
+    assert profile.policy_cost_model().forward_s(384) == pytest.approx(profile.forward_s(384))
+    assert profile.swap_budget_tokens(384) == pytest.approx(605, abs=1)
+    assert profile.assumptions["gpu_memory"].startswith("A100 40 GB")
+
+
+def test_the_vicuna_profile_is_per_gpu_of_two() -> None:
+    profile = a100x2_vicuna13b_tp2()
+    kv_bytes_per_token_per_gpu = 2 * 40 * 5120 * 2 // 2
+    assert profile.forward_s(1000) == pytest.approx((0.0279 * 1000 + 15.4) / 1000)
+    assert profile.forward_s_per_context_token == pytest.approx(kv_bytes_per_token_per_gpu / 1.555e12)
+    assert profile.for_policy("infercept").num_host_blocks == 64 * 2**30 // (16 * kv_bytes_per_token_per_gpu)
+
+
+def test_a_profile_with_host_pools_by_policy_survives_json(tmp_path: Path) -> None:
+    profile = a100_40gb_gptj6b()
+    path = tmp_path / "profile.json"
+    profile.save(path)
+    assert CostProfile.load(path) == profile
 
 
 def test_a_measured_profile_keeps_the_executors_figures() -> None:

@@ -24,7 +24,8 @@ from infercept.loadgen.metrics import results_record, server_delta, summarize
 from infercept.loadgen.report import DEFAULT_SLO_S_PER_TOKEN, plot_latency, sweep_table
 from infercept.loadgen.runner import RunResult, run_plans
 from infercept.loadgen.spec import RequestPlan
-from infercept.loadgen.workloads import WORKLOADS, Assumptions, generate_plans, load_trace
+from infercept.loadgen.trace_replay import TRACE_WORKLOAD, replay_assumptions, replay_trace
+from infercept.loadgen.workloads import STATISTICS, WORKLOADS, Assumptions, generate_plans
 
 SERVER_INFO_TIMEOUT_S = 30.0
 AUTH_TOKEN_ENV = "INFERCEPT_AUTH_TOKEN"  # as the scheduler reads it
@@ -42,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-file", type=Path, help=f"the client token (first line; default: ${AUTH_TOKEN_ENV} if set)"
     )
     p.add_argument(
-        "--workload", default="mixed", help=f"one of {', '.join(WORKLOADS)}, or a trace .json file"
+        "--workload",
+        default="mixed",
+        help=f"{TRACE_WORKLOAD} (the authors' trace, replayed as their harness does), one of "
+        f"{', '.join(WORKLOADS)} (drawn), or a trace .json file (replayed like {TRACE_WORKLOAD})",
     )
     p.add_argument("--rate", type=float, default=1.0, help="arrival rate, requests/s")
     p.add_argument("--duration", type=float, default=60.0, help="measurement window, s")
@@ -58,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="multiply every drawn tool-call duration (1: the paper's Table 1)",
+    )
+    add_statistics_flag(p)
+    p.add_argument(
+        "--count-unfinished",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="count requests unfinished at the window's end in the latency, with the output they had "
+        "streamed (the paper's harness does; infercept-sim does by default)",
     )
     sweep = p.add_argument_group("sweep: several rates (and, with --launch, several policies)")
     sweep.add_argument("--rates", help="comma-separated rates, requests/s (instead of --rate)")
@@ -82,10 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "infercept-loadgen: --rate and --duration must be > 0, --warmup and --seed >= 0", file=sys.stderr
         )
         return 2
-    if args.workload not in WORKLOADS and not Path(args.workload).is_file():
+    if args.workload not in (*WORKLOADS, TRACE_WORKLOAD) and not Path(args.workload).is_file():
         print(
-            f"infercept-loadgen: {args.workload!r} is neither a workload ({', '.join(WORKLOADS)}) "
-            "nor a trace file",
+            f"infercept-loadgen: {args.workload!r} is neither a workload "
+            f"({', '.join((*WORKLOADS, TRACE_WORKLOAD))}) nor a trace file",
             file=sys.stderr,
         )
         return 2
@@ -128,18 +140,34 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rate=args.rate,
         duration_s=args.duration,
         seed=args.seed,
-        summary=summarize(result.records, window_s=args.duration),
+        summary=summarize(result.records, window_s=args.duration, count_unfinished=args.count_unfinished),
         server=server_delta(result.stats_before, result.stats_after),
-        assumptions={**assumptions, "warmup_s": args.warmup, "vocab_size": info.vocab_size},
+        assumptions={
+            **assumptions,
+            "warmup_s": args.warmup,
+            "vocab_size": info.vocab_size,
+            "count_unfinished": args.count_unfinished,
+        },
     )
     print(format_summary(record, result))
     return record
 
 
+def add_statistics_flag(parser: argparse.ArgumentParser) -> None:
+    """--statistics: what a drawn workload follows (the simulator shares it)."""
+    parser.add_argument(
+        "--statistics",
+        choices=STATISTICS,
+        default="trace",
+        help="statistics of a drawn workload: trace (the authors' trace per augmentation, truncated "
+        "as their harness does) or table1 (the paper's Table 1: raw data sets, not what they ran)",
+    )
+
+
 def make_plans(args: argparse.Namespace, max_model_len: int) -> tuple[list[RequestPlan], dict[str, Any]]:
     """The plans of warm-up and window, and the assumptions that shaped them."""
     span_s = args.warmup + args.duration
-    defaults = Assumptions(duration_scale=args.duration_scale)
+    defaults = Assumptions(statistics=args.statistics, duration_scale=args.duration_scale)
     run_assumptions = {
         "max_model_len": max_model_len,
         "prompt_and_returned_ids": "uniform in [0, vocab_size), seeded by (seed, request index)",
@@ -148,14 +176,9 @@ def make_plans(args: argparse.Namespace, max_model_len: int) -> tuple[list[Reque
     if args.workload in WORKLOADS:
         plans = generate_plans(args.workload, args.rate, span_s, args.seed, max_model_len, defaults)
         return plans, {**defaults.as_dict(), **run_assumptions}
-    plans = load_trace(args.workload, args.rate, args.seed, duration_s=span_s, max_model_len=max_model_len)
-    trace_assumptions = {
-        "trace": args.workload,
-        "arrivals": "poisson",
-        "trace_order": "file order, cycled",
-        "clipping": "scale every part to max_model_len; floors of 1 token",
-    }
-    return plans, {**trace_assumptions, **run_assumptions}
+    path = None if args.workload == TRACE_WORKLOAD else args.workload
+    plans = replay_trace(args.rate, span_s, args.seed, max_model_len, path, args.duration_scale)
+    return plans, {**replay_assumptions(path, args.duration_scale), **run_assumptions}
 
 
 def format_summary(record: dict[str, Any], result: RunResult) -> str:
@@ -177,11 +200,16 @@ def format_summary(record: dict[str, Any], result: RunResult) -> str:
         f"TTFT       {stats(record['ttft_s'], 's')}",
         f"throughput {record['output_tokens_per_s']:.1f} generated tokens/s",
         f"server     {server['forward_tokens']} forward tokens, {server['recomputed_tokens']} recomputed "
-        f"({server['recompute_share']:.1%}), swapped blocks {server['swap_out_blocks']} out / "
+        f"({server['recompute_share']:.1%} of forward tokens; of forward time: "
+        f"{_time_share(server.get('recompute_time_share'))}), swapped blocks {server['swap_out_blocks']} out / "
         f"{server['swap_in_blocks']} in, {server['paused_device_block_seconds']:.1f} paused "
         "device block-s",
     ]
     return "\n".join(lines)
+
+
+def _time_share(value: float | None) -> str:
+    return "not counted by this server" if value is None else f"{value:.1%}"
 
 
 def run_sweep(args: argparse.Namespace) -> int:

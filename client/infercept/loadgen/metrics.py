@@ -26,11 +26,13 @@ FORWARD_TOKEN_KINDS = ("prompt_tokens", "decode_tokens", "returned_tokens", "rec
 
 
 def normalized_latency_s(record: RequestRecord) -> float:
-    """The paper's per-request metric, s/token. Raises ValueError for a record without finish_s."""
-    if record.finish_s is None:
+    """The paper's per-request metric, s/token; for a request cut at the window's end, up to then
+    with the output it had. Raises ValueError for a record with neither finish_s nor cut_s."""
+    end_s = record.finish_s if record.finish_s is not None else record.cut_s
+    if end_s is None:
         raise ValueError(f"request {record.index} has no finish time")
     num_tokens = max(record.generated_tokens + record.returned_tokens, 1)
-    return (record.finish_s - record.arrival_s - record.tool_time_s) / num_tokens
+    return (end_s - record.arrival_s - record.tool_time_s) / num_tokens
 
 
 def distribution(values: Sequence[float]) -> dict[str, float | None]:
@@ -42,19 +44,30 @@ def distribution(values: Sequence[float]) -> dict[str, float | None]:
     return {"mean": float(array.mean()), "p50": p50, "p90": p90, "p99": p99}
 
 
-def summarize(records: Sequence[RequestRecord], *, window_s: float) -> dict[str, Any]:
+def summarize(
+    records: Sequence[RequestRecord], *, window_s: float, count_unfinished: bool = False
+) -> dict[str, Any]:
     """Client-side metrics of the requests that arrived in a window of window_s seconds:
     submitted and completed counts, completed_per_s, normalized_latency_s_per_token, ttft_s,
-    output_tokens_per_s (see the module docstring). Raises ValueError if window_s <= 0."""
+    output_tokens_per_s (see the module docstring). With count_unfinished, the normalized latency
+    also counts the requests cut at the window's end (cut_s) with the output they had, as the
+    paper's harness does (those without any output are left out); unfinished_counted says how
+    many. Raises ValueError if window_s <= 0."""
     if not window_s > 0:
         raise ValueError(f"window_s must be > 0, got {window_s}")
     completed = [r for r in records if r.completed]
+    # A request cut before its first token has no output to count: it is left out.
+    measured = [
+        *completed,
+        *(r for r in records if count_unfinished and r.cut_s is not None and r.generated_tokens),
+    ]
     ttfts = [r.first_token_s - r.arrival_s for r in completed if r.first_token_s is not None]
     return {
         "submitted": len(records),
         "completed": len(completed),
         "completed_per_s": len(completed) / window_s,
-        "normalized_latency_s_per_token": distribution([normalized_latency_s(r) for r in completed]),
+        "unfinished_counted": len(measured) - len(completed),
+        "normalized_latency_s_per_token": distribution([normalized_latency_s(r) for r in measured]),
         "ttft_s": distribution(ttfts),
         "output_tokens_per_s": sum(r.generated_tokens for r in completed) / window_s,
     }
@@ -63,7 +76,8 @@ def summarize(records: Sequence[RequestRecord], *, window_s: float) -> dict[str,
 def server_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
     """The server's work between two GetStats snapshots (client.server_stats() dicts):
     forward_tokens (prompt + decode + returned + recomputed), recomputed_tokens, recompute_share
-    (recomputed / forward, 0 when nothing ran), swapped blocks each way, and the device
+    (recomputed / forward tokens, 0 when nothing ran), recompute_time_share (of forward time;
+    None when the server does not count it), swapped blocks each way, and the device
     block-seconds held by paused requests."""
 
     def delta(key: str) -> Any:
@@ -75,10 +89,27 @@ def server_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[st
         "forward_tokens": forward_tokens,
         "recomputed_tokens": recomputed_tokens,
         "recompute_share": recomputed_tokens / forward_tokens if forward_tokens else 0.0,
+        "recompute_time_share": recompute_time_share(before, after),
         "swap_out_blocks": int(delta("swap_out_blocks")),
         "swap_in_blocks": int(delta("swap_in_blocks")),
         "paused_device_block_seconds": float(delta("paused_device_block_seconds")),
     }
+
+
+# Counters of forward time (seconds) in all and of the part attributed to recomputed tokens (the
+# scheduler's Stats; the simulator's, with ideal's free restores). Stats without them (an older
+# server) give no time share.
+FORWARD_TIME_KEYS = ("forward_s", "recomputed_forward_s")
+
+
+def recompute_time_share(before: Mapping[str, Any], after: Mapping[str, Any]) -> float | None:
+    """Share of the window's forward time spent on recomputed tokens, or None when the stats do
+    not carry the forward-time counters (FORWARD_TIME_KEYS)."""
+    if not all(key in before and key in after for key in FORWARD_TIME_KEYS):
+        return None
+    forward_s = after["forward_s"] - before["forward_s"]
+    recomputed_s = after["recomputed_forward_s"] - before["recomputed_forward_s"]
+    return recomputed_s / forward_s if forward_s > 0 else 0.0
 
 
 def results_record(
@@ -107,6 +138,7 @@ def results_record(
         "submitted": int(summary["submitted"]),
         "completed": int(summary["completed"]),
         "completed_per_s": float(summary["completed_per_s"]),
+        "unfinished_counted": int(summary.get("unfinished_counted", 0)),
         "normalized_latency_s_per_token": dict(summary["normalized_latency_s_per_token"]),
         "ttft_s": dict(summary["ttft_s"]),
         "output_tokens_per_s": float(summary["output_tokens_per_s"]),

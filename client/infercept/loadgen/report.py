@@ -37,12 +37,13 @@ def max_sustainable_rates(records: Sequence[Record], slo_s_per_token: float) -> 
 
 
 def sweep_table(records: Sequence[Record], slo_s_per_token: float) -> str:
-    """Policy x rate: mean and p90 normalized latency, completed/s, recompute share; each policy
+    """Policy x rate: mean and p90 normalized latency, completed/s, recompute share (of forward
+    tokens, then of forward time where the server counts it); each policy
     against vllm at the same rate; then each policy's max sustainable rate and its ratio to vllm's."""
     width = max([18, *(len(p) for p in _policies(records))])
     lines = [
         f"{'policy':<{width}} {'rate/s':>7} {'norm lat mean':>14} {'p90':>8} {'done/s':>8} {'recompute':>10} "
-        f"{'swap out':>9} {'completed':>10}"
+        f"{'of time':>8} {'swap out':>9} {'completed':>10}"
     ]
     for policy in _policies(records):
         for r in sorted(_of(records, policy), key=lambda r: r["rate"]):
@@ -50,6 +51,7 @@ def sweep_table(records: Sequence[Record], slo_s_per_token: float) -> str:
             lines.append(
                 f"{policy:<{width}} {r['rate']:>7.2f} {_fmt(lat['mean']):>14} {_fmt(lat['p90']):>8} "
                 f"{r['completed_per_s']:>8.3f} {r['server']['recompute_share']:>10.1%} "
+                f"{_share(r['server'].get('recompute_time_share')):>8} "
                 f"{r['server']['swap_out_blocks']:>9} {r['completed']:>4}/{r['submitted']:<5}"
             )
     lines += _against_vllm(records, width)
@@ -118,6 +120,10 @@ def _policies(records: Sequence[Record]) -> list[str]:
 
 def _of(records: Sequence[Record], policy: str) -> list[Record]:
     return [r for r in records if r["policy"] == policy]
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _fmt(value: float | None) -> str:

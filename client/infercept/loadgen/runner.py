@@ -6,7 +6,8 @@ window count, and server counters are read at both of its edges:
 
     0 ──── warmup_s ────┬───────────── duration_s ─────────────┬──> time
      arrivals warm the  │ arrivals are measured; GetStats at   │ measured requests still running
-     server (not kept)  │ both edges                           │ are reported as not completed;
+     server (not kept)  │ both edges                           │ are reported as not completed, with
+                                                                  the output they had streamed (cut_s);
                                                                   everything still running is cancelled
 
 Times in the records are seconds since the run started (time.monotonic()).
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from infercept.async_client import AsyncClient
 from infercept.errors import InferceptError
+from infercept.events import Event, Intercepted, Resumed, TokenDelta
 from infercept.loadgen.spec import RequestPlan, RequestRecord
 from infercept.result import GenerateResult
 from infercept.types import SamplingParams, ScriptedCall
@@ -45,10 +47,32 @@ class RunResult:
 
 
 @dataclasses.dataclass
+class _Progress:
+    """What a request has streamed so far (monotonic times), for a cut at the window's end."""
+
+    num_generated: int = 0
+    num_returned: int = 0
+    tool_time_s: float = 0.0  # inside calls that have returned
+    call_started_s: float | None = None  # when the call now running was intercepted
+
+    def observe(self, event: Event, now: float) -> None:
+        if isinstance(event, TokenDelta):
+            self.num_generated += len(event.token_ids)
+        elif isinstance(event, Intercepted):
+            self.call_started_s = now
+        elif isinstance(event, Resumed):
+            self.num_returned += event.num_returned_tokens
+            if self.call_started_s is not None:
+                self.tool_time_s += now - self.call_started_s
+            self.call_started_s = None
+
+
+@dataclasses.dataclass
 class _Launched:
     plan: RequestPlan
     sent_s: float  # seconds since the run started
     task: asyncio.Task[GenerateResult | InferceptError]
+    progress: _Progress
 
 
 def request_inputs(
@@ -98,10 +122,12 @@ async def run_plans(
             if plan.arrival_s >= window_end_s:
                 break
             await _sleep_until(start + plan.arrival_s)
-            task = asyncio.create_task(_run_request(client, plan, vocab_size, seed))
-            launched.append(_Launched(plan, time.monotonic() - start, task))
+            progress = _Progress()
+            task = asyncio.create_task(_run_request(client, plan, vocab_size, seed, progress))
+            launched.append(_Launched(plan, time.monotonic() - start, task, progress))
         await _sleep_until(start + window_end_s)
         is_done = [item.task.done() for item in launched]
+        cut = [dataclasses.replace(item.progress) for item in launched]  # what each had at the end
         stats_after = await client.server_stats()
         stats_before = await stats_before_task
     finally:
@@ -113,14 +139,17 @@ async def run_plans(
             await progress_task
 
     records, errors, num_unfinished = [], collections.Counter[str](), 0
-    for item, done, outcome in zip(launched, is_done, outcomes, strict=True):
+    for item, done, outcome, progress in zip(launched, is_done, outcomes, cut, strict=True):
         if item.plan.arrival_s < warmup_s:  # the plan decides, not the loop's timing
             continue
         if not done:
             num_unfinished += 1
         elif not isinstance(outcome, GenerateResult):
             errors[getattr(outcome, "code", type(outcome).__name__)] += 1
-        records.append(_record(item, outcome if done else None, start, window_end_s))
+        if done:
+            records.append(_record(item, outcome, start, window_end_s))
+        else:
+            records.append(_cut_record(item, progress, start, window_end_s))
     return RunResult(
         records=records,
         num_warmup_requests=len(launched) - len(records),
@@ -132,13 +161,31 @@ async def run_plans(
 
 
 async def _run_request(
-    client: AsyncClient, plan: RequestPlan, vocab_size: int, seed: int
+    client: AsyncClient, plan: RequestPlan, vocab_size: int, seed: int, progress: _Progress
 ) -> GenerateResult | InferceptError:
     prompt_ids, sampling, script = request_inputs(plan, vocab_size, seed)
     try:
-        return await client.generate(prompt_token_ids=prompt_ids, sampling=sampling, script=script)
+        stream = client.stream(prompt_token_ids=prompt_ids, sampling=sampling, script=script)
+        async for event in stream:
+            progress.observe(event, time.monotonic())
+        return stream.result
     except InferceptError as error:  # one failed request must not end the run
         return error
+
+
+def _cut_record(item: _Launched, progress: _Progress, start: float, window_end_s: float) -> RequestRecord:
+    """A request still running at the window's end, with the output it had streamed by then."""
+    end = start + window_end_s
+    running_call_s = end - progress.call_started_s if progress.call_started_s is not None else 0.0
+    return RequestRecord(
+        index=item.plan.index,
+        arrival_s=item.sent_s,
+        completed=False,
+        tool_time_s=progress.tool_time_s + running_call_s,
+        generated_tokens=progress.num_generated,
+        returned_tokens=progress.num_returned,
+        cut_s=window_end_s,
+    )
 
 
 def _record(item: _Launched, outcome: object, start: float, window_end_s: float) -> RequestRecord:

@@ -58,5 +58,8 @@ class RequestRecord:
     first_token_s: float | None = None
     finish_s: float | None = None
     tool_time_s: float = 0.0  # time spent inside tool calls
-    generated_tokens: int = 0
+    generated_tokens: int = 0  # for an unfinished request: those it had at cut_s
     returned_tokens: int = 0
+    # Unfinished at the window's end, when the runner counts such a request with the output it
+    # had then (the paper's harness does): the window's end; None otherwise.
+    cut_s: float | None = None

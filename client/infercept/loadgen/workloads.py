@@ -1,4 +1,17 @@
-"""The paper's six augmentations (WORKLOADS.md) as RequestPlan generators, and trace replay.
+"""The paper's six augmentations (WORKLOADS.md) as RequestPlan generators, and trace reading.
+
+Two sets of statistics (Assumptions.statistics):
+
+"trace" (the default): the authors' trace per augmentation (trace_shapes.py): prompt, number of
+calls, tokens generated before each call and returned by it, call durations and the tokens
+generated after the last call, each from `family` with the trace's mean and spread; image and tts
+alternate a media call and a human turn; `mixed` draws augmentations in the file's proportions.
+Requests are then truncated at max_model_len as the authors' harness does (trace_replay.truncate),
+so the drawn workload has the statistics of the traces README's table.
+
+"table1" (the documented alternative): the paper's Table 1, below; `mixed` picks one sixth each.
+Table 1 mixes the raw data sets' statistics with the replay's (ve's 28 calls are the raw data
+set's), so it is not what the authors ran.
 
 A request of augmentation A is drawn from A's row of the paper's Table 1 (mean ± spread):
 
@@ -43,8 +56,11 @@ from typing import Any
 import numpy as np
 
 from infercept.loadgen.spec import RequestPlan, Segment
+from infercept.loadgen.trace_shapes import TRACE_SHAPES, TraceShape
+from infercept.loadgen.truncation import truncate
 
 FAMILIES = ("lognormal", "normal")
+STATISTICS = ("trace", "table1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +93,9 @@ PAPER_MAX_MODEL_LEN = 2048
 class Assumptions:
     """What Table 1 does not say and a generator must assume; reported in every results file."""
 
+    # Which statistics the requests follow: "trace" (the authors' trace, per augmentation) or
+    # "table1" (the paper's Table 1; the split below applies to it only).
+    statistics: str = "trace"
     # Distribution of counts, durations and context lengths: "lognormal" or "normal" (clipped).
     family: str = "lognormal"
     # Share of the final context that is the prompt.
@@ -92,6 +111,8 @@ class Assumptions:
     duration_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.statistics not in STATISTICS:
+            raise ValueError(f"statistics must be one of {STATISTICS}, got {self.statistics!r}")
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if not 0.0 <= self.prompt_share < 1.0:
@@ -109,6 +130,16 @@ class Assumptions:
 
     def as_dict(self) -> dict[str, Any]:
         """Every choice that shapes the drawn plans, for the results' "assumptions" field."""
+        if self.statistics == "trace":
+            return {
+                "statistics": "trace",
+                "family": self.family,
+                "duration_scale": self.duration_scale,
+                "arrivals": "poisson",
+                "mix": "the trace file's proportions",
+                "truncation": "as the authors' harness: generation stops at max_model_len",
+                "shapes": {name: dataclasses.asdict(shape) for name, shape in TRACE_SHAPES.items()},
+            }
         return {
             **dataclasses.asdict(self),
             "arrivals": "poisson",
@@ -146,11 +177,41 @@ def generate_plans(
     arrivals = poisson_arrivals(rate, duration_s, np.random.default_rng([seed, 0]))
     rng = np.random.default_rng([seed, 1])
     names = list(AUGMENTATIONS)
+    weights = np.array([TRACE_SHAPES[name].num_in_trace for name in names], dtype=np.float64)
     plans = []
     for index, arrival_s in enumerate(arrivals):
+        if a.statistics == "trace":
+            name = str(rng.choice(names, p=weights / weights.sum())) if workload == "mixed" else workload
+            plans.append(draw_trace_plan(TRACE_SHAPES[name], index, arrival_s, rng, max_model_len, a))
+            continue
         name = names[int(rng.integers(len(names)))] if workload == "mixed" else workload
         plans.append(draw_plan(AUGMENTATIONS[name], index, arrival_s, rng, max_model_len, a))
     return plans
+
+
+def draw_trace_plan(
+    shape: TraceShape,
+    index: int,
+    arrival_s: float,
+    rng: np.random.Generator,
+    max_model_len: int,
+    a: Assumptions,
+) -> RequestPlan:
+    """One request shaped like `shape`'s augmentation of the trace, truncated at max_model_len."""
+    prompt = max(1, round(_draw(rng, a.family, *shape.prompt_tokens, 1)[0]))
+    mean_calls, spread_calls = shape.num_calls
+    extra_calls = _draw(rng, a.family, mean_calls - shape.min_calls, spread_calls, 1)[0]
+    num_calls = shape.min_calls + math.floor(extra_calls + rng.random())
+    segments = []
+    for i in range(num_calls):
+        kind = shape.call_kinds[i % len(shape.call_kinds)]
+        generated = max(1, round(_draw(rng, a.family, *kind.generated_tokens, 1)[0]))
+        returned = max(0, round(_draw(rng, a.family, *kind.returned_tokens, 1)[0]))
+        duration_s = float(_draw(rng, a.family, *kind.duration_s, 1)[0]) * a.duration_scale
+        segments.append(Segment(generated, shape.name, duration_s, returned))
+    segments.append(Segment(max(1, round(_draw(rng, a.family, *shape.last_generated_tokens, 1)[0]))))
+    prompt, segments = truncate(prompt, segments, max_model_len)
+    return RequestPlan(index, arrival_s, shape.name, prompt, tuple(segments))
 
 
 def poisson_arrivals(rate: float, duration_s: float, rng: np.random.Generator) -> list[float]:
@@ -294,25 +355,32 @@ def read_trace(path: str | Path) -> list[tuple[int, list[Segment]]]:
         data = json.load(f)
     if not isinstance(data, dict) or not data:
         raise ValueError(f"{path}: a trace is a non-empty JSON object mapping request id -> segments")
-    requests = []
-    for request_id, raw_segments in data.items():
-        where = f"{path}: request {request_id!r}"
-        if not isinstance(raw_segments, list) or not raw_segments:
-            raise ValueError(f"{where}: expected a non-empty list of segments")
-        prompt = _trace_number(raw_segments[0], "prompt_tokens", where, int)
-        if prompt < 1:
-            raise ValueError(f"{where}: the prompt needs at least one token")
-        segments = []
-        for i, raw in enumerate(raw_segments):
-            generated = max(1, _trace_number(raw, "completion_tokens", f"{where} segment {i}", int))
-            if i == len(raw_segments) - 1:
-                segments.append(Segment(generated))
-            else:
-                duration_s = _trace_number(raw, "api_time", f"{where} segment {i}", float)
-                returned = _trace_number(raw, "api_token_length", f"{where} segment {i}", int)
-                segments.append(Segment(generated, "trace", duration_s, returned))
-        requests.append((prompt, segments))
-    return requests
+    return [
+        parse_trace_request(request_id, raw, f"{path}: request {request_id!r}")
+        for request_id, raw in data.items()
+    ]
+
+
+def parse_trace_request(
+    request_id: str, raw_segments: object, where: str, tool: str = "trace"
+) -> tuple[int, list[Segment]]:
+    """(prompt tokens, segments) of one trace entry, its calls to `tool` (see load_trace for how a
+    segment is read). Raises ValueError naming `where` for an invalid entry."""
+    if not isinstance(raw_segments, list) or not raw_segments:
+        raise ValueError(f"{where}: expected a non-empty list of segments")
+    prompt = _trace_number(raw_segments[0], "prompt_tokens", where, int)
+    if prompt < 1:
+        raise ValueError(f"{where}: the prompt needs at least one token")
+    segments = []
+    for i, raw in enumerate(raw_segments):
+        generated = max(1, _trace_number(raw, "completion_tokens", f"{where} segment {i}", int))
+        if i == len(raw_segments) - 1:
+            segments.append(Segment(generated))
+        else:
+            duration_s = _trace_number(raw, "api_time", f"{where} segment {i}", float)
+            returned = _trace_number(raw, "api_token_length", f"{where} segment {i}", int)
+            segments.append(Segment(generated, tool, duration_s, returned))
+    return prompt, segments
 
 
 def _trace_number(raw: object, key: str, where: str, kind: type[int] | type[float]) -> Any:

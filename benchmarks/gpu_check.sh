@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The GPU check, prepared on a CPU-only machine: the GPU tests and benchmarks on one CUDA device in
+# under 10 minutes, every figure written under $OUT (when set, e.g. by a device runner) or results/gpu/.
+#
+#   bash benchmarks/gpu_check.sh            # PYTHON=/path/to/python to use another interpreter
+#
+# Needs a Python with CUDA torch, triton, transformers, pytest and the project's other
+# dependencies; the project itself need not be installed (client/ and . go on PYTHONPATH), and the
+# gRPC stubs are generated here if missing (grpc_tools).
+#
+# Parts, each with its own time limit (one failing or timing out does not stop the others):
+#   env               torch, CUDA, triton versions and the device
+#   gpu-tests         tests/executor/test_gpu.py (exactness against transformers on CUDA, Triton
+#                     kernels against the torch backend, block copies device<->pinned host, the
+#                     measured `auto` choice) and test_triton_backend.py with compiled kernels
+#   selection         what `auto` picks per head shape and dtype, with each backend's error and time
+#   attention-bench   decode attention at batch 1-256 x context 512-4096, both backends; the
+#                     kernel's bandwidth against a device-to-device copy; swap time alone,
+#                     overlapped with the forward, serialized
+#   executor-bench    whole decode steps, paged (torch, triton) against a dense forward
+# summary.txt lists each part's exit status and seconds.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+DEST=${OUT:-results/gpu}
+mkdir -p "$DEST"
+# Models and measured choices are cached outside $DEST: only figures go back.
+export INFERCEPT_CACHE_DIR=${INFERCEPT_CACHE_DIR:-${TMPDIR:-/tmp}/infercept-gpu-check}
+export GRPC_VERBOSITY=ERROR
+export PYTHONPATH="client:.${PYTHONPATH:+:$PYTHONPATH}"
+if [ ! -f client/infercept/v1/executor_pb2.py ]; then
+    "$PY" -m grpc_tools.protoc -Iproto --python_out=client --grpc_python_out=client proto/infercept/v1/*.proto
+fi
+SUMMARY="$DEST/summary.txt"
+: >"$SUMMARY"
+
+part() {  # part NAME LIMIT_S COMMAND...: run COMMAND into $DEST/NAME.txt within LIMIT_S seconds
+    local name=$1 limit=$2 began=$SECONDS
+    shift 2
+    echo "== $name (limit ${limit}s)"
+    timeout --kill-after=10 "$limit" "$@" >"$DEST/$name.txt" 2>&1
+    local status=$?
+    echo "$name: exit $status in $((SECONDS - began))s" | tee -a "$SUMMARY"
+    tail -n 5 "$DEST/$name.txt"
+}
+
+part env 60 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, torch.cuda.get_device_name())'"
+part gpu-tests 200 "$PY" -m pytest -q -p no:cacheprovider tests/executor/test_gpu.py tests/executor/test_triton_backend.py
+part selection 60 "$PY" -m benchmarks.backend_selection --device cuda
+part attention-bench 180 "$PY" -m benchmarks.attention_bench --repeats 10
+part executor-bench 90 "$PY" -m benchmarks.executor_bench --device cuda --backends torch,triton --repeats 10
+echo "figures in $DEST"
+cat "$SUMMARY"

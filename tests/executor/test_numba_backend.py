@@ -1,0 +1,59 @@
+"""The numba attention backend computes what the torch backend computes, on any ragged batch, and
+is what `auto` picks for CPU float32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("numba")  # before the imports below, which import numba
+
+from executor_svc.attention import create_backend
+from executor_svc.attention.numba_backend import NumbaAttentionBackend
+from executor_svc.attention.torch_backend import TorchAttentionBackend
+from tests.executor.attention_cases import Case, random_batch, relative_error
+
+F32 = torch.float32
+CASES = {
+    "gqa-decode-only": Case(F32, 16, 8, 4, 32, [(1, 513), (1, 17), (1, 1), (1, 16), (1, 200)]),
+    "mha-mixed": Case(F32, 4, 4, 4, 16, [(1, 7), (5, 12), (1, 1), (3, 3), (1, 9)]),
+    "gqa3-odd-head-dim": Case(F32, 8, 6, 2, 24, [(1, 33), (4, 20), (1, 2)]),
+    "mqa-long-chunk": Case(F32, 16, 8, 1, 64, [(40, 45), (1, 50)]),
+    "chunks-only": Case(F32, 8, 4, 2, 16, [(9, 9), (2, 30)]),
+    "block-size-1": Case(F32, 1, 2, 1, 16, [(2, 6), (1, 3)]),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_numba_matches_torch_on_ragged_batches(name: str) -> None:
+    batch = random_batch(CASES[name], seed=0, device=torch.device("cpu"))
+    outputs = [
+        backend.attend(batch.q, batch.kv_layer, backend.prepare(batch.layout))
+        for backend in (NumbaAttentionBackend(), TorchAttentionBackend())
+    ]
+    assert relative_error(outputs[0], outputs[1]) < 1e-5
+
+
+def test_decode_rows_see_only_their_context() -> None:
+    """Keys past a row's context (the rest of its last block, other requests' blocks) change nothing."""
+    case = Case(F32, 8, 4, 2, 16, [(1, 5), (1, 12)])
+    batch = random_batch(case, seed=1, device=torch.device("cpu"))
+    backend = NumbaAttentionBackend()
+    before = backend.attend(batch.q, batch.kv_layer, backend.prepare(batch.layout))
+    for seq, table in enumerate(batch.layout.block_tables):
+        context = batch.layout.context_lens[seq]
+        last_block, first_unused_slot = (
+            table[(context - 1) // case.block_size],
+            (context - 1) % case.block_size + 1,
+        )
+        batch.kv_layer[last_block, :, first_unused_slot:] = 1e4
+    after = backend.attend(batch.q, batch.kv_layer, backend.prepare(batch.layout))
+    assert torch.equal(before, after)
+
+
+def test_auto_picks_numba_for_cpu_float32_only() -> None:
+    cpu = torch.device("cpu")
+    assert isinstance(create_backend("auto", cpu, torch.float32), NumbaAttentionBackend)
+    assert isinstance(create_backend("auto", cpu, torch.bfloat16), TorchAttentionBackend)
+    with pytest.raises(ValueError, match="float32"):
+        create_backend("numba", cpu, torch.bfloat16)
