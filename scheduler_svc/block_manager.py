@@ -123,9 +123,13 @@ class BlockManager:
     def can_swap_out(self, num_blocks: int) -> bool:
         return self.host.can_allocate(num_blocks)
 
-    def swap_out(self, request_id: int, num_blocks: int) -> list[tuple[int, int]]:
+    def swap_out(
+        self, request_id: int, num_blocks: int, evict_rank: float | None = None
+    ) -> list[tuple[int, int]]:
         """Move the last `num_blocks` device blocks to the front of the host segment.
-        Returns (device block, host block) pairs, in logical order."""
+        Returns (device block, host block) pairs, in logical order. With prefix caching the
+        released device blocks stay cached (with `evict_rank`, see prefix_cache.py): the context
+        is then on the host and, until evicted, on the device too (reattach_cached)."""
         layout = self.layout(request_id)
         assert 0 < num_blocks <= len(layout.device), f"swap_out({num_blocks}) of {len(layout.device)}"
         moved = layout.device[-num_blocks:]
@@ -133,8 +137,27 @@ class BlockManager:
         del layout.device[-num_blocks:]
         layout.num_synced = min(layout.num_synced, len(layout.device))
         layout.host[:0] = host_blocks
-        self.device.free(moved)
+        self.device.free(moved, evict_rank)
         return list(zip(moved, host_blocks, strict=True))
+
+    def reattach_cached(self, request_id: int) -> int:
+        """Take back, from the front of the host segment, the blocks whose device copy is still
+        cached (or shared by another request): they rejoin the device prefix with no copy, and
+        their host blocks are freed. Returns the number of blocks taken back. Call it only when
+        no swap-out of the request is still to run (its host blocks are written)."""
+        layout = self.layout(request_id)
+        if not self.enable_prefix_caching or not layout.host:
+            return 0
+        first = len(layout.device)
+        hashes = layout.chain_hashes[first : first + len(layout.host)]
+        blocks = self.device.lookup(hashes)
+        if not blocks:
+            return 0
+        self.device.share(blocks)
+        layout.device += blocks
+        self.host.free(layout.host[: len(blocks)])
+        del layout.host[: len(blocks)]
+        return len(blocks)
 
     def can_swap_in(self, request_id: int) -> bool:
         return self.device.can_allocate(len(self.layout(request_id).host))
@@ -153,12 +176,15 @@ class BlockManager:
         return list(zip(moved, device_blocks, strict=True))
 
     # Dropping.
-    def drop_after(self, request_id: int, num_device_blocks_kept: int) -> int:
+    def drop_after(
+        self, request_id: int, num_device_blocks_kept: int, evict_rank: float | None = None
+    ) -> int:
         """Keep the first `num_device_blocks_kept` device blocks; free the rest and the host
-        segment. Returns the number of blocks dropped."""
+        segment. Returns the number of blocks dropped. With prefix caching the freed device
+        blocks stay cached, ranked by `evict_rank` if given (see prefix_cache.py)."""
         layout = self.layout(request_id)
         dropped_device = layout.device[num_device_blocks_kept:]
-        self.device.free(dropped_device)
+        self.device.free(dropped_device, evict_rank)
         self.host.free(layout.host)
         count = len(dropped_device) + len(layout.host)
         del layout.device[num_device_blocks_kept:]

@@ -15,7 +15,7 @@ from scheduler_svc.config import LinkConfig, SchedulerConfig
 from scheduler_svc.estimators import ESTIMATORS
 from scheduler_svc.executor_client import ExecutorUnavailable
 from scheduler_svc.executor_link import ExecutorLink
-from scheduler_svc.policies import POLICIES, TECHNIQUES
+from scheduler_svc.policies import LAZY_SWAP_TECHNIQUES, POLICIES, TECHNIQUES
 from scheduler_svc.stats_log import DEFAULT_INTERVAL_S as DEFAULT_STATS_INTERVAL_S
 
 AUTH_TOKEN_ENV = "INFERCEPT_AUTH_TOKEN"  # one client token, when there is no token file
@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--disable",
         default="",
         metavar="TECHNIQUE[,...]",
-        help=f"infercept: switch techniques off for ablations, from {', '.join(TECHNIQUES)}",
+        help=f"infercept: switch techniques off for ablations, from {', '.join(TECHNIQUES)}; "
+        f"lazy-swap: from {', '.join(LAZY_SWAP_TECHNIQUES)}",
     )
     p.add_argument(
         "--prefix-caching",

@@ -7,6 +7,7 @@ can share them. Every device block is in exactly one of three states::
     free     no reference, no content worth keeping          -> handed out first
     cached   no reference, full, its chain hash published    -> kept in LRU order, evicted only
                                                                 when no free block is left
+                                                                (ranked ones after the LRU ones)
     owned    referenced by >= 1 request (refcount)           -> shared when refcount > 1
 
     free + cached + owned == total
@@ -16,10 +17,16 @@ findable) only at the end of that iteration's planning: a request scheduled in t
 never reads a block another request writes in it. A shared block (refcount > 1) is never written:
 the writer takes a copy first (BlockManager.prepare_write). With no hash ever registered (prefix
 caching off) the pool behaves as a plain first-freed-first free list.
+
+Eviction rank (the priority hook): a block may be released with an `evict_rank` (a policy's
+expected return time of the paused context it holds, say). Ranked cached blocks are evicted only
+after every unranked (LRU) one, highest rank first, so a policy that knows when a context will be
+needed again decides which goes first. The rank is forgotten when the block is owned again.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 
@@ -46,6 +53,11 @@ class CachingBlockPool:
         self.num_total = num_blocks
         self._free: deque[int] = deque(range(num_blocks))
         self._cached: OrderedDict[int, None] = OrderedDict()  # least recently released first
+        # Ranked cached blocks (see the module docstring): block -> rank, and a max-heap of
+        # (-rank, release number, block) whose entries go stale when the block leaves the tier.
+        self._ranked: dict[int, float] = {}
+        self._ranked_heap: list[tuple[float, int, int]] = []
+        self._num_releases = 0
         self._refcount = [0] * num_blocks
         self._hash_of: dict[int, int] = {}  # published blocks (owned or cached) -> chain hash
         self._block_of: dict[int, int] = {}  # chain hash -> its published block
@@ -57,36 +69,38 @@ class CachingBlockPool:
     @property
     def num_free(self) -> int:
         """Blocks an allocation may take: the free ones and the cached ones (evicted on demand)."""
-        return len(self._free) + len(self._cached)
+        return len(self._free) + len(self._cached) + len(self._ranked)
 
     @property
     def num_cached(self) -> int:
-        return len(self._cached)
+        return len(self._cached) + len(self._ranked)
 
     def can_allocate(self, num_blocks: int) -> bool:
         return num_blocks <= self.num_free
 
     def allocate(self, num_blocks: int) -> list[int]:
         """`num_blocks` blocks, each with refcount 1: free blocks first, then the least recently
-        released cached blocks (their hashes are dropped: the content is about to change)."""
+        released cached blocks, then the ranked cached blocks, highest rank first (their hashes
+        are dropped: the content is about to change)."""
         assert self.can_allocate(num_blocks), f"allocate({num_blocks}) with {self.num_free} free"
         blocks = []
         for _ in range(num_blocks):
             if self._free:
                 block = self._free.popleft()
             else:
-                block, _ = self._cached.popitem(last=False)
+                block = self._cached.popitem(last=False)[0] if self._cached else self._pop_ranked()
                 self._unpublish(block)
                 self.num_evicted += 1
             self._refcount[block] = 1
             blocks.append(block)
         return blocks
 
-    def free(self, blocks: list[int]) -> None:
+    def free(self, blocks: list[int], evict_rank: float | None = None) -> None:
         """Drop one reference to each block. A block left without references becomes cached if
         its hash is published, free otherwise. `blocks` is in logical order: the cached ones are
         released tail first, so a context's tail is evicted before its head (a head serves more
-        prompts: everything sharing it)."""
+        prompts: everything sharing it). With `evict_rank` the cached ones join the ranked tier
+        (see the module docstring), the tail still before the head within the rank."""
         refcount, hash_of, cached = self._refcount, self._hash_of, self._cached
         unnamed = []  # released blocks with no content worth keeping, tail first
         for block in reversed(blocks):
@@ -94,14 +108,32 @@ class CachingBlockPool:
             refcount[block] -= 1
             if refcount[block]:
                 continue
-            if block in hash_of:
+            if block not in hash_of:
+                unnamed.append(block)
+            elif evict_rank is None:
                 cached[block] = None
             else:
-                unnamed.append(block)
+                self._rank(block, evict_rank)
         self._free.extend(reversed(unnamed))
 
+    def _rank(self, block: int, evict_rank: float) -> None:
+        self._ranked[block] = evict_rank
+        self._num_releases += 1  # ties: the earlier released goes first (the tail of a context)
+        heapq.heappush(self._ranked_heap, (-evict_rank, self._num_releases, block))
+        if len(self._ranked_heap) > 2 * len(self._ranked) + 64:  # mostly stale: rebuild, O(n)
+            self._ranked_heap = [e for e in self._ranked_heap if self._ranked.get(e[2]) == -e[0]]
+            heapq.heapify(self._ranked_heap)
+
+    def _pop_ranked(self) -> int:
+        """Take the ranked cached block of the highest rank out of the tier."""
+        while True:
+            negative_rank, _, block = heapq.heappop(self._ranked_heap)
+            if self._ranked.get(block) == -negative_rank:  # else a stale entry
+                del self._ranked[block]
+                return block
+
     def free_ids(self) -> list[int]:
-        return list(self._free) + list(self._cached)
+        return list(self._free) + list(self._cached) + list(self._ranked)
 
     # ----- sharing -----
 
@@ -123,8 +155,13 @@ class CachingBlockPool:
         for block in blocks:
             assert block in self._hash_of, f"block {block} shared without a published hash"
             if not self._refcount[block]:
-                del self._cached[block]
+                self._uncache(block)
             self._refcount[block] += 1
+
+    def _uncache(self, block: int) -> None:
+        """Take a cached block out of its tier (it is about to be owned)."""
+        if self._cached.pop(block, False) is False:
+            del self._ranked[block]  # its heap entry goes stale
 
     def register(self, block: int, chain_hash: int) -> None:
         """`block` holds the full chain `chain_hash` once this iteration runs (see publish)."""
@@ -147,7 +184,10 @@ class CachingBlockPool:
     def forget_all(self) -> None:
         """The device's contents are lost (executor restart): every name goes, cached blocks are free."""
         self._free.extend(self._cached)
+        self._free.extend(self._ranked)
         self._cached.clear()
+        self._ranked.clear()
+        self._ranked_heap = []
         self._hash_of.clear()
         self._block_of.clear()
         self._pending = []
@@ -163,7 +203,8 @@ class CachingBlockPool:
         """free + cached + owned == total; every owned block's refcount is its number of
         `references` (block-table entries); free and cached blocks have none; cached blocks and
         only those with a published hash are findable, each under its own hash."""
-        free, cached = set(self._free), set(self._cached)
+        free, cached = set(self._free), set(self._cached) | set(self._ranked)
+        assert not set(self._cached) & set(self._ranked), "device pool: a block is cached in both tiers"
         owned = {b for b in range(self.num_total) if self._refcount[b]}
         assert len(free) == len(self._free), "device pool: a block is free twice"
         assert not (free & cached or free & owned or cached & owned), (

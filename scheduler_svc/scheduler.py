@@ -412,11 +412,12 @@ class Scheduler:
         )
         for decision in self.policy.manage_paused(contexts, view):
             request = self._paused_requests[decision.request_id]
+            rank = self.policy.evict_rank(request, now)
             if decision.action is PauseAction.SWAP:
-                builder.swap_out(self._swap_out_paused(request, decision.num_blocks))
+                builder.swap_out(self._swap_out_paused(request, decision.num_blocks, rank))
                 budget.swap_blocks -= decision.num_blocks
             else:
-                self._drop_context(request)
+                self._drop_context(request, rank)
                 self.stats.paused_discards += 1
 
     def _memory_is_short(self) -> bool:
@@ -443,10 +444,13 @@ class Scheduler:
             computed_tokens=request.num_computed,
         )
 
-    def _swap_out_paused(self, request: Request, num_blocks: int) -> BlockPairs:
-        """Move the last `num_blocks` device blocks of a paused request to the host."""
+    def _swap_out_paused(
+        self, request: Request, num_blocks: int, evict_rank: float | None = None
+    ) -> BlockPairs:
+        """Move the last `num_blocks` device blocks of a paused request to the host (their device
+        copies stay cached with `evict_rank` under prefix caching)."""
         rid = request.request_id
-        pairs = self.blocks.swap_out(rid, num_blocks)
+        pairs = self.blocks.swap_out(rid, num_blocks, evict_rank)
         self.stats.swap_out_blocks += num_blocks
         self._release_paused_hold(rid)
         self._hold_paused(rid)
@@ -459,6 +463,8 @@ class Scheduler:
     ) -> bool:
         rid = request.request_id
         layout = self.blocks.layout(rid)
+        if layout.host and self.prefix_caching and rid not in self._pending_swap_out:
+            self.stats.reattached_blocks += self.blocks.reattach_cached(rid)
         if layout.host:
             count = min(len(layout.host), budget.swap_blocks)
             if count and not self._make_room(request, count, scheduled):
@@ -471,7 +477,7 @@ class Scheduler:
             if layout.host:  # it computes once all its blocks are back; the others go on
                 scheduled.add(rid)
                 return True
-            self._swapping_in.discard(rid)
+        self._swapping_in.discard(rid)
         if self.prefix_caching and not (request.num_computed or layout.device or layout.host):
             self._share_cached_prefix(request)
         start = request.num_computed
@@ -620,11 +626,13 @@ class Scheduler:
         self.stats.preemptions += 1
         log.debug("request.preempted", request_id=victim.request_id, status=victim.status.value)
 
-    def _drop_context(self, request: Request) -> None:
+    def _drop_context(self, request: Request, evict_rank: float | None = None) -> None:
+        """Free the request's context (device blocks into the prefix cache, ranked by
+        `evict_rank`, when prefix caching is on); it recomputes what is gone when its turn comes."""
         self._release_paused_hold(request.request_id)
         self._pending_swap_out.pop(request.request_id, None)
         self._swapping_in.discard(request.request_id)
-        self.blocks.drop_after(request.request_id, 0)
+        self.blocks.drop_after(request.request_id, 0, evict_rank)
         request.num_computed = 0
         if request.status is Status.ACTIVE:
             self._queues.place(request, self.blocks.layout(request.request_id))
@@ -697,7 +705,7 @@ class Scheduler:
             self._pending_swap_out[rid] = self.blocks.swap_out(rid, num_device)
             self.stats.swap_out_blocks += num_device
         elif action is PauseAction.DISCARD:
-            self._drop_context(request)
+            self._drop_context(request, self.policy.evict_rank(request, now))
         request.status = Status.PAUSED
         self._queues.remove(request)
         self._paused_requests[rid] = request

@@ -30,6 +30,8 @@ class SchedulerStats:
     # (prefix caching), by what computing them would have been (prompt/recompute/returned/decode).
     prefix_hit_tokens_by_kind: Counter[str] = dataclasses.field(default_factory=Counter)
     prefix_hit_blocks: int = 0  # cached device blocks taken by requests starting to compute
+    # Swapped-out blocks whose device copy was still cached at the swap-in: taken back, no copy.
+    reattached_blocks: int = 0
     forward_s: float = 0.0  # forward time of every iteration, seconds
     recomputed_forward_s: float = 0.0  # ... attributed to recomputed tokens (by token share)
     last_iteration: gen.IterationStats = dataclasses.field(default_factory=gen.IterationStats)

@@ -7,6 +7,7 @@ from scheduler_svc.policies.baselines import ImprovedDiscardPolicy, PreservePoli
 from scheduler_svc.policies.continuum import ContinuumPolicy
 from scheduler_svc.policies.ideal import IdealPolicy
 from scheduler_svc.policies.infercept import TECHNIQUES, InferceptOptions, InferceptPolicy
+from scheduler_svc.policies.lazy_swap import LAZY_SWAP_TECHNIQUES, LazySwapOptions, LazySwapPolicy
 from scheduler_svc.policies.vllm_apc import VllmApcPolicy
 
 POLICIES: dict[str, type[Policy]] = {
@@ -19,15 +20,18 @@ POLICIES: dict[str, type[Policy]] = {
         InferceptPolicy,
         VllmApcPolicy,
         ContinuumPolicy,
+        LazySwapPolicy,
     )
 }
 POLICIES[IdealPolicy.name] = IdealPolicy  # simulator only
 
 __all__ = [
+    "LAZY_SWAP_TECHNIQUES",
     "POLICIES",
     "TECHNIQUES",
     "InferceptOptions",
     "IterationView",
+    "LazySwapOptions",
     "PauseAction",
     "PausedContext",
     "PausedDecision",
@@ -38,11 +42,17 @@ __all__ = [
 
 def create_policy(name: str, estimator: str = "history", disabled: tuple[str, ...] = ()) -> Policy:
     """The policy called `name`; ValueError naming the choices otherwise. `estimator` and the
-    `disabled` techniques configure the infercept policy (ablations); the baselines have none."""
+    `disabled` techniques configure the infercept policy (ablations), `disabled` the lazy-swap
+    policy (its own techniques, LAZY_SWAP_TECHNIQUES); the baselines have none."""
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; choose one of {sorted(POLICIES)}")
     if name == InferceptPolicy.name:
         return InferceptPolicy(InferceptOptions.with_disabled(estimator, disabled))
+    if name == LazySwapPolicy.name:
+        return LazySwapPolicy(LazySwapOptions.with_disabled(disabled))
     if disabled:
-        raise ValueError(f"policy {name!r} has no techniques to disable (only {InferceptPolicy.name!r} does)")
+        raise ValueError(
+            f"policy {name!r} has no techniques to disable (only {InferceptPolicy.name!r} and "
+            f"{LazySwapPolicy.name!r} do)"
+        )
     return POLICIES[name]()

@@ -102,6 +102,12 @@ class Policy(abc.ABC):
     def call_ended(self, request: Request, duration_s: float) -> None:  # noqa: B027 (optional hook)
         """The tool call of `request` returned after `duration_s` seconds (learning policies)."""
 
+    def evict_rank(self, request: Request, now: float) -> float | None:
+        """The eviction rank of the device blocks a paused `request` releases now (discard or
+        swap-out) while they stay in the prefix cache: ranked blocks are evicted after the
+        unranked (LRU) ones, highest rank first. None: plain LRU (the default)."""
+        return None
+
     def bind_cost_model(self, cost: CostModel | None) -> None:  # noqa: B027 (optional hook)
         """The cost model of the executor this policy schedules for (None if not profiled)."""
 

@@ -68,11 +68,12 @@ POLICY_COLOURS = {
     "vllm-apc": "#8c564b",
     "continuum": "#e377c2",
     "ideal": "#7f7f7f",
+    "lazy-swap": "#bcbd22",
 }
 SPARE_COLOUR = "#17becf"
 PAPER_BASELINES = ("vllm", "improved-discard", "preserve", "swap")  # vLLM 0.2 iterations
 # Today's baselines, added when registered (engineer "prefix" builds them).
-MODERN_POLICIES = ("vllm-apc", "continuum")
+MODERN_POLICIES = ("vllm-apc", "continuum", "lazy-swap")  # lazy-swap: ours (engineer "policy")
 
 
 @dataclasses.dataclass(frozen=True)

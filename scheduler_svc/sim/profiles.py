@@ -121,9 +121,10 @@ def a100_gptj6b() -> CostProfile:
 
 A100_40GB_HBM_BYTES_PER_S = 1.555e12  # NVIDIA A100 40 GB (SXM4/PCIe) datasheet: 1,555 GB/s
 A100_40GB_MEMORY_BYTES = 40 * GIB
-# Host swap pools from the authors' scripts: 128 GiB for swap and infercept, vLLM's default 4 GiB
+# Host swap pools from the authors' scripts: 128 GiB for swap and infercept (and lazy-swap, which
+# swaps too: the same host as infercept), vLLM's default 4 GiB
 # for the others (policies not named here, including vllm-apc and continuum, get the default).
-LARGE_SWAP_POLICIES = ("swap", "infercept")
+LARGE_SWAP_POLICIES = ("swap", "infercept", "lazy-swap")
 
 
 def a100_40gb_gptj6b() -> CostProfile:

@@ -150,7 +150,9 @@ def test_memory_pressure_really_happened(
         assert actions == {"discard"} and stats["prefix_hit_tokens"] > 0 and stats["prefix_caching"]
     if policy == "continuum":  # no pin before a tool has history; released contexts are cached
         assert "discard" in actions and stats["prefix_hit_tokens"] > 0 and stats["prefix_caching"]
-    if policy not in ("vllm-apc", "continuum"):
+    if policy == "lazy-swap":  # copies paused contexts out in the link's idle time, device copy cached
+        assert actions == {"preserve"} and stats["swap_out_blocks"] > 0 and stats["prefix_caching"]
+    if policy not in ("vllm-apc", "continuum", "lazy-swap"):
         assert not stats.get("prefix_hit_tokens") and not stats.get("prefix_caching")
     if policy == "infercept":  # decides after the pause: swaps (some partial) and discards
         assert actions == {"preserve"}

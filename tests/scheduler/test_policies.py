@@ -21,6 +21,7 @@ def test_registry() -> None:
         "infercept",
         "vllm-apc",
         "continuum",
+        "lazy-swap",
         "ideal",
     }
     assert create_policy("swap").name == "swap"

@@ -75,7 +75,7 @@ def test_a_block_is_findable_only_after_its_iteration_is_planned() -> None:
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 def test_prefix_caching_is_on_by_default_only_for_todays_engines(policy: str) -> None:
-    assert Harness(policy).scheduler.prefix_caching == (policy in ("vllm-apc", "continuum"))
+    assert Harness(policy).scheduler.prefix_caching == (policy in ("vllm-apc", "continuum", "lazy-swap"))
     assert Harness(policy, enable_prefix_caching=True).scheduler.prefix_caching
     assert not Harness(policy, enable_prefix_caching=False).scheduler.prefix_caching
 

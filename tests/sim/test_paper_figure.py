@@ -53,8 +53,8 @@ def test_the_default_policies_are_the_paper_baselines_on_vllm_0_2_then_what_is_r
 
 def test_every_policy_has_its_own_fixed_colour() -> None:
     names = ["vllm", "improved-discard", "swap", "preserve", "infercept", "vllm-apc", "continuum", "ideal"]
-    assert sorted(POLICY_COLOURS) == sorted(names)
-    assert len({*POLICY_COLOURS.values(), SPARE_COLOUR}) == 9
+    assert sorted(POLICY_COLOURS) == sorted([*names, "lazy-swap"])
+    assert len({*POLICY_COLOURS.values(), SPARE_COLOUR}) == 10
     assert colour("vllm/prefill-first") == colour("vllm") and colour("future-policy") == SPARE_COLOUR
 
 

@@ -1,0 +1,146 @@
+"""The lazy-swap policy and the prefix cache's eviction rank, with fabricated executor results
+(the fake executor checks every KV read): ranked blocks go after the LRU ones, highest rank first;
+a paused context is copied out while memory is free and taken back from the cache with no copy;
+memory pressure releases the furthest expected return first; techniques switch off."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler_svc.policies import create_policy
+from scheduler_svc.policies.lazy_swap import LazySwapPolicy
+from scheduler_svc.policies.spec import parse_policy_spec
+from scheduler_svc.prefix_cache import CachingBlockPool
+from tests.scheduler.harness import BLOCK_SIZE, Harness, generate_request, ids
+
+
+def cached_pool(num_blocks: int) -> CachingBlockPool:
+    """A pool whose blocks are all owned and published under hash 100 + block."""
+    pool = CachingBlockPool(num_blocks)
+    for block in pool.allocate(num_blocks):
+        pool.register(block, 100 + block)
+    pool.publish()
+    return pool
+
+
+def test_ranked_blocks_are_evicted_after_the_lru_ones_highest_rank_first() -> None:
+    pool = cached_pool(6)
+    pool.free([0, 1], evict_rank=5.0)
+    pool.free([2], evict_rank=50.0)
+    pool.free([3])  # unranked: plain LRU
+    pool.free([4], evict_rank=20.0)
+    assert (pool.num_free, pool.num_cached) == (5, 5)
+    pool.check(__import__("collections").Counter({5: 1}))
+    assert pool.allocate(3) == [3, 2, 4]  # LRU first, then ranks 50, 20
+    assert pool.allocate(2) == [1, 0]  # one rank: the tail (released first) before the head
+
+
+def test_a_ranked_block_taken_again_loses_its_rank() -> None:
+    pool = cached_pool(3)
+    pool.free([0], evict_rank=9.0)
+    pool.free([1], evict_rank=1.0)
+    pool.share([0])  # owned again: not evictable, its heap entry stale
+    assert pool.allocate(1) == [1]
+    assert not pool.can_allocate(1)
+    pool.free([0])  # released again, unranked this time
+    assert pool.allocate(1) == [0]
+    pool.forget_all()
+    assert pool.num_cached == 0
+
+
+def lazy_harness(**kwargs: object) -> Harness:
+    return Harness("lazy-swap", **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_paused_context_is_copied_out_and_taken_back_from_the_cache_without_a_copy() -> None:
+    h = lazy_harness()
+    a = h.add(generate_request(list(range(1, 17)), max_tokens=6, script=[(2, "calc")]))
+    assert h.run_until_paused(a).context_action == "preserve"
+    plan = h.step()  # memory is free: the link copies the context out, the device copy stays cached
+    layout = h.scheduler.blocks.layouts[a]
+    assert len(ids(plan.swap_out.src_block_ids)) == 5 and not layout.device and len(layout.host) == 5
+    assert h.scheduler.stats_proto().device_blocks_cached == 4  # the full blocks; the partial one is free
+    h.resume(a, [7])
+    plan = h.step()
+    assert len(ids(plan.swap_in.src_block_ids)) == 1  # only the partial block comes from the host
+    assert h.scheduler.stats.reattached_blocks == 4 and h.scheduler.stats_proto().recomputed_tokens == 0
+    h.run()
+    assert h.finished(a).finish_reason == "length"
+
+
+def two_paused_calls_then_a_big_prompt(h: Harness) -> tuple[int, int, int]:
+    """Two contexts of 5 blocks paused in a pool of 12, a 2 s and a 500 s call by the clients'
+    hints, then a prompt that needs 7 blocks: memory runs short."""
+    short = h.add(generate_request(list(range(1, 17)), max_tokens=4, script=[(2, "calc")]))
+    long = h.add(generate_request(list(range(20, 36)), max_tokens=4, script=[(2, "calc")]))
+    for _ in range(10):  # both pause in the same iterations
+        h.step()
+    assert all(h.interceptions(rid) for rid in (short, long))
+    h.scheduler.tool_started(short, 2.0)
+    h.scheduler.tool_started(long, 500.0)
+    big = h.add(generate_request(list(range(100, 116)), max_tokens=12))
+    for _ in range(8):
+        h.step()
+    return short, long, big
+
+
+def finish_all(h: Harness, short: int, long: int, big: int) -> None:
+    h.resume(short, [5])
+    h.resume(long, [6])
+    h.run()
+    assert h.scheduler.requests == {} and h.finished(big).finish_reason == "length"
+
+
+def test_memory_pressure_evicts_the_furthest_expected_return_first() -> None:
+    h = lazy_harness(num_device_blocks=12, disabled_techniques=("opportunistic-swap", "hold-cheap"))
+    short, long, big = two_paused_calls_then_a_big_prompt(h)
+    assert h.scheduler.stats.paused_discards == 2  # both released to the cache
+    finish_all(h, short, long, big)
+    # The short call's full blocks stayed cached (only its partial last block is recomputed);
+    # the long call's were evicted.
+    assert h.finished(short).usage.recomputed_tokens < BLOCK_SIZE
+    assert h.finished(long).usage.recomputed_tokens >= 2 * BLOCK_SIZE
+
+
+def test_memory_pressure_releases_only_what_costs_more_to_hold_than_to_reload() -> None:
+    h = lazy_harness(num_device_blocks=12, disabled_techniques=("opportunistic-swap",))
+    short, long, big = two_paused_calls_then_a_big_prompt(h)
+    # Holding 16 of 48 tokens for 2 s costs less than a 1 s reload; for 500 s, more.
+    assert h.scheduler.stats.paused_discards == 1
+    assert h.scheduler.blocks.layouts[short].device and not h.scheduler.blocks.layouts[long].device
+    finish_all(h, short, long, big)
+    assert h.finished(short).usage.recomputed_tokens == 0
+
+
+def test_the_evict_rank_follows_the_expected_return_and_the_host_copy() -> None:
+    policy = create_policy("lazy-swap")
+    assert isinstance(policy, LazySwapPolicy)
+    assert create_policy("lazy-swap", disabled=("ranked-eviction",)).evict_rank  # still a hook
+    h = lazy_harness()
+    a = h.add(generate_request(list(range(1, 9)), max_tokens=4, script=[(1, "calc")]))
+    h.run_until_paused(a)
+    h.scheduler.tool_started(a, 30.0)
+    request = h.scheduler.requests[a]
+    rank = h.scheduler.policy.evict_rank(request, h.now)
+    assert rank is not None and rank == pytest.approx(
+        h.now + 30.0 - (h.now - request.pending_call.paused_at_s)
+    )
+    off = lazy_harness(disabled_techniques=("ranked-eviction",))
+    b = off.add(generate_request(list(range(1, 9)), max_tokens=4, script=[(1, "calc")]))
+    off.run_until_paused(b)
+    assert off.scheduler.policy.evict_rank(off.scheduler.requests[b], off.now) is None
+
+
+def test_techniques_switch_off_by_name_and_unknown_ones_are_refused() -> None:
+    spec = parse_policy_spec("lazy-swap/no-opportunistic-swap/no-program-order")
+    assert spec.disabled_techniques == ("opportunistic-swap", "program-order")
+    h = lazy_harness(disabled_techniques=spec.disabled_techniques)
+    a = h.add(generate_request(list(range(1, 17)), max_tokens=6, script=[(2, "calc")]))
+    h.run_until_paused(a)
+    h.step()
+    assert h.scheduler.stats.swap_out_blocks == 0  # no copy: the context stays owned
+    h.now = 40.0
+    h.resume(a, [3])
+    assert h.scheduler.requests[a].arrival_s == 40.0  # the back of the queue
+    with pytest.raises(ValueError, match="unknown technique"):
+        create_policy("lazy-swap", disabled=("min-waste",))
