@@ -98,7 +98,10 @@ def test_requests_paused_when_the_executor_dies_finish_with_the_tokens_of_a_clea
 def test_requests_computing_when_the_executor_dies_finish_with_the_tokens_of_a_clean_run(
     stack: ChaosStack,
 ) -> None:
-    long = SamplingParams(max_tokens=800, temperature=0.8, seed=11, ignore_eos=True)
+    # Greedy: a rebuilt context's logits may differ from the incremental ones in their last bits
+    # (other kernels, other batch shapes), which a sampled draw near a token boundary can turn
+    # into another token; greedy decoding is exact (README: Faults and recovery).
+    long = SamplingParams(max_tokens=800, temperature=0.0, ignore_eos=True)
     clean = generate(stack, long)
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(generate, stack, long)
