@@ -30,7 +30,7 @@ import numpy as np
 
 from infercept.loadgen.spec import RequestPlan, Segment
 from infercept.loadgen.truncation import truncate
-from infercept.loadgen.workloads import parse_trace_request
+from infercept.loadgen.workloads import parse_trace_request, poisson_arrivals
 
 __all__ = ["truncate"]  # the harness's truncation, re-exported: part of the replay
 
@@ -65,16 +65,10 @@ def read_keyed_trace(path: str | Path) -> dict[str, tuple[int, list[Segment]]]:
 
 def harness_arrivals(rate: float, duration_s: float, rng: np.random.Generator) -> list[float]:
     """Arrival offsets (s) within [0, duration_s): int(rate) + 1 at t = 0, then Poisson at `rate`."""
-    if not rate > 0 or not np.isfinite(rate):
-        raise ValueError(f"rate must be a positive number of requests/s, got {rate}")
     if duration_s <= 0:
+        poisson_arrivals(rate, 0.0, rng)  # the rate is checked all the same
         return []
-    arrivals = [0.0] * (int(rate) + 1)
-    t = float(rng.exponential(1.0 / rate))
-    while t < duration_s:
-        arrivals.append(t)
-        t += float(rng.exponential(1.0 / rate))
-    return arrivals
+    return [0.0] * (int(rate) + 1) + poisson_arrivals(rate, duration_s, rng)
 
 
 def replay_trace(
