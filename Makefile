@@ -49,11 +49,12 @@ test-fast: setup
 # then, on the tiny random model, the mixed workload at one rate through the real two-process stack
 # under vllm and every other policy (a fresh stack each): the table, results/compare.json and the plot.
 # Tool durations are scaled by 0.05 so that a 30 s window completes requests (said in the results).
+# Admission control is off there (as in the paper's experiment): every policy serves the same load.
 demo: setup
 	$(PY) -m gateway.demo --model default --device cpu
 	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --statistics table1 --rates 2 \
-		--model tiny --policies vllm,improved-discard,preserve,swap,infercept --duration 30 --warmup 5 --duration-scale 0.05 \
-		--max-model-len 512 --seed 0 --out results/compare.json --plot results/compare.png
+		--model tiny --policies vllm,improved-discard,preserve,swap,infercept,vllm-apc,continuum,lazy-swap --duration 30 --warmup 5 --duration-scale 0.05 \
+		--max-model-len 512 --seed 0 --scheduler-args="--max-queue-wait-s 0" --out results/compare.json --plot results/compare.png
 
 serve: setup
 	$(VENV)/bin/infercept serve
@@ -120,6 +121,7 @@ sim-ablation: setup
 compare-real: setup
 	$(VENV)/bin/infercept-loadgen --launch --device cpu --workload mixed --statistics table1 --rates 0.25,2 \
 		--model tiny --policies vllm,infercept --duration 60 --warmup 5 --duration-scale 0.05 --max-model-len 512 \
+		--scheduler-args="--max-queue-wait-s 0" \
 		--seed 0 --out results/compare_real.json --plot results/compare_real.png
 
 # The simulator against the real stack: vllm on the mixed workload at 0.75 req/s for 120 s (about 2x
