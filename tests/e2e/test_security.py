@@ -181,12 +181,23 @@ def test_metrics_are_served_and_move_with_requests(secure: SecureStack) -> None:
             )
     with secure.client(token=None) as client, pytest.raises(InferceptError):
         client.server_info(timeout_s=10)
+    method = "/infercept.v1.Generation/GetServerInfo"
+    session = "/infercept.v1.Generation/Session"
     after = scrape(secure.scheduler_metrics_port)
 
     def moved(family: str, sample: str, **labels: str) -> float:
-        return value(after, family, sample, **labels) - before.get(family, {}).get(
-            (sample, tuple(sorted(labels.items()))), 0.0
-        )
+        now = after.get(family, {}).get((sample, tuple(sorted(labels.items()))), 0.0)
+        return now - before.get(family, {}).get((sample, tuple(sorted(labels.items()))), 0.0)
+
+    # A finished RPC is counted by the server's interceptor after the client already has its
+    # answer: scrape again (a bounded wait) until the last calls are in.
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and not (
+        moved("infercept_rpcs", "infercept_rpcs_total", method=method, code="UNAUTHENTICATED") >= 1
+        and moved("infercept_rpcs", "infercept_rpcs_total", method=session, code="OK") >= 3
+    ):
+        time.sleep(0.1)
+        after = scrape(secure.scheduler_metrics_port)
 
     for family in (
         "infercept_request_ttft_seconds",
@@ -201,9 +212,7 @@ def test_metrics_are_served_and_move_with_requests(secure: SecureStack) -> None:
     assert moved("infercept_interceptions", "infercept_interceptions_total") >= 3
     assert moved("infercept_requests_finished", "infercept_requests_finished_total", reason="length") >= 3
     assert moved("infercept_iteration_step_seconds", "infercept_iteration_step_seconds_count") > 0
-    method = "/infercept.v1.Generation/GetServerInfo"
     assert moved("infercept_rpcs", "infercept_rpcs_total", method=method, code="UNAUTHENTICATED") >= 1
-    session = "/infercept.v1.Generation/Session"
     assert moved("infercept_rpcs", "infercept_rpcs_total", method=session, code="OK") >= 3
     assert 0.0 <= value(after, "infercept_recompute_share", "infercept_recompute_share") <= 1.0
     assert value(after, "infercept_device_blocks_total", "infercept_device_blocks_total") > 0
