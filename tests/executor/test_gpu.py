@@ -48,23 +48,28 @@ def test_triton_matches_torch_at_realistic_shapes(name: str) -> None:
     assert error < TOLERANCE[case.dtype], f"{name}: relative error {error:.2e}"
 
 
+def _cuda_engine(model_dir: Path, backend: str) -> Engine:
+    """An fp32 engine on the GPU with the pools PlanDriver is told about (48 device, 32 host blocks of 16)."""
+    return Engine(
+        ExecutorConfig(
+            model=str(model_dir),
+            device="cuda",
+            dtype="float32",
+            block_size=16,
+            num_device_blocks=48,
+            num_host_blocks=32,
+            attention_backend=backend,
+        )
+    )
+
+
 def test_engine_greedy_tokens_equal_torch_backend_on_cuda(tmp_path: Path) -> None:
     write_random_model(tmp_path, TINY_MODEL, seed=5, init_std=0.1)
     rng = random.Random(9)
     prompts = [[rng.randrange(TINY_MODEL.vocab_size) for _ in range(rng.randint(1, 60))] for _ in range(6)]
     tokens = {}
     for backend in ("triton", "torch"):
-        engine = Engine(
-            ExecutorConfig(
-                model=str(tmp_path),
-                device="cuda",
-                dtype="float32",
-                block_size=16,
-                num_device_blocks=48,
-                num_host_blocks=32,
-                attention_backend=backend,
-            )
-        )
+        engine = _cuda_engine(tmp_path, backend)
         driver = PlanDriver(
             engine.step, block_size=16, num_device_blocks=48, num_host_blocks=32, seed=1, return_logits=False
         )
@@ -95,17 +100,7 @@ def test_copy_blocks_through_pinned_host_memory(direction: str) -> None:
 def test_greedy_tokens_and_logits_match_transformers_on_cuda(tmp_path: Path, backend: str) -> None:
     """float32 on the GPU against the CPU reference; TF32 stays off (torch's default for matmul)."""
     write_random_model(tmp_path, TINY_MODEL, seed=7, init_std=0.1)
-    engine = Engine(
-        ExecutorConfig(
-            model=str(tmp_path),
-            device="cuda",
-            dtype="float32",
-            block_size=16,
-            num_device_blocks=48,
-            num_host_blocks=32,
-            attention_backend=backend,
-        )
-    )
+    engine = _cuda_engine(tmp_path, backend)
     driver = PlanDriver(engine.step, block_size=16, num_device_blocks=48, num_host_blocks=32, seed=2)
     rng = random.Random(4)
     prompts = [[rng.randrange(TINY_MODEL.vocab_size) for _ in range(rng.randint(1, 60))] for _ in range(5)]
