@@ -221,10 +221,9 @@ def test_closing_the_client_mid_request_cancels_it(peer: tuple[str, ProtocolPeer
     thread.start()
     record = _wait_for_session(peer[1], program_id)
     assert record.tool_started.wait(5)
-    started = time.monotonic()
     client.close()
-    thread.join(5)
-    assert not thread.is_alive() and time.monotonic() - started < 5, "close() cut the 30 s wait short"
+    thread.join(5)  # a bounded wait: the 30 s call is still running unless close() cut it short
+    assert not thread.is_alive(), "close() cut the 30 s wait short"
     assert [error.code for error in errors] == ["CANCELLED"]
     assert record.cancelled.wait(5), "the server saw the stream cancelled"
     with pytest.raises(InferceptError, match="CANCELLED: the client is closed"):
