@@ -38,7 +38,7 @@ from scheduler_svc.interception import find_stop_string
 from scheduler_svc.pause_expiry import expired_ids, next_expiry_s
 from scheduler_svc.plan_builder import BlockPairs, PlanBuilder
 from scheduler_svc.policies import IterationView, PauseAction, PausedContext, Policy, create_policy
-from scheduler_svc.queues import ComputeQueues, queue_key
+from scheduler_svc.queues import ComputeQueues, WaitingPlace, queue_key
 from scheduler_svc.request import PendingCall, Request, Status
 from scheduler_svc.resume import effective_seed, replay
 from scheduler_svc.stats import SchedulerStats
@@ -99,7 +99,9 @@ class Scheduler:
         self._pending_forget: list[int] = []
         self._last_now: float | None = None
         # Kept incrementally so that an iteration costs O(active), not O(live) requests:
-        self._queues = ComputeQueues()  # requests that want computation
+        # Requests that want computation; on vLLM 0.2's iterations a resumed context rejoins the
+        # running batch (queues.py).
+        self._queues = ComputeQueues(ready_includes_resumed=config.iteration_structure == "prefill-first")
         self._paused_held: dict[int, int] = {}  # paused request id -> device blocks it holds
         self._paused_held_blocks = 0
         self._holders: list[Request] | None = None  # this iteration's preemption candidates
@@ -194,7 +196,7 @@ class Scheduler:
         request.status, request.pending_call = Status.ACTIVE, None
         self._release_paused_hold(request_id)
         layout = self.blocks.layout(request_id)
-        self._queues.place(request, layout)
+        self._queues.place(request, layout, self.policy.waiting_place_on_resume, now)
         if layout.host:
             self._swapping_in.add(request_id)
         resumed = gen.Resumed(
@@ -526,15 +528,23 @@ class Scheduler:
         alone, in queue order, each whole, within prefill_token_budget, stopping at the first that
         does not fit (one longer than the whole budget is chunked, rather than wait forever); if
         none could be scheduled, an iteration of decodes alone."""
-        if self._queues.num_waiting:
+        # vLLM 0.2 runs no prompt while a swapped request waits to come back (prompts go first
+        # only when `swapped` is empty), and a prompt that does not fit in the free blocks waits,
+        # preempting no one.
+        if self._queues.num_waiting and not self._swapping_in:
             prefill = _Budget(self.config.prefill_token_budget, budget.seqs, budget.swap_blocks)
             for request in self._queues.waiting():
                 if prefill.exhausted or (request.num_pending > prefill.tokens and scheduled):
+                    break
+                whole = self.blocks.num_blocks_to_grow(request.request_id, len(request.token_ids))
+                if not self.blocks.device.can_allocate(whole):
                     break
                 if not self._schedule_one(request, builder, prefill, scheduled):
                     break
             if scheduled:
                 return
+        # Its decode iterations have the same token budget (max_num_batched_tokens).
+        budget.tokens = self.config.prefill_token_budget
         self._schedule_decodes(decodes, builder, budget, scheduled)
 
     def _schedule_decodes(
@@ -554,6 +564,8 @@ class Scheduler:
             if (
                 position == len(layout.device) * block_size  # opens a block (or a preempted context)
                 or request.kind_at(position) != "decode"  # recomputation, the last prompt or returned token
+                or len(request.token_ids) != position + 1  # resumed (prefill-first): returned tokens
+                or layout.host  # resumed (prefill-first): swapped out
             ):
                 if not self._schedule_decode(request, builder, budget, scheduled):
                     break
@@ -574,6 +586,8 @@ class Scheduler:
         """_schedule_one for a ready request, kept cheap: one pending token, context on the device."""
         rid, position = request.request_id, request.num_computed
         if position == 0:  # preempted earlier in this iteration: its context must be recomputed
+            return self._schedule_one(request, builder, budget, scheduled)
+        if request.num_pending > 1 or self.blocks.layouts[rid].host:  # resumed, under prefill-first
             return self._schedule_one(request, builder, budget, scheduled)
         if self.prefix_caching and self.blocks.num_blocks_to_copy(rid, position):
             return self._schedule_one(request, builder, budget, scheduled)  # writes a shared block
@@ -617,25 +631,35 @@ class Scheduler:
             candidate = self._holders.pop()
             # Computing this iteration, or already preempted/finished: never a victim now.
             if candidate.request_id not in scheduled and self.blocks.layout(candidate.request_id).device:
+                if candidate.status is Status.PAUSED and not self.policy.preempts_paused_contexts:
+                    continue  # vLLM 0.2's baselines preempt running requests only
                 return candidate
         return None
 
     def _preempt(self, victim: Request) -> None:
         """Discard the victim's context; it recomputes when its turn comes."""
-        self._drop_context(victim)
+        self._drop_context(victim, waiting_place=self.policy.waiting_place_on_preempt)
         self.stats.preemptions += 1
         log.debug("request.preempted", request_id=victim.request_id, status=victim.status.value)
 
-    def _drop_context(self, request: Request, evict_rank: float | None = None) -> None:
+    def _drop_context(
+        self,
+        request: Request,
+        evict_rank: float | None = None,
+        waiting_place: WaitingPlace = WaitingPlace.ARRIVAL,
+    ) -> None:
         """Free the request's context (device blocks into the prefix cache, ranked by
-        `evict_rank`, when prefix caching is on); it recomputes what is gone when its turn comes."""
+        `evict_rank`, when prefix caching is on); it recomputes what is gone when its turn comes,
+        waiting at `waiting_place`."""
         self._release_paused_hold(request.request_id)
         self._pending_swap_out.pop(request.request_id, None)
         self._swapping_in.discard(request.request_id)
         self.blocks.drop_after(request.request_id, 0, evict_rank)
         request.num_computed = 0
         if request.status is Status.ACTIVE:
-            self._queues.place(request, self.blocks.layout(request.request_id))
+            self._queues.place(
+                request, self.blocks.layout(request.request_id), waiting_place, self._last_now or 0.0
+            )
 
     # ----- after a token -----
 

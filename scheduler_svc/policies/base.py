@@ -5,7 +5,9 @@ A policy answers three questions:
 - at the pause (`on_pause`): preserve, discard or swap the context right away;
 - every iteration (`manage_paused`, only for policies with `manages_paused`): revisit the paused
   contexts, given the iteration's budgets, and move or free some of them (`PausedDecision`s);
-- at the resume (`arrival_on_resume`): which queue place the request takes.
+- at the resume (`arrival_on_resume`, `waiting_place_on_resume`): its FCFS priority, and where it
+  enters the waiting queue if it must compute more than a decode (queues.py); a request
+  preempted for memory enters it at `waiting_place_on_preempt`.
 
 It also says how the iteration's swaps and recomputation are bounded (`swap_budget_blocks`,
 `pipelines_swaps`, `chunks_recompute`): the baselines copy whole contexts at once, stalling the
@@ -21,6 +23,7 @@ from typing import ClassVar
 
 from scheduler_svc.block_manager import BlockManager
 from scheduler_svc.cost_model import CostModel
+from scheduler_svc.queues import WaitingPlace
 from scheduler_svc.request import Request
 
 
@@ -86,13 +89,20 @@ class Policy(abc.ABC):
     simulator_only: ClassVar[bool] = False
     # The simulator charges no forward time for recomputed tokens (`ideal`'s free restore).
     restores_for_free: ClassVar[bool] = False
+    # Where a resumed request that must compute more than a decode enters the waiting queue, and
+    # where one preempted for memory does (queues.WaitingPlace; ARRIVAL: by its arrival time).
+    waiting_place_on_resume: ClassVar[WaitingPlace] = WaitingPlace.ARRIVAL
+    waiting_place_on_preempt: ClassVar[WaitingPlace] = WaitingPlace.ARRIVAL
+    # A request short of device blocks may take those of a newer paused request (dropping its
+    # context). vLLM 0.2 preempts running requests only: paused contexts are not in its running list.
+    preempts_paused_contexts: ClassVar[bool] = True
 
     @abc.abstractmethod
     def on_pause(self, request: Request, blocks: BlockManager, now: float) -> PauseAction:
         """Decide what to do with `request`'s context now that it is intercepted."""
 
     def arrival_on_resume(self, request: Request, now: float) -> float:
-        """The queue position (arrival time) a request takes when its tool returns."""
+        """The FCFS priority (arrival time) a request takes when its tool returns."""
         return request.arrival_s
 
     def manage_paused(self, paused: list[PausedContext], view: IterationView) -> list[PausedDecision]:

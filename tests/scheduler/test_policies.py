@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scheduler_svc.policies import POLICIES, create_policy
+from scheduler_svc.queues import WaitingPlace
 from tests.scheduler.harness import Harness, generate_request, ids
 
 # A request intercepted after 3 generated tokens: 8 tokens in its context, the first 7 computed
@@ -148,15 +149,54 @@ def test_queue_place_on_resume(policy: str, first: str) -> None:
     newer = h.add(generate_request([2] * 12, max_tokens=5))  # arrives at 1
     h.step()  # newer's first chunk
     h.resume(resumed, [3, 3, 3])  # at 2: 8 tokens to recompute and compute
-    expected_arrival = {"vllm": 2.0, "improved-discard": 0.0}[policy]
-    assert h.scheduler.requests[resumed].arrival_s == expected_arrival
+    # vLLM 0.2 never moves a request's arrival time: it stays its FCFS priority once it runs.
+    assert h.scheduler.requests[resumed].arrival_s == 0.0
     plan = h.step()
     order = [w.request_id for w in plan.work]
     assert order[0] == {"newer": newer, "resumed": resumed}[first]
-    if first == "newer":  # vllm: the newer prompt finishes its chunk, the resumed one gets the rest
+    if first == "newer":  # vllm: at the back; the newer prompt finishes its chunk, it gets the rest
         assert [len(ids(w.token_ids)) for w in plan.work] == [4, 4]
-    else:  # improved-discard: the resumed request keeps its older place and takes the whole budget
+    else:  # improved-discard: at the front, it takes the whole budget
         assert order == [resumed] and len(ids(plan.work[0].token_ids)) == 8
+
+
+@pytest.mark.parametrize(
+    ("policy", "on_resume", "on_preempt", "takes_paused"),
+    [
+        ("vllm", WaitingPlace.BACK, WaitingPlace.FRONT, False),
+        ("improved-discard", WaitingPlace.FRONT, WaitingPlace.FRONT, False),
+        ("preserve", WaitingPlace.FRONT, WaitingPlace.FRONT, False),
+        ("swap", WaitingPlace.FRONT, WaitingPlace.FRONT, False),
+        ("infercept", WaitingPlace.ARRIVAL, WaitingPlace.ARRIVAL, True),
+    ],
+)
+def test_the_baselines_keep_vllm_0_2s_queue_places(
+    policy: str, on_resume: WaitingPlace, on_preempt: WaitingPlace, takes_paused: bool
+) -> None:
+    created = create_policy(policy)
+    assert (created.waiting_place_on_resume, created.waiting_place_on_preempt) == (on_resume, on_preempt)
+    assert created.preempts_paused_contexts is takes_paused
+
+
+def test_a_baseline_preempts_a_running_request_not_a_newer_paused_context() -> None:
+    # Eight blocks of 4 tokens. `paused`, the newest, holds a block through its call while the two
+    # running requests grow until memory runs out: vLLM 0.2 takes the newer running request's
+    # blocks (its paused contexts are in no queue it preempts from); infercept may take the paused.
+    for policy, victim in (("preserve", "running"), ("infercept", "paused")):
+        h = Harness(policy, num_device_blocks=8, max_model_len=64)
+        old = h.add(generate_request([1] * 4, max_tokens=40))
+        running = h.add(generate_request([2] * 4, max_tokens=40))
+        paused = h.add(generate_request([3] * 4, max_tokens=6, script=[(1, "t")]))
+        h.run_until_paused(paused)
+        for _ in range(16):
+            h.step()
+        assert h.scheduler.stats_proto().preemptions >= 1, policy
+        paused_blocks = len(h.scheduler.blocks.layout(paused).device)
+        if victim == "running":
+            assert paused_blocks == 1 and h.scheduler.requests[running].num_recomputed > 0
+        else:
+            assert paused_blocks == 0
+        assert len(h.scheduler.blocks.layout(old).device) > 1
 
 
 @pytest.mark.parametrize(("policy", "expected"), [("preserve", 2 * 3.0), ("vllm", 0.0), ("swap", 0.0)])

@@ -21,10 +21,16 @@ LONG_S = 1e6
 class Core:
     """A scheduler on a FakeExecutor (every KV read checked), one second per iteration."""
 
-    def __init__(self, structure: str, prefill_token_budget: int = 2048) -> None:
-        desc = executor_description(num_device_blocks=64, max_model_len=128)
+    def __init__(
+        self,
+        structure: str,
+        prefill_token_budget: int = 2048,
+        policy: str = "vllm",
+        num_device_blocks: int = 64,
+    ) -> None:
+        desc = executor_description(num_device_blocks=num_device_blocks, max_model_len=128)
         config = SchedulerConfig(
-            policy="vllm",
+            policy=policy,
             max_batched_tokens=64,
             iteration_structure=structure,
             prefill_token_budget=prefill_token_budget,
@@ -33,19 +39,26 @@ class Core:
         self.scheduler = Scheduler(config, desc, None)
         self.executor = FakeExecutor(desc)
         self.now = 0.0
+        self.plan = pb.StepPlan()
 
-    def add(self, num_prompt_tokens: int, max_tokens: int = 8) -> int:
+    def add(self, num_prompt_tokens: int, max_tokens: int = 8, pause_after: int = 0) -> int:
+        script = [(pause_after, "t")] if pause_after else []
         request, _ = self.scheduler.add(
-            generate_request(range(1, num_prompt_tokens + 1), max_tokens), self.now
+            generate_request(range(1, num_prompt_tokens + 1), max_tokens, script), self.now
         )
         return request.request_id
+
+    def resume(self, request_id: int, num_returned: int) -> None:
+        start = len(self.scheduler.requests[request_id].token_ids)
+        self.scheduler.resume(request_id, [7] * num_returned, self.now)
+        self.executor.know(request_id, start, [7] * num_returned)
 
     def step(self) -> dict[int, tuple[int, int]]:
         """One iteration: request id -> (start position, tokens computed)."""
         self.now += 1.0
-        plan = self.scheduler.schedule(self.now)
-        self.scheduler.update(plan, self.executor.run(plan), self.now)
-        return {w.request_id: (w.start_position, len(ids(w.token_ids))) for w in plan.work}
+        self.plan = self.scheduler.schedule(self.now)
+        self.scheduler.update(self.plan, self.executor.run(self.plan), self.now)
+        return {w.request_id: (w.start_position, len(ids(w.token_ids))) for w in self.plan.work}
 
 
 def test_prefill_first_runs_a_waiting_prompt_alone_and_mixed_runs_it_with_the_decodes() -> None:
@@ -74,6 +87,50 @@ def test_prefill_first_chunks_a_prompt_longer_than_its_whole_budget() -> None:
     assert core.step() == {long: (0, 16)}
     assert core.step() == {long: (16, 16)}
     assert core.step() == {long: (32, 8)}
+
+
+def test_prefill_first_computes_a_preserved_requests_returned_tokens_in_a_decode_iteration() -> None:
+    # vLLM 0.2 puts a resumed preserved request back in its running batch: the returned tokens
+    # ride with the decodes (within the whole 2048-token budget, not the 64 of max_batched_tokens),
+    # while a waiting prompt still gets its iteration alone first.
+    core = Core("prefill-first", policy="preserve")
+    paused, other = core.add(4, max_tokens=6, pause_after=2), core.add(4, max_tokens=20)
+    assert core.step() == {paused: (0, 4), other: (0, 4)}
+    assert core.step() == {paused: (4, 1), other: (4, 1)}  # `paused` is intercepted after it
+    core.resume(paused, 70)
+    prompt = core.add(4)
+    assert core.step() == {prompt: (0, 4)}
+    assert core.step() == {paused: (5, 71), other: (5, 1), prompt: (4, 1)}
+
+
+def test_prefill_first_brings_a_swapped_request_back_in_a_decode_iteration_and_holds_prompts_meanwhile() -> (
+    None
+):
+    core = Core("prefill-first", policy="swap")
+    swapped, other = core.add(4, max_tokens=6, pause_after=2), core.add(4, max_tokens=20)
+    core.step()
+    core.step()  # `swapped` is intercepted; its blocks go out with the next plan
+    assert core.step() == {other: (5, 1)} and ids(core.plan.swap_out.src_block_ids)
+    core.resume(swapped, 2)
+    prompt = core.add(4)
+    # vLLM 0.2 runs no prompt while a swapped request waits: the swap-in and the returned tokens
+    # ride in a decode iteration, and the prompt runs in the next one.
+    assert core.step() == {swapped: (5, 3), other: (6, 1)}
+    assert len(ids(core.plan.swap_in.src_block_ids)) == 2
+    assert core.step() == {prompt: (0, 4)}
+
+
+def test_prefill_first_makes_a_prompt_that_does_not_fit_whole_wait_without_preempting() -> None:
+    # Four blocks of 4 tokens: `running` holds two, so the 12-token prompt (three blocks) waits,
+    # neither computed in part nor taking the older request's blocks, until memory frees up.
+    core = Core("prefill-first", num_device_blocks=4)
+    running = core.add(6, max_tokens=3)
+    assert core.step() == {running: (0, 6)}
+    waiting = core.add(12, max_tokens=2)
+    assert core.step() == {running: (6, 1)}
+    assert core.step() == {running: (7, 1)}  # and it finishes
+    assert core.scheduler.stats_proto().preemptions == 0
+    assert core.step() == {waiting: (0, 12)}
 
 
 def test_a_policy_spec_can_ask_for_the_prefill_first_structure() -> None:
