@@ -20,6 +20,14 @@ had at its end, cut_s, for runs that count them as the paper's harness does), an
 stops at the first iteration boundary at or past its end. Server stats are taken at the first
 iteration boundary at or past its start and at the stop.
 
+With `harness_timing`, a request's times are taken as the paper's harness takes them (its
+benchmark loop reads the clock once per iteration, before the step): a call lasts from the start
+of the iteration that intercepted the request to the end of the iteration during which the tool
+returned (the loop polls for results after each step), a call still running at the window's end
+is not subtracted (only returned calls are), and a finished request ends at the start of its
+last iteration. Otherwise a call lasts its drawn duration, the part inside the window for one cut
+at the end, and a request ends when its last iteration does.
+
 Forward time is kept beside the scheduler's stats ("forward_s", "recomputed_forward_s"): each
 iteration's forward time is split over its tokens in proportion to their number (token-share
 attribution), so recomputed tokens get forward_s · recomputed / computed of it. A policy that
@@ -56,6 +64,8 @@ class _Progress:
     finish_s: float | None = None
     tool_time_s: float = 0.0  # of the calls started so far, in full
     call_return_s: float = 0.0  # when the last call started returns
+    pause_step_s: float = 0.0  # harness timing: when the iteration that intercepted it began
+    returned_call_s: float = 0.0  # harness timing: the calls returned so far, as the harness times them
     num_generated: int = 0  # tokens streamed so far
     num_returned: int = 0  # tokens returned by the calls so far
     usage: gen.Usage | None = None  # the server's counts, once finished
@@ -115,7 +125,9 @@ class Simulation:
         profile: CostProfile,
         config: SchedulerConfig,
         overlap_swaps: bool = False,
+        harness_timing: bool = False,
     ) -> None:
+        self.harness_timing = harness_timing
         # The policy sees what a real scheduler would: the profile's costs, refined as it runs.
         self.scheduler = Scheduler(config, executor_description(profile), None, profile.policy_cost_model())
         # A policy that budgets its swaps has them pipelined with compute (the executor's side stream).
@@ -127,6 +139,7 @@ class Simulation:
         self._tool_returns: list[tuple[float, int, int]] = []  # heap of (time, tie-break, request id)
         self._num_tool_calls = 0
         self._live: dict[int, _Progress] = {}  # by request id
+        self._step_start_s = 0.0  # when the iteration under way began
         self._forward_s = 0.0  # forward time of every iteration so far
         self._recomputed_forward_s = 0.0  # ... attributed to recomputed tokens
 
@@ -149,7 +162,7 @@ class Simulation:
         stats_after = self._stats()
         return SimulationResult(
             records=[
-                self._record(p, window_end)
+                self._record(p, window_end, self.harness_timing)
                 for p in self._progress
                 if window_start <= p.plan.arrival_s < window_end
             ],
@@ -167,6 +180,7 @@ class Simulation:
     def _step(self) -> bool:
         """One iteration; False if the plan did nothing (no work fits), so time must pass."""
         recomputed_before = self.scheduler.stats.tokens_by_kind["recompute"]
+        self._step_start_s = self.now
         plan = self.scheduler.schedule(self.now)
         num_recomputed = self.scheduler.stats.tokens_by_kind["recompute"] - recomputed_before
         is_free = self.scheduler.policy.restores_for_free
@@ -194,11 +208,14 @@ class Simulation:
         return min(arrival_s, self._tool_returns[0][0] if self._tool_returns else math.inf)
 
     def _deliver(self, until_s: float) -> None:
-        """Arrivals and tool returns up to `until_s`, in time order, each at its own time."""
+        """Arrivals and tool returns up to `until_s` (the end of the iteration under way, or the
+        time the clock jumps to), in time order, each at its own time."""
         while (event_s := self._next_event_s()) <= until_s:
             if self._tool_returns and self._tool_returns[0][0] == event_s:
                 _, _, request_id = heapq.heappop(self._tool_returns)
-                self._tool_returned(self._live[request_id], event_s)
+                progress = self._live[request_id]
+                progress.returned_call_s += until_s - progress.pause_step_s  # the harness's poll
+                self._tool_returned(progress, event_s)
             else:
                 self._arrive(self._progress[self._next_arrival], event_s)
                 self._next_arrival += 1
@@ -236,11 +253,13 @@ class Simulation:
                 progress.num_calls += 1
                 progress.tool_time_s += duration_s
                 progress.call_return_s = now + duration_s
+                progress.pause_step_s = self._step_start_s
                 self.scheduler.tool_started(request_id, duration_s)  # as the client library does
                 self._num_tool_calls += 1
                 heapq.heappush(self._tool_returns, (now + duration_s, self._num_tool_calls, request_id))
             elif kind == "finished":
-                progress.finish_s, progress.usage = now, event.finished.usage
+                progress.finish_s = self._step_start_s if self.harness_timing else now
+                progress.usage = event.finished.usage
                 del self._live[request_id]
 
     # ----- results -----
@@ -250,17 +269,21 @@ class Simulation:
         return {**stats, "forward_s": self._forward_s, "recomputed_forward_s": self._recomputed_forward_s}
 
     @staticmethod
-    def _record(progress: _Progress, window_end_s: float) -> RequestRecord:
+    def _record(progress: _Progress, window_end_s: float, harness_timing: bool = False) -> RequestRecord:
         finish_s, usage = progress.finish_s, progress.usage
         if (finish_s is None or finish_s > window_end_s) and not progress.error:
             # Unfinished at the window's end: what it had then (a call still running counts up
-            # to the end only).
+            # to the end only, or, as the harness counts, not at all).
+            if harness_timing:
+                tool_time_s = progress.returned_call_s
+            else:
+                tool_time_s = progress.tool_time_s - max(progress.call_return_s - window_end_s, 0.0)
             return RequestRecord(
                 index=progress.plan.index,
                 arrival_s=progress.plan.arrival_s,
                 completed=False,
                 first_token_s=progress.first_token_s,
-                tool_time_s=progress.tool_time_s - max(progress.call_return_s - window_end_s, 0.0),
+                tool_time_s=tool_time_s,
                 generated_tokens=progress.num_generated,
                 returned_tokens=progress.num_returned,
                 cut_s=window_end_s,
@@ -271,7 +294,7 @@ class Simulation:
             completed=finish_s is not None and finish_s <= window_end_s and not progress.error,
             first_token_s=progress.first_token_s,
             finish_s=finish_s,
-            tool_time_s=progress.tool_time_s,
+            tool_time_s=progress.returned_call_s if harness_timing else progress.tool_time_s,
             generated_tokens=usage.generated_tokens if usage else 0,
             returned_tokens=usage.returned_tokens if usage else 0,
         )
@@ -284,6 +307,7 @@ def simulate(
     warmup_s: float,
     duration_s: float,
     overlap_swaps: bool = False,
+    harness_timing: bool = False,
 ) -> SimulationResult:
     """Run `plans` on a virtual executor with `profile`; see the module docstring."""
-    return Simulation(plans, profile, config, overlap_swaps).run(warmup_s, duration_s)
+    return Simulation(plans, profile, config, overlap_swaps, harness_timing).run(warmup_s, duration_s)

@@ -211,7 +211,9 @@ def run_sim(args: argparse.Namespace, profile: CostProfile) -> SimRun:
     simulation.scheduler.on_iteration = on_iteration
     result = simulation.run(args.warmup, args.duration)
     # The load generator cancels unfinished requests without their output: the simulator does too.
-    sim_args = argparse.Namespace(**vars(args), overlap_swaps=overlap_swaps, count_unfinished=False)
+    sim_args = argparse.Namespace(
+        **vars(args), overlap_swaps=overlap_swaps, count_unfinished=False, harness_timing=False
+    )
     record = sim_record(sim_args, result, plan_assumptions, args.rate, profile, config)
     return SimRun(record, result.num_iterations, steps)
 

@@ -92,7 +92,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--overlap-swaps",
         action="store_true",
-        help="hide swap time under the iteration's forward time (default: swaps stall the batch)",
+        help="hide swap time under the iteration's forward time (default: swaps stall the batch); "
+        "the authors' engine copies each layer's blocks just before that layer computes",
+    )
+    p.add_argument(
+        "--harness-timing",
+        action="store_true",
+        help="time calls and finishes as the paper's harness does: a call from the start of the "
+        "iteration that intercepted the request to the end of the one its result came in, a call "
+        "still running at the window's end not subtracted, a finish at its last iteration's start",
     )
     p.add_argument(
         "--policy",
@@ -223,7 +231,9 @@ def run_one(
 ) -> dict[str, Any]:
     """Simulate one (policy, rate) and return its results record."""
     began = time.perf_counter()
-    result = simulate(plans, profile, config, args.warmup, args.duration, args.overlap_swaps)
+    result = simulate(
+        plans, profile, config, args.warmup, args.duration, args.overlap_swaps, args.harness_timing
+    )
     wall_s = time.perf_counter() - began
     errors = ", ".join(f"{n} {code}" for code, n in sorted(result.errors.items())) or "none"
     print(
@@ -259,6 +269,7 @@ def sim_record(
             "profile": profile.to_dict(),
             "scheduler": dataclasses.asdict(config),
             "overlap_swaps": args.overlap_swaps,
+            "harness_timing": args.harness_timing,
             "count_unfinished": args.count_unfinished,
             "recompute_time_share": "each iteration's forward time split over its tokens by count "
             "(token-share attribution); ideal's restored tokens cost none",

@@ -97,14 +97,16 @@ def test_profiles_are_found_by_name() -> None:
 
 def test_the_40gb_gptj_profile_is_built_from_the_stated_figures() -> None:
     profile = a100_40gb_gptj6b()
-    # 40 GiB x 0.9 - 12.1 GB of weights - 1 GiB, in blocks of 16 tokens of 0.4375 MiB each.
+    # 40 GiB x 0.9 - 12.1 GB of weights - 1 GiB, in blocks of 64 tokens (the authors' engine's
+    # DeepSpeed block size for 256-wide heads) of 0.4375 MiB each.
     kv_pool_bytes = 40 * 2**30 * 0.9 - 6_053_381_344 * 2 - 2**30
-    assert profile.num_device_blocks == int(kv_pool_bytes // (16 * 458_752))
+    assert profile.block_size_tokens == 64
+    assert profile.num_device_blocks == int(kv_pool_bytes // (64 * 458_752))
     # Host swap: 128 GiB for swap and infercept, 4 GiB for the others.
     assert profile.for_policy("swap").num_host_blocks == profile.for_policy("infercept").num_host_blocks
-    assert profile.for_policy("swap").num_host_blocks == 128 * 2**30 // (16 * 458_752)
+    assert profile.for_policy("swap").num_host_blocks == 128 * 2**30 // (64 * 458_752)
     assert (
-        profile.for_policy("vllm").num_host_blocks == profile.num_host_blocks == 4 * 2**30 // (16 * 458_752)
+        profile.for_policy("vllm").num_host_blocks == profile.num_host_blocks == 4 * 2**30 // (64 * 458_752)
     )
     # The reported line at every x, plus the KV read at 1.555 TB/s per cached token attended.
     assert profile.forward_s(1) == pytest.approx((0.0463 + 10) / 1000)
@@ -122,7 +124,7 @@ def test_the_vicuna_profile_is_per_gpu_of_two() -> None:
     kv_bytes_per_token_per_gpu = 2 * 40 * 5120 * 2 // 2
     assert profile.forward_s(1000) == pytest.approx((0.0279 * 1000 + 15.4) / 1000)
     assert profile.forward_s_per_context_token == pytest.approx(kv_bytes_per_token_per_gpu / 1.555e12)
-    assert profile.for_policy("infercept").num_host_blocks == 64 * 2**30 // (16 * kv_bytes_per_token_per_gpu)
+    assert profile.for_policy("infercept").num_host_blocks == 64 * 2**30 // (64 * kv_bytes_per_token_per_gpu)
 
 
 def test_a_profile_with_host_pools_by_policy_survives_json(tmp_path: Path) -> None:

@@ -3,8 +3,11 @@ the `ideal` policy, the recompute share of forward time, and requests cut at the
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from infercept.loadgen.spec import Segment
 from infercept.v1 import executor_pb2 as pb
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.main import main as scheduler_main
@@ -205,3 +208,35 @@ def test_a_request_cut_at_the_windows_end_keeps_the_output_it_had() -> None:
 def test_the_real_scheduler_refuses_the_ideal_policy(capsys: pytest.CaptureFixture[str]) -> None:
     assert scheduler_main(["--policy", "ideal"]) == 2
     assert "simulator only" in capsys.readouterr().err
+
+
+def test_harness_timing_takes_a_call_from_the_iteration_that_intercepted_to_the_poll_after_its_return() -> (
+    None
+):
+    config = SchedulerConfig(policy="preserve", max_batched_tokens=SATURATION)
+    # Alone: iterations of FORWARD_S; intercepted by the third (which began at 2 * FORWARD_S), the
+    # call returns while nothing runs (polled at once), and two more iterations finish it.
+    exact, harness = (
+        simulate([one_call_plan()], tiny_profile(), config, 0.0, LONG_S, harness_timing=timing).records[0]
+        for timing in (False, True)
+    )
+    assert exact.tool_time_s == pytest.approx(0.5) and exact.finish_s == pytest.approx(5 * FORWARD_S + 0.5)
+    assert harness.tool_time_s == pytest.approx(3 * FORWARD_S + 0.5 - 2 * FORWARD_S)
+    assert harness.finish_s == pytest.approx(4 * FORWARD_S + 0.5)  # its last iteration's start
+    # Beside a busy request, the result is polled at the end of the iteration it came in.
+    busy = dataclasses.replace(
+        one_call_plan(index=1, before_call=200, after_call=1), segments=(Segment(300),)
+    )
+    [record, _] = simulate(
+        [one_call_plan(duration_s=0.505), busy], tiny_profile(), config, 0.0, LONG_S, harness_timing=True
+    ).records
+    assert record.tool_time_s == pytest.approx(54 * FORWARD_S - 2 * FORWARD_S)
+
+
+def test_harness_timing_does_not_subtract_a_call_still_running_at_the_windows_end() -> None:
+    config = SchedulerConfig(policy="preserve", max_batched_tokens=SATURATION)
+    result = simulate(
+        [one_call_plan()], tiny_profile(), config, 0.0, 3 * FORWARD_S + 0.2, harness_timing=True
+    )
+    [record] = result.records
+    assert not record.completed and record.tool_time_s == 0.0 and record.generated_tokens == 3

@@ -44,7 +44,7 @@ def test_the_default_policies_are_the_paper_baselines_on_vllm_0_2_then_what_is_r
         "improved-discard/prefill-first",
         "preserve/prefill-first",
         "swap/prefill-first",
-        "infercept",
+        "infercept/estimator=oracle",  # the authors' scheduler reads each call's duration
     )
     assert policies[-1] == "ideal"
     assert ("vllm-apc" in policies) == ("vllm-apc" in POLICIES)
