@@ -128,7 +128,7 @@ PAPER_ENGINE_BLOCK_SIZE = 64
 # Host swap pools from the authors' scripts: 128 GiB for swap and infercept (and lazy-swap, which
 # swaps too: the same host as infercept), vLLM's default 4 GiB
 # for the others (policies not named here, including vllm-apc and continuum, get the default).
-LARGE_SWAP_POLICIES = ("swap", "infercept", "lazy-swap")
+LARGE_SWAP_POLICIES = ("swap", "infercept", "infercept-authors", "lazy-swap")
 
 
 def a100_40gb_gptj6b() -> CostProfile:

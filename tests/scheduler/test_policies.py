@@ -20,6 +20,7 @@ def test_registry() -> None:
         "preserve",
         "swap",
         "infercept",
+        "infercept-authors",
         "vllm-apc",
         "continuum",
         "lazy-swap",

@@ -39,12 +39,13 @@ def test_the_max_rate_is_interpolated_where_the_curve_crosses_the_slo() -> None:
 
 def test_the_default_policies_are_the_paper_baselines_on_vllm_0_2_then_what_is_registered() -> None:
     policies = default_policies()
-    assert policies[:5] == (
+    assert policies[:6] == (
         "vllm/prefill-first",
         "improved-discard/prefill-first",
         "preserve/prefill-first",
         "swap/prefill-first",
-        "infercept/estimator=oracle",  # the authors' scheduler reads each call's duration
+        "infercept-authors/estimator=oracle",  # the authors' selection, knowing each call's duration
+        "infercept",  # ours, beside it
     )
     assert policies[-1] == "ideal"
     assert ("vllm-apc" in policies) == ("vllm-apc" in POLICIES)
@@ -53,8 +54,8 @@ def test_the_default_policies_are_the_paper_baselines_on_vllm_0_2_then_what_is_r
 
 def test_every_policy_has_its_own_fixed_colour() -> None:
     names = ["vllm", "improved-discard", "swap", "preserve", "infercept", "vllm-apc", "continuum", "ideal"]
-    assert sorted(POLICY_COLOURS) == sorted([*names, "lazy-swap"])
-    assert len({*POLICY_COLOURS.values(), SPARE_COLOUR}) == 10
+    assert sorted(POLICY_COLOURS) == sorted([*names, "lazy-swap", "infercept-authors"])
+    assert len({*POLICY_COLOURS.values(), SPARE_COLOUR}) == 11
     assert colour("vllm/prefill-first") == colour("vllm") and colour("future-policy") == SPARE_COLOUR
 
 
@@ -76,3 +77,18 @@ def test_the_summary_compares_with_the_paper_and_with_ideal(tmp_path: Path) -> N
     assert summary["vllm_recompute"]["by_rate"]["2"]["of_forward_time"] == 0.38
     plot_figure(records, tmp_path / "figure.png")
     assert (tmp_path / "figure.png").stat().st_size > 0
+
+
+def test_the_authors_infercept_stands_for_the_papers_in_the_checks_and_ours_runs_beside_it() -> None:
+    records = [
+        record("infercept-authors/estimator=oracle", 1.0, 0.02, recompute=0.1),
+        record("infercept-authors/estimator=oracle", 2.5, 0.38, recompute=0.1),
+        record("infercept", 1.0, 0.01, recompute=0.0),
+        record("infercept", 2.5, 0.02, recompute=0.0),
+    ]
+    summary = summarize_figure(records)
+    authors = summary["policies"]["infercept-authors/estimator=oracle"]
+    assert authors["paper_max_rate"] == 2.14 and authors["paper_latency_at_1_ms"] == 18
+    assert authors["max_rate"] == pytest.approx(1.0 + 1.5 * 0.18 / 0.36)
+    assert summary["checks"]["max_rate_within_15pct"] == {"infercept": False}  # 1.75 against 2.14
+    assert summary["checks"]["latency_at_1_within_25pct"] == {"infercept": True}  # 20 against 18
