@@ -31,8 +31,9 @@ class SchedulerConfig:
     enable_prefix_caching: bool | None = None
     # How an iteration mixes work: "mixed" (decode tokens first, then chunks of prompts and
     # recomputation in the same iteration, within max_batched_tokens) or "prefill-first" (vLLM
-    # 0.2, as the paper ran its baselines: an iteration of whole prompts, recomputations and
-    # returned tokens when any wait and fit in prefill_token_budget, else one of decodes only).
+    # 0.2, as the paper ran its baselines: an iteration of whole prompts and recomputations when
+    # any wait and fit in prefill_token_budget, else one of the running batch: decodes, resumed
+    # contexts' returned tokens and swap-ins; see queues.py).
     iteration_structure: str = "mixed"
     # prefill-first only: tokens of one prefill iteration; vLLM 0.2's max_num_batched_tokens,
     # which defaults to max(max_model_len, 2048) (2048 at the paper's model length; the authors'

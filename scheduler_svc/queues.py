@@ -26,7 +26,8 @@ runs, as vLLM 0.2's `arrival_time` never changes).
 With `ready_includes_resumed` (vLLM 0.2's iterations, `prefill-first`), a request whose context is
 computed, on the device or on the host, is ready however many tokens it has pending: a resumed
 preserved or swapped request rejoins vLLM 0.2's running batch (its returned tokens, and its
-swap-in, ride in a decode iteration); only prompts and discarded contexts wait.
+swap-in, ride in a decode iteration); only prompts and discarded contexts wait. Those with blocks
+on the host come after all the others, as vLLM 0.2 serves its `swapped` queue after `running`.
 
 The scheduler calls `place` whenever a request's readiness may have changed (admission, resume,
 each iteration it computed in, preemption) and `remove` when it stops wanting computation (pause,
@@ -69,6 +70,7 @@ class ComputeQueues:
     def __init__(self, ready_includes_resumed: bool = False) -> None:
         self.ready_includes_resumed = ready_includes_resumed
         self._ready: dict[int, Request] = {}
+        self._ready_layouts: dict[int, BlockLayout] = {}  # with ready_includes_resumed: their blocks
         self._waiting: list[Request] = []  # sorted by self._keys
         self._keys: dict[int, _WaitingKey] = {}  # request id -> its key, while it waits
         self._num_front = itertools.count()  # FRONT placements so far: the latest sorts first
@@ -100,8 +102,11 @@ class ComputeQueues:
         if is_ready(request, layout, self.ready_includes_resumed):
             self._remove_waiting(request)
             self._ready[rid] = request
+            if self.ready_includes_resumed:
+                self._ready_layouts[rid] = layout
             return
         self._ready.pop(rid, None)
+        self._ready_layouts.pop(rid, None)
         if rid in self._keys:
             if waiting_place is WaitingPlace.ARRIVAL:
                 return
@@ -113,11 +118,16 @@ class ComputeQueues:
     def remove(self, request: Request) -> None:
         """Take `request` out of whichever queue holds it (no-op if none)."""
         self._ready.pop(request.request_id, None)
+        self._ready_layouts.pop(request.request_id, None)
         self._remove_waiting(request)
 
     def ready(self) -> list[Request]:
-        """The decoding requests in queue order."""
-        return sorted(self._ready.values(), key=queue_key)
+        """The decoding requests in queue order (with ready_includes_resumed, those with blocks
+        on the host last)."""
+        if not self.ready_includes_resumed:
+            return sorted(self._ready.values(), key=queue_key)
+        layouts = self._ready_layouts
+        return sorted(self._ready.values(), key=lambda r: (bool(layouts[r.request_id].host), *queue_key(r)))
 
     def waiting(self) -> list[Request]:
         """The other requests in queue order (a copy: scheduling may re-queue preempted ones)."""

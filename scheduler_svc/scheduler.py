@@ -469,7 +469,12 @@ class Scheduler:
             self.stats.reattached_blocks += self.blocks.reattach_cached(rid)
         if layout.host:
             count = min(len(layout.host), budget.swap_blocks)
-            if count and not self._make_room(request, count, scheduled):
+            if (
+                self._queues.ready_includes_resumed
+            ):  # vLLM 0.2: back into free blocks, whole, preempting no one
+                if not self.blocks.can_grow(rid, len(request.token_ids)):
+                    return False
+            elif count and not self._make_room(request, count, scheduled):
                 return False
             if count:
                 pairs = self.blocks.swap_in(rid, count)
@@ -523,11 +528,11 @@ class Scheduler:
     def _schedule_prefill_first(
         self, decodes: list[Request], builder: PlanBuilder, budget: _Budget, scheduled: set[int]
     ) -> None:
-        """vLLM 0.2's iteration (iteration_structure "prefill-first"): if requests wait for more
-        than a decode (prompts, recomputation, returned tokens, swap-ins), an iteration of them
-        alone, in queue order, each whole, within prefill_token_budget, stopping at the first that
-        does not fit (one longer than the whole budget is chunked, rather than wait forever); if
-        none could be scheduled, an iteration of decodes alone."""
+        """vLLM 0.2's iteration (iteration_structure "prefill-first"): if prompts or discarded
+        contexts wait, an iteration of them alone, in queue order, each whole, within
+        prefill_token_budget, stopping at the first that does not fit (one longer than the whole
+        budget is chunked, rather than wait forever); if none could be scheduled, an iteration of
+        the running batch: decodes, and resumed contexts' returned tokens and swap-ins."""
         # vLLM 0.2 runs no prompt while a swapped request waits to come back (prompts go first
         # only when `swapped` is empty), and a prompt that does not fit in the free blocks waits,
         # preempting no one.

@@ -78,7 +78,16 @@ def test_with_resumed_contexts_ready_a_computed_context_decodes_whatever_it_has_
     assert is_ready(returned, on_device, includes_resumed=True)
     assert is_ready(swapped, on_host, includes_resumed=True)
     assert not is_ready(discarded, BlockLayout(), includes_resumed=True)
+    newer = request(4, 1.0, num_tokens=7, num_computed=6)
     queues = ComputeQueues(ready_includes_resumed=True)
-    for r, layout in ((returned, on_device), (swapped, on_host), (discarded, BlockLayout())):
+    for r, layout in (
+        (returned, on_device),
+        (swapped, on_host),
+        (discarded, BlockLayout()),
+        (newer, on_device),
+    ):
         queues.place(r, layout)
-    assert [r.request_id for r in queues.ready()] == [1, 2] and waiting_ids(queues) == [3]
+    # The swapped one comes last, after newer requests on the device (vLLM 0.2's swapped queue).
+    assert [r.request_id for r in queues.ready()] == [1, 4, 2] and waiting_ids(queues) == [3]
+    on_host.device, on_host.host = on_host.host, []  # swapped back in
+    assert [r.request_id for r in queues.ready()] == [1, 2, 4]

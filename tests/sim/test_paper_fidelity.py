@@ -123,6 +123,25 @@ def test_prefill_first_brings_a_swapped_request_back_in_a_decode_iteration_and_h
     assert core.step() == {prompt: (0, 4)}
 
 
+def test_prefill_first_swaps_a_request_back_last_and_only_into_free_blocks() -> None:
+    # Six blocks of 4 tokens. `swapped` (the oldest) comes back when all six are taken: vLLM 0.2
+    # serves its swapped queue after the running batch and brings a request back only into free
+    # blocks, so it waits, and no newer request is preempted for it.
+    core = Core("prefill-first", policy="swap", num_device_blocks=6)
+    swapped = core.add(8, max_tokens=6, pause_after=2)
+    core.add(8, max_tokens=20)  # running beside it
+    core.step()
+    core.step()  # `swapped` is intercepted after its second token
+    core.step()  # its three blocks go out
+    big = core.add(12, max_tokens=20)
+    assert core.step() == {big: (0, 12)}  # the three free blocks
+    core.resume(swapped, 1)
+    core.step()
+    blocks = core.scheduler.blocks
+    assert core.scheduler.stats_proto().preemptions == 0
+    assert len(blocks.layout(swapped).host) == 3 and len(blocks.layout(big).device) == 3
+
+
 def test_prefill_first_makes_a_prompt_that_does_not_fit_whole_wait_without_preempting() -> None:
     # Four blocks of 4 tokens: `running` holds two, so the 12-token prompt (three blocks) waits,
     # neither computed in part nor taking the older request's blocks, until memory frees up.
