@@ -31,11 +31,11 @@ import numpy as np
 
 from infercept.async_client import AsyncClient
 from infercept.errors import InferceptError
-from infercept.launcher import launch
-from infercept.loadgen.metrics import FORWARD_TOKEN_KINDS, distribution, normalized_latency_s
-from infercept.loadgen.runner import request_inputs
-from infercept.loadgen.spec import RequestPlan, RequestRecord
-from infercept.loadgen.workloads import Assumptions, generate_plans
+from scheduler_svc.sim.request_plan import RequestPlan, RequestRecord
+from tooling.launcher import launch
+from tooling.loadgen.metrics import FORWARD_TOKEN_KINDS, distribution, normalized_latency_s
+from tooling.loadgen.runner import request_inputs
+from tooling.loadgen.workloads import Assumptions, generate_plans
 
 DRAIN_TIMEOUT_S = 120.0  # the longest wait for in-flight requests after the last phase
 

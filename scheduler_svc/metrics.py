@@ -23,8 +23,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from infercept.metrics_endpoint import RpcStatusInterceptor, rpc_counter
 from infercept.v1 import generation_pb2 as gen
+from svc_common.metrics_endpoint import RpcStatusInterceptor, rpc_counter
 
 log = structlog.get_logger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import struct
 
 from infercept.v1 import executor_pb2 as pb
-from infercept.wire import pack_u32
 from scheduler_svc.block_manager import BlockLayout
 from scheduler_svc.request import Request
+from svc_common.wire import pack_u32
 
 BlockPairs = list[tuple[int, int]]
 _ONE_U32 = struct.Struct("<I")  # packed u32, one value

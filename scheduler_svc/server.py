@@ -20,8 +20,6 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2
 from tokenizers import Tokenizer
 
-from infercept import serving
-from infercept.metrics_endpoint import MetricsEndpoint
 from infercept.v1 import generation_pb2, generation_pb2_grpc
 from scheduler_svc import stats_log
 from scheduler_svc.config import DEFAULT_LINK, LinkConfig, SchedulerConfig
@@ -33,6 +31,8 @@ from scheduler_svc.policies import POLICIES
 from scheduler_svc.scheduler import Scheduler
 from scheduler_svc.servicer import GenerationServicer, server_info
 from scheduler_svc.step_loop import StepLoop
+from svc_common import serving
+from svc_common.metrics_endpoint import MetricsEndpoint
 
 log = structlog.get_logger(__name__)
 

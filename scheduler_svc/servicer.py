@@ -18,7 +18,6 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from infercept.auth import Authenticator, caller_identity
 from infercept.v1 import generation_pb2 as gen
 from infercept.v1 import generation_pb2_grpc
 from scheduler_svc import __version__
@@ -26,6 +25,7 @@ from scheduler_svc.admission import RequestError, check_text_size, encode
 from scheduler_svc.metrics import SchedulerMetrics
 from scheduler_svc.request_ids import PublicIds
 from scheduler_svc.step_loop import SessionItem, StepLoop
+from svc_common.auth import Authenticator, caller_identity
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""InferCept client library and the pieces every process shares (wire helpers, logging).
+"""InferCept client library: the public API over gRPC, with nothing but grpcio and protobuf.
 
     from infercept import Client, SamplingParams, ScriptedCall
 
@@ -19,10 +19,12 @@ Modules, one concept each:
     session       the Session protocol without I/O, shared by both clients
     sync_client   Client and its Stream (blocking)
     async_client  AsyncClient and its AsyncStream (asyncio, grpc.aio)
-    channel       gRPC channel options
-    wire, logs    packed id arrays and logging set-up, shared by the services
+    resume        ResumePolicy: resubmitting what a client holds after the server restarted
+    channel       gRPC channel options, TLS and the bearer token on a channel
+    auth, tls     token files and the token interceptors; the client's TLS credentials
 
-The generated gRPC stubs live under ``infercept.v1`` (run ``make proto``).
+The generated gRPC stubs live under ``infercept.v1``: generated from ../proto when the package is
+built (client/setup.py), or by ``make proto`` in a checkout.
 """
 
 from __future__ import annotations

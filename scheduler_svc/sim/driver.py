@@ -35,13 +35,13 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from infercept.loadgen.spec import RequestPlan, RequestRecord
 from infercept.server_info import message_to_dict
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import RequestError
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
 from scheduler_svc.scheduler import Event, Scheduler
-from scheduler_svc.sim.cost_model import CostProfile
+from scheduler_svc.sim.cost_profile import CostProfile
+from scheduler_svc.sim.request_plan import RequestPlan, RequestRecord
 from scheduler_svc.sim.virtual_executor import SAMPLED_TOKEN_ID, VOCAB_SIZE, VirtualExecutor
 
 

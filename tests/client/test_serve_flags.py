@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infercept.cli import add_security_flags, security_args
+from tooling.cli import add_security_flags, security_args
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""``python -m infercept.healthcheck``, the containers' health probe, against a real grpc.aio server
+"""``python -m svc_common.healthcheck``, the containers' health probe, against a real grpc.aio server
 with the standard health service: exit 0 only for SERVING."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from infercept import healthcheck
+from svc_common import healthcheck
 
 SERVICE = "infercept.v1.Executor"
 
@@ -50,7 +50,7 @@ async def probe(*args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "infercept.healthcheck",
+        "svc_common.healthcheck",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from infercept.loadgen.metrics import results_record, server_delta, summarize
-from infercept.loadgen.spec import RequestRecord
+from scheduler_svc.sim.request_plan import RequestRecord
+from tooling.loadgen.metrics import results_record, server_delta, summarize
 
 RECORDS = [
     # (2.5 − 0 − 1.0) / (8 + 2) = 0.15 s/token; TTFT 0.5 s

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from infercept.loadgen.main import main
-from infercept.loadgen.report import max_sustainable_rates, plot_latency, sweep_table
+from tooling.loadgen.main import main
+from tooling.loadgen.report import max_sustainable_rates, plot_latency, sweep_table
 
 
 def record(policy: str, rate: float, mean: float | None) -> dict[str, Any]:

@@ -25,10 +25,10 @@ from tokenizers import Tokenizer
 
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import generation_pb2 as gen
-from infercept.wire import unpack_u32
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
 from scheduler_svc.cost_model import CostModel
 from scheduler_svc.scheduler import Scheduler
+from svc_common.wire import unpack_u32
 
 BLOCK_SIZE = 4
 VOCAB_SIZE = 300

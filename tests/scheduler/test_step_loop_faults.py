@@ -8,7 +8,6 @@ import asyncio
 import pytest
 from grpc_health.v1 import health_pb2
 
-from infercept import serving
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc import server as server_module
@@ -17,6 +16,7 @@ from scheduler_svc.config import LinkConfig, SchedulerConfig
 from scheduler_svc.executor_client import ExecutorClient, ExecutorUnavailable
 from scheduler_svc.server import SERVICE_NAME, SchedulerServer
 from scheduler_svc.step_loop import StepLoop
+from svc_common import serving
 from tests.scheduler.harness import FakeExecutor, Harness, generate_request
 
 FAST = LinkConfig(outage_timeout_s=0.3, probe_interval_s=0.05, reconnect_backoff_s=0.02)

@@ -1,0 +1,229 @@
+"""``infercept``: run the service stack (``serve``) and the demo (``demo``)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import shlex
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from tooling import demo
+from tooling.launcher import EXECUTOR_TOKEN_ENV, LaunchError
+from tooling.supervisor import Supervised, SupervisionConfig
+
+
+def stack_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The executor and scheduler command lines for the stack flags of add_stack_flags."""
+    executor = ["--model", args.model, "--device", args.device, "--block-size", str(args.block_size)]
+    if args.num_device_blocks:
+        executor += ["--num-device-blocks", str(args.num_device_blocks)]
+    if args.num_host_blocks is not None:
+        executor += ["--num-host-blocks", str(args.num_host_blocks)]
+    scheduler = ["--policy", args.policy, "--max-batched-tokens", str(args.max_batched_tokens)]
+    return executor + shlex.split(args.executor_args), scheduler + shlex.split(args.scheduler_args)
+
+
+SIGNAL_POLL_S = 0.2  # how often `serve` looks for Ctrl-C or SIGTERM
+
+
+def add_stack_flags(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, default_model: str = "default"
+) -> None:
+    """The stack's flags; default_model: "default" (the real chat model) for serving, "tiny" (the
+    fast random one) where the load matters more than the words (load generator, fidelity)."""
+    p.add_argument(
+        "--model",
+        default=default_model,
+        help="'default' (SmolLM2-135M-Instruct), 'tiny' (random weights) or a Hugging Face-format directory",
+    )
+    p.add_argument("--device", default="auto", help="executor device: auto | cpu | cuda")
+    p.add_argument(
+        "--policy", default="infercept", help="scheduling policy (infercept-scheduler --help lists them)"
+    )
+    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
+    p.add_argument("--num-device-blocks", type=int, help="device KV blocks (default: the executor's)")
+    p.add_argument("--num-host-blocks", type=int, help="host KV blocks (default: the executor's)")
+    p.add_argument("--max-batched-tokens", type=int, default=512, help="token budget per iteration")
+    p.add_argument("--executor-args", default="", help="more flags for infercept-executor, one string")
+    p.add_argument("--scheduler-args", default="", help="more flags for infercept-scheduler, one string")
+    p.add_argument(
+        "--log-dir", type=Path, help="where the two services write their logs (default: a temp dir)"
+    )
+
+
+def add_security_flags(p: argparse.ArgumentParser) -> None:
+    """`serve`'s flags for the public port (passed on to infercept-scheduler)."""
+    group = p.add_argument_group("security and metrics of the public port (default: plaintext, no token)")
+    group.add_argument("--tls-cert", help="PEM certificate chain: serve the public API over TLS")
+    group.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    group.add_argument("--tls-ca", help="PEM CA that signed --tls-cert (the start-up health probe trusts it)")
+    group.add_argument(
+        "--auth-token-file",
+        help="client tokens, one per line ('TOKEN' or 'NAME TOKEN'): required on every call",
+    )
+    group.add_argument(
+        "--metrics-port", type=int, default=0, help="the scheduler's Prometheus metrics on 127.0.0.1 (0: off)"
+    )
+
+
+def security_args(args: argparse.Namespace) -> tuple[list[str], bytes | None]:
+    """The scheduler flags for add_security_flags, and the CA for the health probe. Raises
+    ValueError for an incomplete TLS combination, OSError for an unreadable CA."""
+    scheduler: list[str] = []
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key and args.tls_ca):
+            raise ValueError("--tls-cert, --tls-key and --tls-ca go together")
+        scheduler += ["--tls-cert", args.tls_cert, "--tls-key", args.tls_key]
+    if args.auth_token_file:
+        scheduler += ["--auth-token-file", args.auth_token_file]
+    if args.metrics_port:
+        scheduler += ["--metrics-port", str(args.metrics_port)]
+    return scheduler, Path(args.tls_ca).read_bytes() if args.tls_cert else None
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Start both services and keep them alive (supervisor.py) until Ctrl-C or SIGTERM."""
+    executor_args, scheduler_args = stack_args(args)
+    try:
+        secured_args, root_certificates = security_args(args)
+    except (ValueError, OSError) as error:
+        print(f"infercept serve: {error}", file=sys.stderr)
+        return 2
+    scheduler_args += secured_args
+    host = args.listen.rsplit(":", 1)[0]
+    logs = Path(args.log_dir or tempfile.mkdtemp(prefix="infercept-"))
+    logs.mkdir(parents=True, exist_ok=True)
+    config = SupervisionConfig(
+        check_interval_s=args.health_interval,
+        probe_timeout_s=args.health_timeout,
+        max_missed_checks=args.max_missed_checks,
+        max_backoff_s=args.max_restart_backoff,
+    )
+    # One random internal token for this stack (kept across restarts): nothing else can drive
+    # the executor.
+    env = {EXECUTOR_TOKEN_ENV: os.environ.get(EXECUTOR_TOKEN_ENV) or secrets.token_urlsafe(32)}
+    stop = threading.Event()
+    # Both signals stop the stack, SIGINT too when the parent started us with it ignored (a
+    # command run in the background of a script), which would otherwise leave it running.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    # The executor's port is chosen once (args.executor_port, or any free one at the first
+    # start): a restarted executor comes back where the scheduler looks for it.
+    executor = Supervised("executor", f"{host}:{args.executor_port}", executor_args, logs, config, env=env)
+    services = [executor]
+    try:
+        executor.start()
+        scheduler = Supervised(
+            "scheduler",
+            args.listen,
+            ["--executor", executor.address, *scheduler_args],
+            logs,
+            config,
+            env=env,
+            root_certificates=root_certificates,
+        )
+        services.append(scheduler)
+        scheduler.start()
+        with _gateway(args, scheduler.address, logs) as gateway_url:
+            print(f"InferCept serving on {scheduler.address} (executor {executor.address}, logs {logs})")
+            if gateway_url:
+                print(f"OpenAI-compatible gateway on {gateway_url}/v1")
+            print("Ctrl-C stops every service.", flush=True)
+            # Wake up now and then: to supervise, and because a signal that lands on one of gRPC's
+            # threads only sets a flag, which the main thread acts on when it next runs.
+            while not stop.wait(timeout=SIGNAL_POLL_S):
+                for service in services:
+                    if line := service.poll():
+                        print(line, flush=True)
+    except KeyboardInterrupt:
+        pass
+    except LaunchError as error:
+        print(f"infercept serve: {error}", file=sys.stderr)
+        return 1
+    finally:
+        for service in reversed(services):  # the scheduler first, then the executor
+            service.stop()
+    print("stopped")
+    return 0
+
+
+@contextlib.contextmanager
+def _gateway(args: argparse.Namespace, scheduler_address: str, log_dir: Path) -> Iterator[str]:
+    """The HTTP gateway as a third child when asked (`--gateway-listen`); yields its URL or "".
+    It presents the first token of --auth-token-file and trusts --tls-ca, as the health probe."""
+    if not args.gateway_listen:
+        yield ""
+        return
+    from gateway.process import run_gateway  # the gateway's package, only when asked for
+
+    token_file = args.auth_token_file or None
+    ca_path = args.tls_ca if args.tls_cert else None
+    with run_gateway(
+        args.gateway_listen, scheduler_address, log_dir, token_file=token_file, ca_path=ca_path
+    ) as url:
+        yield url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="infercept", description="InferCept service: serving for augmented LLMs"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser(
+        "serve",
+        help="start an executor and a scheduler, keep both alive (a dead or hung one is restarted on its port), stop both on Ctrl-C",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve_parser.add_argument("--listen", default="127.0.0.1:50051", help="the scheduler's public host:port")
+    serve_parser.add_argument(
+        "--gateway-listen", default="", help="also start the OpenAI-compatible HTTP gateway on this host:port"
+    )
+    serve_parser.add_argument(
+        "--executor-port", type=int, default=0, help="the executor's port (0: a free one, kept on restarts)"
+    )
+    supervision = SupervisionConfig()
+    serve_parser.add_argument(
+        "--health-interval",
+        type=float,
+        default=supervision.check_interval_s,
+        help="seconds between liveness probes of each service",
+    )
+    serve_parser.add_argument(
+        "--health-timeout", type=float, default=supervision.probe_timeout_s, help="seconds a probe may take"
+    )
+    serve_parser.add_argument(
+        "--max-missed-checks",
+        type=int,
+        default=supervision.max_missed_checks,
+        help="consecutive unanswered probes after which a service is killed as hung and restarted",
+    )
+    serve_parser.add_argument(
+        "--max-restart-backoff",
+        type=float,
+        default=supervision.max_backoff_s,
+        help="the longest wait, seconds, before restarting a service that keeps dying",
+    )
+    add_stack_flags(serve_parser)
+    add_security_flags(serve_parser)
+    serve_parser.set_defaults(run=serve)
+    demo_parser = commands.add_parser(
+        "demo",
+        help="start the stack, run augmented requests with real Python tools, print the transcript, stop",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    demo.add_flags(demo_parser)
+    demo_parser.set_defaults(run=demo.run)
+    args = parser.parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
