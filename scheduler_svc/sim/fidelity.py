@@ -40,8 +40,8 @@ from infercept.launcher import LaunchError
 from infercept.loadgen import main as loadgen
 from infercept.logs import configure_logging
 from infercept.server_info import message_to_dict
-from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.config import SchedulerConfig
+from scheduler_svc.iteration_stats import IterationStats
 from scheduler_svc.sim.calibration import CalibrationPlan
 from scheduler_svc.sim.comparison import HEADLINE_KEYS, compare, format_table, outside_tolerance
 from scheduler_svc.sim.cost_model import CostProfile
@@ -49,6 +49,7 @@ from scheduler_svc.sim.driver import Simulation
 from scheduler_svc.sim.fit import StepSample, fit_served_step
 from scheduler_svc.sim.main import sim_record
 from scheduler_svc.sim.real_run import RealRun, loadgen_args, run_real
+from scheduler_svc.stats_render import iteration_proto
 
 # A moderate load for the tiny model on a CPU: busy, not overloaded (about twice vllm's unloaded
 # latency); the window is long enough that ~75 requests complete (see the README).
@@ -203,8 +204,8 @@ def run_sim(args: argparse.Namespace, profile: CostProfile) -> SimRun:
     simulation = Simulation(plans, profile, config, overlap_swaps)
     steps: list[StepSample] = []
 
-    def on_iteration(stats: gen.IterationStats) -> None:
-        step = StepSample.from_stats(message_to_dict(stats))
+    def on_iteration(stats: IterationStats) -> None:
+        step = StepSample.from_stats(message_to_dict(iteration_proto(stats)))
         if step.num_tokens > 0:
             steps.append(step)
 
