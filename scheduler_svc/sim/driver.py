@@ -39,10 +39,13 @@ from infercept.server_info import message_to_dict
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import RequestError
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
-from scheduler_svc.scheduler import Event, Scheduler
+from scheduler_svc.events import Event, Finished, Intercepted, TokenDelta, Usage
+from scheduler_svc.request import TokenKind
+from scheduler_svc.scheduler import Scheduler
 from scheduler_svc.sim.cost_profile import CostProfile
 from scheduler_svc.sim.request_plan import RequestPlan, RequestRecord
 from scheduler_svc.sim.virtual_executor import SAMPLED_TOKEN_ID, VOCAB_SIZE, VirtualExecutor
+from scheduler_svc.stats_render import stats_proto
 
 
 @dataclasses.dataclass
@@ -58,7 +61,7 @@ class _Progress:
     call_return_s: float = 0.0  # when the last call started returns
     num_generated: int = 0  # tokens streamed so far
     num_returned: int = 0  # tokens returned by the calls so far
-    usage: gen.Usage | None = None  # the server's counts, once finished
+    usage: Usage | None = None  # the server's counts, once finished
     error: str = ""  # gRPC status code name if the server refused it
 
 
@@ -166,9 +169,9 @@ class Simulation:
 
     def _step(self) -> bool:
         """One iteration; False if the plan did nothing (no work fits), so time must pass."""
-        recomputed_before = self.scheduler.stats.tokens_by_kind["recompute"]
+        recomputed_before = self.scheduler.stats.tokens_by_kind[TokenKind.RECOMPUTE]
         plan = self.scheduler.schedule(self.now)
-        num_recomputed = self.scheduler.stats.tokens_by_kind["recompute"] - recomputed_before
+        num_recomputed = self.scheduler.stats.tokens_by_kind[TokenKind.RECOMPUTE] - recomputed_before
         is_free = self.scheduler.policy.restores_for_free
         result = self.executor.run(plan, num_free_tokens=num_recomputed if is_free else 0)
         self._forward_s += result.forward_s
@@ -224,14 +227,14 @@ class Simulation:
         self._handle(events, now)
 
     def _handle(self, events: list[Event], now: float) -> None:
-        for request_id, event in events:
-            kind = event.WhichOneof("event")
+        for event in events:
+            request_id = event.request_id
             progress = self._live[request_id]
-            if kind == "tokens":
-                progress.num_generated += len(event.tokens.token_ids)
+            if isinstance(event, TokenDelta):
+                progress.num_generated += len(event.token_ids)
                 if progress.first_token_s is None:
                     progress.first_token_s = now
-            elif kind == "intercepted":
+            elif isinstance(event, Intercepted):
                 duration_s = progress.plan.segments[progress.num_calls].duration_s
                 progress.num_calls += 1
                 progress.tool_time_s += duration_s
@@ -239,14 +242,14 @@ class Simulation:
                 self.scheduler.tool_started(request_id, duration_s)  # as the client library does
                 self._num_tool_calls += 1
                 heapq.heappush(self._tool_returns, (now + duration_s, self._num_tool_calls, request_id))
-            elif kind == "finished":
-                progress.finish_s, progress.usage = now, event.finished.usage
+            elif isinstance(event, Finished):
+                progress.finish_s, progress.usage = now, event.usage
                 del self._live[request_id]
 
     # ----- results -----
 
     def _stats(self) -> dict[str, Any]:
-        stats = message_to_dict(self.scheduler.stats_proto())
+        stats = message_to_dict(stats_proto(self.scheduler))
         return {**stats, "forward_s": self._forward_s, "recomputed_forward_s": self._recomputed_forward_s}
 
     @staticmethod

@@ -12,6 +12,7 @@ from scheduler_svc.policies.spec import parse_policy_spec
 from scheduler_svc.scheduler import Scheduler
 from scheduler_svc.sim.driver import Simulation, SimulationResult, simulate
 from scheduler_svc.sim.virtual_executor import VirtualExecutor
+from scheduler_svc.stats_render import stats_proto
 from tests.scheduler.harness import FakeExecutor, executor_description, generate_request, ids
 from tests.sim.helpers import FORWARD_S, SATURATION, one_call_plan, tiny_profile
 
@@ -130,7 +131,7 @@ def test_the_scheduler_counts_the_same_recompute_time_as_the_simulator() -> None
     config = SchedulerConfig(policy="vllm", max_batched_tokens=SATURATION)
     simulation = Simulation([one_call_plan()], tiny_profile(), config)
     simulation.run(0.0, LONG_S)
-    stats = simulation.scheduler.stats_proto()  # what GetStats reports on a real server
+    stats = stats_proto(simulation.scheduler)  # what GetStats reports on a real server
     assert stats.recomputed_forward_s == pytest.approx(FORWARD_S * 12 / 17)
     assert stats.forward_s == pytest.approx(5 * FORWARD_S)
 

@@ -36,10 +36,11 @@ import grpc
 
 from infercept.errors import InferceptError
 from infercept.server_info import message_to_dict
-from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.config import SchedulerConfig
+from scheduler_svc.iteration_stats import IterationStats
 from scheduler_svc.sim.cost_profile import CostProfile
 from scheduler_svc.sim.driver import Simulation
+from scheduler_svc.stats_render import iteration_proto
 from svc_common.logs import configure_logging
 from tooling.cli import add_stack_flags
 from tooling.harness.calibration import CalibrationPlan
@@ -203,8 +204,8 @@ def run_sim(args: argparse.Namespace, profile: CostProfile) -> SimRun:
     simulation = Simulation(plans, profile, config, overlap_swaps)
     steps: list[StepSample] = []
 
-    def on_iteration(stats: gen.IterationStats) -> None:
-        step = StepSample.from_stats(message_to_dict(stats))
+    def on_iteration(stats: IterationStats) -> None:
+        step = StepSample.from_stats(message_to_dict(iteration_proto(stats)))
         if step.num_tokens > 0:
             steps.append(step)
 
