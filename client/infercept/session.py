@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import operator
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping
 
 from infercept.errors import PROTOCOL_ERROR, TOOL_FAILED, UNKNOWN_TOOL, InferceptError
 from infercept.events import Accepted, Event, Finished, Intercepted, Resumed, TokenDelta, event_from_proto
 from infercept.result import GenerateResult, Interception
 from infercept.resume import RESUMABLE_CODES
 from infercept.tools import Tool
-from infercept.types import SamplingParams, ScriptedCall
+from infercept.types import RequestSpec, ScriptedCall
 from infercept.v1 import generation_pb2 as pb
 
 
@@ -56,54 +54,6 @@ class PendingCall:
             return self.script.wait_s
         assert self.tool is not None, "a pending call has a script entry or a tool"
         return self.tool.expected_duration_s
-
-
-def build_request(
-    prompt: str | None,
-    prompt_token_ids: Sequence[int] | None,
-    sampling: SamplingParams | None,
-    tools: Sequence[Tool],
-    script: Sequence[ScriptedCall],
-    program_id: str,
-    messages: Sequence[Mapping[str, Any]] | None = None,
-) -> pb.GenerateRequest:
-    """The GenerateRequest, values passed through for the server to validate. Raises
-    InferceptError("INVALID_ARGUMENT") only for values protobuf cannot encode (negative ids,
-    a message that is not an OpenAI-style dict)."""
-    try:
-        return pb.GenerateRequest(
-            prompt=prompt or "",
-            prompt_token_ids=list(prompt_token_ids or ()),
-            sampling=(sampling or SamplingParams()).to_proto(),
-            tools=[tool.to_proto() for tool in tools if tool.trigger],
-            script=[call.to_proto() for call in script],
-            program_id=program_id,
-            messages=[chat_message(message) for message in messages or ()],
-            tool_schemas_json=[tool.schema_json() for tool in tools if tool.schema is not None],
-        )
-    except (TypeError, ValueError, KeyError, AttributeError) as error:
-        raise InferceptError("INVALID_ARGUMENT", f"cannot encode the request: {error}") from error
-
-
-def chat_message(message: Mapping[str, Any]) -> pb.ChatMessage:
-    """An OpenAI-style message dict as a ChatMessage (content None is empty; tool call arguments
-    as JSON text or an object)."""
-    calls = [
-        pb.ChatToolCall(
-            id=call.get("id", ""),
-            name=call["function"]["name"],
-            arguments_json=arguments if isinstance(arguments, str) else json.dumps(arguments),
-        )
-        for call in message.get("tool_calls") or ()
-        for arguments in [call["function"].get("arguments", "{}")]
-    ]
-    return pb.ChatMessage(
-        role=message["role"],
-        content=message.get("content") or "",
-        tool_calls=calls,
-        tool_call_id=message.get("tool_call_id") or "",
-        name=message.get("name") or "",
-    )
 
 
 def tool_failed(call: PendingCall, error: BaseException) -> InferceptError:
@@ -142,20 +92,11 @@ class SessionState:
     """Protocol state and result assembly of one Session stream. Times are passed in (`now`,
     time.monotonic() seconds) so the same object serves both clients and plain tests."""
 
-    def __init__(
-        self,
-        *,
-        prompt: str | None = None,
-        prompt_token_ids: Sequence[int] | None = None,
-        messages: Sequence[Mapping[str, Any]] | None = None,
-        sampling: SamplingParams | None = None,
-        tools: Sequence[Tool] = (),
-        script: Sequence[ScriptedCall] = (),
-        program_id: str = "",
-    ) -> None:
-        self.request = build_request(prompt, prompt_token_ids, sampling, tools, script, program_id, messages)
-        self.tools = tuple(tools)
-        self.script = tuple(script)
+    def __init__(self, spec: RequestSpec) -> None:
+        """Raises InferceptError("INVALID_ARGUMENT") for a spec protobuf cannot encode."""
+        self.request = spec.to_proto()
+        self.tools = tuple(spec.tools)
+        self.script = tuple(spec.script)
         self._tools_by_name = {tool.name: tool for tool in reversed(self.tools)}  # the first wins
         self._num_script_used = 0
         self.pending_call: PendingCall | None = None
