@@ -3,7 +3,7 @@
 ScriptedCalls).
 
 Client and AsyncClient take these fields as keyword arguments (`takes_fields_of`), so the
-parameter lists users call exist only here:
+parameter lists users call exist only here (a caller holding a spec passes `**as_keywords(spec)`):
 
     Client("127.0.0.1:50051", token="t")         -> Client.__init__(ClientConfig(...))
     client.generate(prompt="2+2=", sampling=...)  -> Client.generate(RequestSpec(...))
@@ -198,6 +198,12 @@ class ClientConfig:
     def credentials(self) -> grpc.ChannelCredentials | None:
         """TLS credentials when root_certificates are given, else None (plaintext)."""
         return channel_credentials(self.root_certificates) if self.root_certificates is not None else None
+
+
+def as_keywords(spec: RequestSpec | ClientConfig) -> dict[str, Any]:
+    """The spec's fields by name, as they are (not copied, unlike dataclasses.asdict), for a
+    caller that holds a spec: `Client(**as_keywords(config))`, `client.generate(**as_keywords(spec))`."""
+    return {field.name: getattr(spec, field.name) for field in dataclasses.fields(spec)}
 
 
 def takes_fields_of(

@@ -11,7 +11,7 @@ import pytest
 
 from infercept import AsyncClient, Client, InferceptError, SamplingParams, ScriptedCall, Tool
 from infercept.resume import NO_RESUME
-from infercept.types import ClientConfig, RequestSpec
+from infercept.types import ClientConfig, RequestSpec, as_keywords
 from tests.client.protocol_server import ProtocolPeer
 
 REQUEST_METHODS = [Client.generate, Client.stream, AsyncClient.generate, AsyncClient.stream]
@@ -113,3 +113,14 @@ def test_a_client_keeps_its_config() -> None:
         assert (client.address, client.resume) == ("127.0.0.1:1", NO_RESUME)
     with pytest.raises(TypeError, match="tls"):
         Client("127.0.0.1:1", tls=True)  # type: ignore[call-arg]
+
+
+def test_a_held_spec_passes_as_keywords_unchanged(peer: tuple[str, ProtocolPeer]) -> None:
+    address, servicer = peer
+    config = ClientConfig(address, resume=NO_RESUME)
+    spec = RequestSpec(prompt_token_ids=[4, 5], sampling=SamplingParams(max_tokens=3), program_id="held")
+    assert as_keywords(spec)["sampling"] is spec.sampling  # the values themselves, not copies
+    with Client(**as_keywords(config)) as client:
+        assert client.config == config
+        result = client.generate(**as_keywords(spec))
+    assert servicer.sessions[result.request_id].request == spec.to_proto()
