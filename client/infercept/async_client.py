@@ -20,13 +20,13 @@ from infercept.events import Event
 from infercept.result import GenerateResult
 from infercept.resume import DEFAULT_RESUME, ResumePolicy
 from infercept.server_info import ServerInfo, message_to_dict
-from infercept.session import PendingCall, SessionState, tool_failed
+from infercept.session import PendingCall, SessionState, StreamBase, tool_failed
 from infercept.types import ClientConfig, RequestSpec, takes_fields_of
 from infercept.v1 import generation_pb2 as pb
 from infercept.v1 import generation_pb2_grpc
 
 
-class AsyncStream:
+class AsyncStream(StreamBase):
     """The events of one request as they arrive, answering interceptions automatically (see
     Stream): `async for event in stream`. The request is sent when iteration starts; an
     AsyncStream is iterated once. Leaving the iteration before Finished, cancelling the task
@@ -39,23 +39,11 @@ class AsyncStream:
         timeout_s: float | None,
         resume: ResumePolicy = DEFAULT_RESUME,
     ):
+        super().__init__(state, timeout_s, resume)
         self._stub = stub
-        self._state = state
-        self._timeout_s = timeout_s
-        self._resume = resume
         self._closed = asyncio.Event()
         self._call: grpc.aio.StreamStreamCall[pb.ClientEvent, pb.ServerEvent] | None = None
         self._is_started = False
-
-    @property
-    def request_id(self) -> str:
-        """The server's id once Accepted has arrived, else ""."""
-        return self._state.request_id
-
-    @property
-    def result(self) -> GenerateResult:
-        """The finished request. Raises RuntimeError before Finished has arrived."""
-        return self._state.result()
 
     def close(self) -> None:
         """Cancel the request unless it has finished. Idempotent; call it from the loop's thread."""
@@ -75,16 +63,12 @@ class AsyncStream:
         if self._closed.is_set():
             raise closed_error()
         self._is_started = True
-        # One deadline for the request, resumptions included.
-        deadline_s = None if self._timeout_s is None else time.monotonic() + self._timeout_s
-        attempt = 0
+        self._start_deadline(time.monotonic())
         while True:
-            timeout_s = None if deadline_s is None else max(deadline_s - time.monotonic(), 0.0)
-            call = self._call = self._stub.Session(None, timeout=timeout_s)
+            call = self._call = self._stub.Session(None, timeout=self._call_timeout_s(time.monotonic()))
             try:
                 with translated_rpc_errors():
-                    first = self._state.open(time.monotonic()) if attempt == 0 else self._state.reopen()
-                    await _write(call, first)
+                    await _write(call, self._first_message(time.monotonic()))
                     async for message in call:
                         event = self._state.on_message(message, time.monotonic())
                         if event is None:
@@ -99,11 +83,11 @@ class AsyncStream:
             except InferceptError as error:
                 if self._closed.is_set():  # whatever the cancelled call reported, close() ended it
                     raise closed_error() from error
-                attempt += 1
-                if attempt > self._resume.max_attempts or not self._state.can_resume(error):
+                backoff_s = self._backoff_s(error)
+                if backoff_s is None:
                     raise
                 with contextlib.suppress(asyncio.TimeoutError):  # the builtin one only from 3.11
-                    await asyncio.wait_for(self._closed.wait(), timeout=self._resume.backoff_s(attempt))
+                    await asyncio.wait_for(self._closed.wait(), timeout=backoff_s)
                 if self._closed.is_set():
                     raise closed_error() from error
             finally:

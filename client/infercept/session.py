@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from infercept.errors import PROTOCOL_ERROR, TOOL_FAILED, UNKNOWN_TOOL, InferceptError
 from infercept.events import Accepted, Event, Finished, Intercepted, Resumed, TokenDelta, event_from_proto
 from infercept.result import GenerateResult, Interception
-from infercept.resume import RESUMABLE_CODES
+from infercept.resume import RESUMABLE_CODES, ResumePolicy
 from infercept.tools import Tool
 from infercept.types import RequestSpec, ScriptedCall
 from infercept.v1 import generation_pb2 as pb
@@ -271,3 +271,47 @@ class SessionState:
         # Resumed follows the ToolResult of the latest interception.
         if self._interceptions and self._interceptions[-1].resumed is None:
             self._interceptions[-1] = dataclasses.replace(self._interceptions[-1], resumed=event)
+
+
+class StreamBase:
+    """What Stream and AsyncStream share besides their I/O: the request's SessionState, its one
+    deadline (resumptions included), and whether and when a broken stream is resubmitted."""
+
+    def __init__(self, state: SessionState, timeout_s: float | None, resume: ResumePolicy) -> None:
+        self._state = state
+        self._timeout_s = timeout_s
+        self._resume = resume
+        self._deadline_s: float | None = None  # time.monotonic() when the whole request times out
+        self._num_calls = 0  # Session calls opened for this request: 1 + its resubmissions
+
+    @property
+    def request_id(self) -> str:
+        """The server's id once Accepted has arrived, else ""."""
+        return self._state.request_id
+
+    @property
+    def result(self) -> GenerateResult:
+        """The finished request. Raises RuntimeError before Finished has arrived."""
+        return self._state.result()
+
+    def _start_deadline(self, now: float) -> None:
+        """Start the request's deadline (timeout_s from `now`), once, as iteration starts."""
+        if self._timeout_s is not None:
+            self._deadline_s = now + self._timeout_s
+
+    def _call_timeout_s(self, now: float) -> float | None:
+        """The timeout of a call opened at `now`: what is left of the deadline (None: none)."""
+        return None if self._deadline_s is None else max(self._deadline_s - now, 0.0)
+
+    def _first_message(self, now: float) -> pb.ClientEvent:
+        """The first message of a new call: the request, then on each later call its resumption."""
+        self._num_calls += 1
+        return self._state.open(now) if self._num_calls == 1 else self._state.reopen()
+
+    def _backoff_s(self, error: InferceptError) -> float | None:
+        """Seconds to wait before resubmitting the request after `error` ended its call, or None
+        when it is not to be resubmitted (not resumable, or the policy's attempts are spent)."""
+        resubmission = self._num_calls  # the number this one would have (1, 2, ...)
+        if resubmission > self._resume.max_attempts or not self._state.can_resume(error):
+            return None
+        return self._resume.backoff_s(resubmission)

@@ -18,13 +18,13 @@ from infercept.events import Event
 from infercept.result import GenerateResult
 from infercept.resume import DEFAULT_RESUME, ResumePolicy
 from infercept.server_info import ServerInfo, message_to_dict
-from infercept.session import PendingCall, SessionState, tool_failed
+from infercept.session import PendingCall, SessionState, StreamBase, tool_failed
 from infercept.types import ClientConfig, RequestSpec, takes_fields_of
 from infercept.v1 import generation_pb2 as pb
 from infercept.v1 import generation_pb2_grpc
 
 
-class Stream:
+class Stream(StreamBase):
     """The events of one request as they arrive (Accepted, TokenDelta, Intercepted, Resumed,
     Finished), answering interceptions automatically: after yielding an Intercepted it runs the
     scripted wait or the tool, sends the result, and goes on.
@@ -40,27 +40,14 @@ class Stream:
         timeout_s: float | None,
         resume: ResumePolicy = DEFAULT_RESUME,
     ):
+        super().__init__(state, timeout_s, resume)
         self._stub = stub
-        self._state = state
-        self._timeout_s = timeout_s
-        self._resume = resume
-        self._deadline_s = 0.0  # time.monotonic() when the whole request times out
         # The request iterator gRPC consumes on its own thread; None ends it (half-close).
         self._outbox: queue.SimpleQueue[pb.ClientEvent | None] = queue.SimpleQueue()
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._call: grpc.CallIterator[pb.ServerEvent] | None = None
         self._is_started = False
-
-    @property
-    def request_id(self) -> str:
-        """The server's id once Accepted has arrived, else ""."""
-        return self._state.request_id
-
-    @property
-    def result(self) -> GenerateResult:
-        """The finished request. Raises RuntimeError before Finished has arrived."""
-        return self._state.result()
 
     def close(self) -> None:
         """Cancel the request unless it has finished. Safe from any thread, and idempotent."""
@@ -78,9 +65,8 @@ class Stream:
 
     def __iter__(self) -> Iterator[Event]:
         self._claim()
-        attempt = 0
         while True:
-            call = self._open(attempt)
+            call = self._open()
             try:
                 with translated_rpc_errors():
                     for message in call:
@@ -97,10 +83,10 @@ class Stream:
             except InferceptError as error:
                 if self._closed.is_set():  # whatever the cancelled call reported, close() ended it
                     raise closed_error() from error
-                attempt += 1
-                if attempt > self._resume.max_attempts or not self._state.can_resume(error):
+                backoff_s = self._backoff_s(error)
+                if backoff_s is None:
                     raise
-                if self._closed.wait(self._resume.backoff_s(attempt)):
+                if self._closed.wait(backoff_s):
                     raise closed_error() from error
             finally:
                 self._outbox.put(None)  # gRPC's sending thread waits on the outbox until this
@@ -114,18 +100,16 @@ class Stream:
             if self._closed.is_set():
                 raise closed_error()
             self._is_started = True
-            if self._timeout_s is not None:  # one deadline for the request, resumptions included
-                self._deadline_s = time.monotonic() + self._timeout_s
+            self._start_deadline(time.monotonic())
 
-    def _open(self, attempt: int) -> grpc.CallIterator[pb.ServerEvent]:
-        """A new Session call: the request (attempt 0), or its resumption."""
+    def _open(self) -> grpc.CallIterator[pb.ServerEvent]:
+        """A new Session call: the request, or its resumption."""
         with self._lock:
             if self._closed.is_set():
                 raise closed_error()
             self._outbox = queue.SimpleQueue()
-            first = self._state.open(time.monotonic()) if attempt == 0 else self._state.reopen()
-            self._outbox.put(first)
-            timeout_s = None if self._timeout_s is None else max(self._deadline_s - time.monotonic(), 0.0)
+            self._outbox.put(self._first_message(time.monotonic()))
+            timeout_s = self._call_timeout_s(time.monotonic())
             self._call = self._stub.Session(iter(self._outbox.get, None), timeout=timeout_s)
             return self._call
 
