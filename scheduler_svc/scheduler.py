@@ -278,7 +278,7 @@ class Scheduler:
         self._record_iteration(result)
         if self.admission.is_enabled:
             self.admission.completed(now, self._iteration.prompt_tokens)
-        events = self.output.apply([(s.request_id, s.token_id) for s in result.sampled], now)
+        events = self.output.apply(result.sampled, now)
         # A decode leaves its request ready (unless it paused or finished); a chunk may make it so.
         for request in self._chunked:
             self.table.requeue(request)
