@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from scheduler_svc.block_manager import BlockLayout, BlockManager
+from scheduler_svc.cost_model import UNLIMITED_BLOCKS
 from scheduler_svc.plan_builder import PlanBuilder
 from scheduler_svc.policies import Policy
 from scheduler_svc.preemption import Preemption
@@ -35,6 +36,19 @@ class Budget:
     @property
     def exhausted(self) -> bool:
         return self.tokens <= 0 or self.seqs <= 0
+
+    @staticmethod
+    def for_iteration(
+        max_batched_tokens: int, max_num_seqs: int, policy: Policy, num_decodes: int, others_wait: bool
+    ) -> Budget:
+        """An iteration's budgets: tokens and sequences from the config, swap blocks from the
+        policy for the iteration's expected size (its decodes, plus a full chunk budget if other
+        requests wait)."""
+        expected_tokens = max(num_decodes, max_batched_tokens) if others_wait else num_decodes
+        swap_blocks = policy.swap_budget_blocks(expected_tokens)
+        return Budget(
+            max_batched_tokens, max_num_seqs, UNLIMITED_BLOCKS if swap_blocks is None else swap_blocks
+        )
 
 
 class IterationPlan:
