@@ -7,10 +7,10 @@ the cost of building messages is paid per session, off the core's iteration.
 from __future__ import annotations
 
 from infercept.v1 import generation_pb2 as gen
-from scheduler_svc.events import Accepted, Event, Finished, Intercepted, Resumed, TokenDelta
+from scheduler_svc.events import Accepted, Finished, Intercepted, Resumed, SessionEvent, TokenDelta
 
 
-def render(event: Event) -> gen.ServerEvent:
+def render(event: SessionEvent) -> gen.ServerEvent:
     """The ServerEvent a session sends for `event` (its request id is the core's; the servicer
     replaces Accepted's by the public id)."""
     message = gen.ServerEvent()  # filled in place: cheaper than nested constructors

@@ -6,11 +6,13 @@ belongs to (the core's integer id, not the public one).
 
 One session sees, in order: Accepted, then TokenDelta / Intercepted / Resumed as they happen,
 then exactly one Finished (unless the server ends the session with an error status instead).
+An iteration's tokens come as one TokenDeltas for all sessions (`session_events` splits it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator
 
 from scheduler_svc.policies.base import PauseAction
 from scheduler_svc.request import FinishReason
@@ -25,11 +27,28 @@ class Accepted:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TokenDelta:
-    """Tokens appended to the request's output in one iteration (or one resubmission)."""
+    """Tokens appended to one request's output in one iteration."""
 
     request_id: int
     token_ids: tuple[int, ...]
-    text: str  # the text they complete ("" when nothing needs it or no character completed)
+    text: str  # the text they complete ("" if no character completed)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TokenDeltas:
+    """Every token one iteration appended, one per sampling request, in the plan's order:
+    batched, so that an iteration builds no object per request; the step loop splits it into
+    each session's TokenDelta. It comes before the iteration's other events (a session sees its
+    token before the Finished or Intercepted it caused)."""
+
+    request_ids: list[int]
+    token_ids: list[int]  # token_ids[i] was appended to request_ids[i]
+    texts: list[str]  # the text token_ids[i] completes
+
+    def split(self) -> Iterator[TokenDelta]:
+        """One TokenDelta per request."""
+        for request_id, token_id, text in zip(self.request_ids, self.token_ids, self.texts, strict=True):
+            yield TokenDelta(request_id, (token_id,), text)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,4 +89,14 @@ class Finished:
     usage: Usage
 
 
-Event = Accepted | TokenDelta | Intercepted | Resumed | Finished
+SessionEvent = Accepted | TokenDelta | Intercepted | Resumed | Finished  # what one session receives
+Event = SessionEvent | TokenDeltas
+
+
+def session_events(events: Iterable[Event]) -> Iterator[SessionEvent]:
+    """`events` with every TokenDeltas split into its sessions' TokenDelta, order kept."""
+    for event in events:
+        if isinstance(event, TokenDeltas):
+            yield from event.split()
+        else:
+            yield event

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from scheduler_svc.block_manager import BlockLayout, BlockManager
+from scheduler_svc.cost_model import UNLIMITED_BLOCKS
 from scheduler_svc.plan_builder import PlanBuilder
 from scheduler_svc.policies import Policy
 from scheduler_svc.preemption import Preemption
@@ -35,6 +36,19 @@ class Budget:
     @property
     def exhausted(self) -> bool:
         return self.tokens <= 0 or self.seqs <= 0
+
+    @staticmethod
+    def for_iteration(
+        max_batched_tokens: int, max_num_seqs: int, policy: Policy, num_decodes: int, others_wait: bool
+    ) -> Budget:
+        """An iteration's budgets: tokens and sequences from the config, swap blocks from the
+        policy for the iteration's expected size (its decodes, plus a full chunk budget if other
+        requests wait)."""
+        expected_tokens = max(num_decodes, max_batched_tokens) if others_wait else num_decodes
+        swap_blocks = policy.swap_budget_blocks(expected_tokens)
+        return Budget(
+            max_batched_tokens, max_num_seqs, UNLIMITED_BLOCKS if swap_blocks is None else swap_blocks
+        )
 
 
 class IterationPlan:
@@ -59,12 +73,16 @@ class IterationPlan:
         self.scheduled: set[int] = set()
         self.chunked: list[Request] = []
         self.num_decode_tokens = 0  # plain decode tokens committed on the fast branch
+        self._caching = table.blocks.enable_prefix_caching
+        self._block_size = table.blocks.block_size
 
     # ----- the two iteration structures -----
 
     def decode_first(self, decodes: list[Request]) -> None:
         """Ready requests' decodes, then the waiting requests' chunks, in queue order."""
         self.schedule_decodes(decodes)
+        if not self._table.queues.num_waiting:
+            return
         decode_ids = {r.request_id for r in decodes}  # preempted ones move to waiting: seen already
         for request in self._table.queues.waiting():
             if request.request_id in decode_ids:
@@ -110,7 +128,7 @@ class IterationPlan:
                 if not self._schedule_ready(request, layout):
                     break
                 continue
-            self.commit(request, position, position + 1, layout, budget)
+            self.commit(request, position, position + 1, layout, budget, TokenKind.DECODE)
 
     def _schedule_ready(self, request: Request, layout: BlockLayout) -> bool:
         """schedule_one for a ready request, kept cheap: one pending token, context on the device."""
@@ -186,17 +204,26 @@ class IterationPlan:
 
     # ----- committing positions -----
 
-    def commit(self, request: Request, start: int, end: int, layout: BlockLayout, budget: Budget) -> None:
+    def commit(
+        self,
+        request: Request,
+        start: int,
+        end: int,
+        layout: BlockLayout,
+        budget: Budget,
+        kind: TokenKind | None = None,
+    ) -> None:
         """Positions [start, end) of `request` compute in this plan (its blocks cover them): the
         work item (sampling if it reaches the last token), the blocks they fill named for the
-        prefix cache, their token kinds counted, the request's progress, the budget spent."""
+        prefix cache, their token kinds counted, the request's progress, the budget spent.
+        `kind`: the kind of every position, if the caller knows it (a plain decode: the fast
+        branch, counted once per iteration)."""
         rid, token_ids = request.request_id, request.token_ids
         self.builder.add_work(request, start, end, end == len(token_ids), layout)
-        block_size = self._blocks.block_size
-        if self._blocks.enable_prefix_caching and start // block_size != end // block_size:
+        if self._caching and start // self._block_size != end // self._block_size:
             self._blocks.register_computed(rid, token_ids, start, end)
-        if end - start == 1 and request.kind_at(start) is TokenKind.DECODE:
-            self.num_decode_tokens += 1  # the fast branch: counted once per iteration
+        if kind is TokenKind.DECODE:
+            self.num_decode_tokens += end - start
         else:
             kinds = request.count_kinds(start, end)
             for kind, count in kinds.items():

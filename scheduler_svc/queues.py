@@ -18,14 +18,15 @@ finish). A request's arrival time must not change while it is queued.
 from __future__ import annotations
 
 import bisect
+import operator
+from collections.abc import Callable
 
 from scheduler_svc.block_manager import BlockLayout
 from scheduler_svc.request import Request
 
-
-def queue_key(request: Request) -> tuple[float, int]:
-    """Queue order: arrival time, ties broken by admission order."""
-    return request.arrival_s, request.request_id
+# Queue order: arrival time, ties broken by admission order. An attrgetter, so that sorting
+# and bisecting call no Python function per request.
+queue_key: Callable[[Request], tuple[float, int]] = operator.attrgetter("arrival_s", "request_id")
 
 
 def is_ready(request: Request, layout: BlockLayout) -> bool:

@@ -21,11 +21,10 @@ from collections.abc import Iterator
 
 from scheduler_svc.block_manager import BlockManager
 from scheduler_svc.paused_requests import PausedRequests
+from scheduler_svc.plan_builder import BlockPairs
 from scheduler_svc.policies.base import PauseAction
 from scheduler_svc.queues import ComputeQueues
 from scheduler_svc.request import FinishReason, Request, Status
-
-BlockPairs = list[tuple[int, int]]
 
 
 class RequestTable:

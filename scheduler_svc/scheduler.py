@@ -29,7 +29,7 @@ from scheduler_svc.admission_control import QueueWaitControl
 from scheduler_svc.block_manager import BlockManager
 from scheduler_svc.chat_template import ChatTemplateError
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
-from scheduler_svc.cost_model import UNLIMITED_BLOCKS, CostModel
+from scheduler_svc.cost_model import CostModel
 from scheduler_svc.detokenizer import IncrementalDecoder
 from scheduler_svc.events import Accepted, Event, Resumed
 from scheduler_svc.iteration_plan import Budget, IterationPlan
@@ -218,7 +218,14 @@ class Scheduler:
         for pairs in swap_outs:
             builder.swap_out(pairs)
         decodes = table.queues.ready()
-        iteration = IterationPlan(table, self.stats, self.policy, builder, self._budget(len(decodes)))
+        budget = Budget.for_iteration(
+            self.config.max_batched_tokens,
+            self.config.max_num_seqs,
+            self.policy,
+            len(decodes),
+            table.queues.num_waiting > 0,
+        )
+        iteration = IterationPlan(table, self.stats, self.policy, builder, budget)
         if (
             self.policy.manages_paused
             and table.paused
@@ -278,7 +285,7 @@ class Scheduler:
         self._record_iteration(result)
         if self.admission.is_enabled:
             self.admission.completed(now, self._iteration.prompt_tokens)
-        events = self.output.apply([(s.request_id, s.token_id) for s in result.sampled], now)
+        events = self.output.apply(result.sampled, now)
         # A decode leaves its request ready (unless it paused or finished); a chunk may make it so.
         for request in self._chunked:
             self.table.requeue(request)
@@ -336,13 +343,3 @@ class Scheduler:
             return None
         forward_s = self.cost_model.forward_s(self.config.max_batched_tokens)
         return self.config.max_batched_tokens / forward_s if forward_s > 0 else None
-
-    def _budget(self, num_decodes: int) -> Budget:
-        """This iteration's budgets: tokens and sequences from the config, swap blocks from the
-        policy for the iteration's expected size (decodes, plus a full chunk budget if any wait)."""
-        tokens = self.config.max_batched_tokens
-        expected_tokens = max(num_decodes, tokens) if self.table.queues.num_waiting else num_decodes
-        swap_blocks = self.policy.swap_budget_blocks(expected_tokens)
-        return Budget(
-            tokens, self.config.max_num_seqs, UNLIMITED_BLOCKS if swap_blocks is None else swap_blocks
-        )

@@ -25,14 +25,14 @@ from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import RequestError
 from scheduler_svc.config import DEFAULT_LINK, LinkConfig
-from scheduler_svc.events import Event, Finished
+from scheduler_svc.events import Event, Finished, SessionEvent, session_events
 from scheduler_svc.executor_client import ExecutorClient, ExecutorUnavailable
 from scheduler_svc.request import Status
 from scheduler_svc.scheduler import Scheduler
 
 log = structlog.get_logger(__name__)
 
-SessionItem = Event | RequestError
+SessionItem = SessionEvent | RequestError
 
 
 def is_empty(plan: pb.StepPlan) -> bool:
@@ -203,7 +203,7 @@ class StepLoop:
                 )
 
     def _dispatch(self, events: list[Event]) -> None:
-        for event in events:
+        for event in session_events(events):
             queue = self._sessions.get(event.request_id)
             if queue is not None:
                 queue.put_nowait(event)

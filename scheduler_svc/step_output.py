@@ -12,9 +12,12 @@ its Finished event with its usage.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from infercept.v1 import executor_pb2 as pb
 from scheduler_svc.admission_control import QueueWaitControl
 from scheduler_svc.config import ExecutorDescription
-from scheduler_svc.events import Event, Finished, Intercepted, TokenDelta, Usage
+from scheduler_svc.events import Event, Finished, Intercepted, TokenDeltas, Usage
 from scheduler_svc.interception import find_stop_string
 from scheduler_svc.policies import PauseAction, Policy
 from scheduler_svc.request import FinishReason, PendingCall, Request, Status
@@ -34,29 +37,35 @@ class StepOutput:
         self._table = table
         self._policy = policy
         self._stats = stats
-        self._executor = executor
+        self._eos_token_ids = frozenset(executor.eos_token_ids)
+        self._max_model_len = executor.max_model_len
         self._admission = admission
 
-    def apply(self, sampled: list[tuple[int, int]], now: float) -> list[Event]:
-        """Append each (request id, token id) the step sampled; a request no longer ACTIVE
-        (aborted meanwhile) is skipped. Returns the events, in order."""
-        events: list[Event] = []
+    def apply(self, sampled: Iterable[pb.SampledToken], now: float) -> list[Event]:
+        """Append each token the step sampled; a request no longer ACTIVE (aborted meanwhile)
+        is skipped. Returns the events: the iteration's TokenDeltas first, then the finishes and
+        interceptions the tokens caused, in the order of the requests."""
+        request_ids: list[int] = []
+        token_ids: list[int] = []
+        texts: list[str] = []
+        events: list[Event] = [TokenDeltas(request_ids, token_ids, texts)]
         requests, active = self._table.requests, Status.ACTIVE
-        for request_id, token_id in sampled:
-            request = requests.get(request_id)
-            if request is not None and request.status is active:
-                self.append_token(request, token_id, now, events)
-        return events
-
-    def append_token(self, request: Request, token_id: int, now: float, events: list[Event]) -> None:
-        """Append a sampled token and its events (a token delta, then finish or interception)."""
-        request.token_ids.append(token_id)
-        request.num_generated += 1
-        if request.num_generated == 1 and self._admission.is_enabled:
-            self._admission.started(request.request_id, now - request.arrival_s)
-        text = request.decoder.push(token_id)
-        events.append(TokenDelta(request.request_id, (token_id,), text))
-        self.after_token(request, token_id, text, now, events)
+        admission = self._admission if self._admission.is_enabled else None
+        for token in sampled:
+            request = requests.get(token.request_id)
+            if request is None or request.status is not active:
+                continue
+            token_id = token.token_id
+            request.token_ids.append(token_id)
+            request.num_generated += 1
+            if admission is not None and request.num_generated == 1:
+                admission.started(request.request_id, now - request.arrival_s)
+            text = request.decoder.push(token_id)
+            request_ids.append(request.request_id)
+            token_ids.append(token_id)
+            texts.append(text)
+            self.after_token(request, token_id, text, now, events)
+        return events if request_ids else events[1:]
 
     def after_token(
         self, request: Request, token_id: int, text: str, now: float, events: list[Event]
@@ -87,13 +96,13 @@ class StepOutput:
 
     def _finish_reason(self, request: Request, token_id: int, text: str) -> FinishReason | None:
         sampling = request.sampling
-        if token_id in self._executor.eos_token_ids and not sampling.ignore_eos:
+        if token_id in self._eos_token_ids and not sampling.ignore_eos:
             return FinishReason.EOS
-        if sampling.stop and find_stop_string(request.decoder.text, text, sampling.stop):
+        if text and sampling.stop and find_stop_string(request.decoder.text, text, sampling.stop):
             return FinishReason.STOP
         if request.num_generated >= sampling.max_tokens:
             return FinishReason.LENGTH
-        if len(request.token_ids) >= self._executor.max_model_len:
+        if len(request.token_ids) >= self._max_model_len:
             return FinishReason.MAX_MODEL_LEN
         return None
 
@@ -102,11 +111,11 @@ class StepOutput:
         if request.script and request.script[0].after_tokens == num_segment_tokens:
             stop = request.script.popleft()
             return self._pause(request, stop.tool, request.decoder.text, "", stop.expected_duration_s, now)
+        token_ids = request.token_ids
         for tool in request.tools:
             # Only a token-id trigger's length of the segment's ids is ever compared.
-            tail = request.token_ids[
-                max(request.segment_start, len(request.token_ids) - len(tool.stop_token_ids)) :
-            ]
+            num_ids = len(tool.stop_token_ids)
+            tail = token_ids[max(request.segment_start, len(token_ids) - num_ids) :] if num_ids else ()
             call = tool.detect(request.decoder.text, tail, text)
             if call is not None:
                 return self._pause(

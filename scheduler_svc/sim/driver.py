@@ -39,7 +39,7 @@ from infercept.server_info import message_to_dict
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import RequestError
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
-from scheduler_svc.events import Event, Finished, Intercepted, TokenDelta, Usage
+from scheduler_svc.events import Event, Finished, Intercepted, TokenDeltas, Usage
 from scheduler_svc.request import TokenKind
 from scheduler_svc.scheduler import Scheduler
 from scheduler_svc.sim.cost_profile import CostProfile
@@ -228,13 +228,16 @@ class Simulation:
 
     def _handle(self, events: list[Event], now: float) -> None:
         for event in events:
+            if isinstance(event, TokenDeltas):  # one token per request
+                for request_id in event.request_ids:
+                    progress = self._live[request_id]
+                    progress.num_generated += 1
+                    if progress.first_token_s is None:
+                        progress.first_token_s = now
+                continue
             request_id = event.request_id
             progress = self._live[request_id]
-            if isinstance(event, TokenDelta):
-                progress.num_generated += len(event.token_ids)
-                if progress.first_token_s is None:
-                    progress.first_token_s = now
-            elif isinstance(event, Intercepted):
+            if isinstance(event, Intercepted):
                 duration_s = progress.plan.segments[progress.num_calls].duration_s
                 progress.num_calls += 1
                 progress.tool_time_s += duration_s

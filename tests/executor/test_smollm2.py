@@ -24,7 +24,7 @@ from executor_svc.smollm2 import GGUF_FILE, ensure_smollm2_model, smollm2_gguf_p
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.chat_template import ChatTemplate
 from scheduler_svc.config import SchedulerConfig
-from scheduler_svc.events import Event, Finished, Intercepted, Resumed
+from scheduler_svc.events import Event, Finished, Intercepted, Resumed, session_events
 from scheduler_svc.executor_client import executor_description
 from scheduler_svc.scheduler import Scheduler
 from tests.executor.plan_driver import PlanDriver
@@ -181,7 +181,7 @@ def test_a_calc_call_is_intercepted_answered_as_a_tool_turn_and_matches_transfor
         plan = scheduler.schedule(now)
         result = engine.step(plan)
         assert not result.HasField("error"), result.error.message
-        for event in scheduler.update(plan, result, now):
+        for event in session_events(scheduler.update(plan, result, now)):
             if isinstance(event, Intercepted):
                 intercepted.append(event)
                 text = scheduler.tool_result_text(added.request_id, multiply(event.arguments))

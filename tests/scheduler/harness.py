@@ -28,7 +28,7 @@ from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
 from scheduler_svc.cost_model import CostModel
 from scheduler_svc.event_render import render
-from scheduler_svc.events import Event
+from scheduler_svc.events import Event, session_events
 from scheduler_svc.scheduler import Scheduler
 from svc_common.wire import unpack_u32
 
@@ -304,7 +304,7 @@ class Harness:
 
     def _record(self, events: list[Event]) -> list[tuple[int, gen.ServerEvent]]:
         """Render the core's events as the servicer does and record them per session."""
-        rendered = [(event.request_id, render(event)) for event in events]
+        rendered = [(event.request_id, render(event)) for event in session_events(events)]
         for rid, message in rendered:
             self.events[rid].append(message)
         return rendered

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler_svc.events import Intercepted
+from scheduler_svc.events import Intercepted, session_events
 from scheduler_svc.policies import POLICIES, create_policy
 from scheduler_svc.stats_render import stats_proto
 from tests.scheduler.harness import Harness, generate_request, ids
@@ -195,7 +195,7 @@ def test_paused_device_block_seconds_starts_at_the_update_that_paused() -> None:
     plan = h.schedule()  # at 3.0; the forward takes half a second
     result = h.executor.run(plan)
     events = h.scheduler.update(plan, result, h.now + 0.5)
-    assert any(isinstance(e, Intercepted) and e.request_id == rid for e in events)
+    assert any(isinstance(e, Intercepted) and e.request_id == rid for e in session_events(events))
     h.schedule()  # at 4.0: two blocks held for 0.5 s
     assert stats_proto(h.scheduler).paused_device_block_seconds == pytest.approx(2 * 0.5)
 

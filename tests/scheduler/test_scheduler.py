@@ -9,7 +9,7 @@ from executor_svc.byte_tokenizer import build_byte_tokenizer
 from infercept.v1 import executor_pb2 as pb
 from scheduler_svc.admission import RequestError
 from scheduler_svc.config import SchedulerConfig
-from scheduler_svc.events import Finished
+from scheduler_svc.events import Finished, session_events
 from scheduler_svc.scheduler import Scheduler
 from scheduler_svc.stats_render import stats_proto
 from tests.scheduler.harness import (
@@ -406,7 +406,7 @@ def test_update_ignores_tokens_of_a_request_aborted_after_schedule() -> None:
     assert {s.request_id for s in result.sampled} == {doomed, kept}
     h.scheduler.abort(doomed)
     events = h.scheduler.update(plan, result, h.now)
-    assert [event.request_id for event in events] == [kept]
+    assert [event.request_id for event in session_events(events)] == [kept]
     assert doomed not in h.scheduler.requests
     assert list(h.schedule().forget_request_ids) == [doomed]
 
