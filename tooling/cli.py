@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import os
 import secrets
-import shlex
 import signal
 import sys
 import tempfile
@@ -16,46 +15,10 @@ from pathlib import Path
 
 from tooling import demo
 from tooling.launcher import EXECUTOR_TOKEN_ENV, LaunchError
+from tooling.stack_spec import StackSpec, add_stack_flags, stack_from_flags
 from tooling.supervisor import Supervised, SupervisionConfig
 
-
-def stack_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """The executor and scheduler command lines for the stack flags of add_stack_flags."""
-    executor = ["--model", args.model, "--device", args.device, "--block-size", str(args.block_size)]
-    if args.num_device_blocks:
-        executor += ["--num-device-blocks", str(args.num_device_blocks)]
-    if args.num_host_blocks is not None:
-        executor += ["--num-host-blocks", str(args.num_host_blocks)]
-    scheduler = ["--policy", args.policy, "--max-batched-tokens", str(args.max_batched_tokens)]
-    return executor + shlex.split(args.executor_args), scheduler + shlex.split(args.scheduler_args)
-
-
 SIGNAL_POLL_S = 0.2  # how often `serve` looks for Ctrl-C or SIGTERM
-
-
-def add_stack_flags(
-    p: argparse.ArgumentParser | argparse._ArgumentGroup, default_model: str = "default"
-) -> None:
-    """The stack's flags; default_model: "default" (the real chat model) for serving, "tiny" (the
-    fast random one) where the load matters more than the words (load generator, fidelity)."""
-    p.add_argument(
-        "--model",
-        default=default_model,
-        help="'default' (SmolLM2-135M-Instruct), 'tiny' (random weights) or a Hugging Face-format directory",
-    )
-    p.add_argument("--device", default="auto", help="executor device: auto | cpu | cuda")
-    p.add_argument(
-        "--policy", default="infercept", help="scheduling policy (infercept-scheduler --help lists them)"
-    )
-    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
-    p.add_argument("--num-device-blocks", type=int, help="device KV blocks (default: the executor's)")
-    p.add_argument("--num-host-blocks", type=int, help="host KV blocks (default: the executor's)")
-    p.add_argument("--max-batched-tokens", type=int, default=512, help="token budget per iteration")
-    p.add_argument("--executor-args", default="", help="more flags for infercept-executor, one string")
-    p.add_argument("--scheduler-args", default="", help="more flags for infercept-scheduler, one string")
-    p.add_argument(
-        "--log-dir", type=Path, help="where the two services write their logs (default: a temp dir)"
-    )
 
 
 def add_security_flags(p: argparse.ArgumentParser) -> None:
@@ -90,7 +53,8 @@ def security_args(args: argparse.Namespace) -> tuple[list[str], bytes | None]:
 
 def serve(args: argparse.Namespace) -> int:
     """Start both services and keep them alive (supervisor.py) until Ctrl-C or SIGTERM."""
-    executor_args, scheduler_args = stack_args(args)
+    stack = stack_from_flags(args)
+    executor_args, scheduler_args = stack.executor_argv(), stack.scheduler_argv()
     try:
         secured_args, root_certificates = security_args(args)
     except (ValueError, OSError) as error:
@@ -98,7 +62,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     scheduler_args += secured_args
     host = args.listen.rsplit(":", 1)[0]
-    logs = Path(args.log_dir or tempfile.mkdtemp(prefix="infercept-"))
+    logs = Path(stack.log_dir or tempfile.mkdtemp(prefix="infercept-"))
     logs.mkdir(parents=True, exist_ok=True)
     config = SupervisionConfig(
         check_interval_s=args.health_interval,
@@ -210,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         default=supervision.max_backoff_s,
         help="the longest wait, seconds, before restarting a service that keeps dying",
     )
-    add_stack_flags(serve_parser)
+    add_stack_flags(serve_parser, StackSpec())
     add_security_flags(serve_parser)
     serve_parser.set_defaults(run=serve)
     demo_parser = commands.add_parser(
@@ -219,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     demo.add_flags(demo_parser)
-    demo_parser.set_defaults(run=demo.run)
+    demo_parser.set_defaults(run=lambda args: demo.run(args.policy, args.device))
     args = parser.parse_args(argv)
     code: int = args.run(args)
     return code
