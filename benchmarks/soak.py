@@ -151,9 +151,9 @@ def _service_pids() -> dict[str, int]:
 
 def _fmt(values: Sequence[float], scale: float = 1.0) -> str:
     d = distribution([v * scale for v in values])
-    if d["p50"] is None:
+    if d.p50 is None or d.p90 is None or d.p99 is None:
         return "-"
-    return f"{d['p50']:.3g}/{d['p90']:.3g}/{d['p99']:.3g}"
+    return f"{d.p50:.3g}/{d.p90:.3g}/{d.p99:.3g}"
 
 
 def report_line(label: str, outcomes: Sequence[Outcome], pids: dict[str, int], interval_s: float) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import secrets
-import shlex
 import signal
 import sys
 import tempfile
@@ -16,46 +16,10 @@ from pathlib import Path
 
 from tooling import demo
 from tooling.launcher import EXECUTOR_TOKEN_ENV, LaunchError
+from tooling.stack_spec import StackSpec, add_stack_flags, stack_from_flags
 from tooling.supervisor import Supervised, SupervisionConfig
 
-
-def stack_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """The executor and scheduler command lines for the stack flags of add_stack_flags."""
-    executor = ["--model", args.model, "--device", args.device, "--block-size", str(args.block_size)]
-    if args.num_device_blocks:
-        executor += ["--num-device-blocks", str(args.num_device_blocks)]
-    if args.num_host_blocks is not None:
-        executor += ["--num-host-blocks", str(args.num_host_blocks)]
-    scheduler = ["--policy", args.policy, "--max-batched-tokens", str(args.max_batched_tokens)]
-    return executor + shlex.split(args.executor_args), scheduler + shlex.split(args.scheduler_args)
-
-
 SIGNAL_POLL_S = 0.2  # how often `serve` looks for Ctrl-C or SIGTERM
-
-
-def add_stack_flags(
-    p: argparse.ArgumentParser | argparse._ArgumentGroup, default_model: str = "default"
-) -> None:
-    """The stack's flags; default_model: "default" (the real chat model) for serving, "tiny" (the
-    fast random one) where the load matters more than the words (load generator, fidelity)."""
-    p.add_argument(
-        "--model",
-        default=default_model,
-        help="'default' (SmolLM2-135M-Instruct), 'tiny' (random weights) or a Hugging Face-format directory",
-    )
-    p.add_argument("--device", default="auto", help="executor device: auto | cpu | cuda")
-    p.add_argument(
-        "--policy", default="infercept", help="scheduling policy (infercept-scheduler --help lists them)"
-    )
-    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
-    p.add_argument("--num-device-blocks", type=int, help="device KV blocks (default: the executor's)")
-    p.add_argument("--num-host-blocks", type=int, help="host KV blocks (default: the executor's)")
-    p.add_argument("--max-batched-tokens", type=int, default=512, help="token budget per iteration")
-    p.add_argument("--executor-args", default="", help="more flags for infercept-executor, one string")
-    p.add_argument("--scheduler-args", default="", help="more flags for infercept-scheduler, one string")
-    p.add_argument(
-        "--log-dir", type=Path, help="where the two services write their logs (default: a temp dir)"
-    )
 
 
 def add_security_flags(p: argparse.ArgumentParser) -> None:
@@ -73,39 +37,70 @@ def add_security_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def security_args(args: argparse.Namespace) -> tuple[list[str], bytes | None]:
-    """The scheduler flags for add_security_flags, and the CA for the health probe. Raises
-    ValueError for an incomplete TLS combination, OSError for an unreadable CA."""
-    scheduler: list[str] = []
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key and args.tls_ca):
-            raise ValueError("--tls-cert, --tls-key and --tls-ca go together")
-        scheduler += ["--tls-cert", args.tls_cert, "--tls-key", args.tls_key]
-    if args.auth_token_file:
-        scheduler += ["--auth-token-file", args.auth_token_file]
-    if args.metrics_port:
-        scheduler += ["--metrics-port", str(args.metrics_port)]
-    return scheduler, Path(args.tls_ca).read_bytes() if args.tls_cert else None
+@dataclasses.dataclass(frozen=True)
+class PublicPortSecurity:
+    """`serve`'s TLS, token and metrics settings of the public port (add_security_flags)."""
+
+    tls_cert: str = ""  # PEM certificate chain; "": plaintext
+    tls_key: str = ""
+    tls_ca: str = ""  # the CA that signed tls_cert: the start-up health probe trusts it
+    auth_token_file: str = ""  # client tokens; "": no token required
+    metrics_port: int = 0  # the scheduler's Prometheus metrics on 127.0.0.1; 0: off
+
+    def scheduler_argv(self) -> list[str]:
+        """The scheduler's flags. Raises ValueError for an incomplete TLS combination."""
+        argv: list[str] = []
+        if self.tls_cert or self.tls_key:
+            if not (self.tls_cert and self.tls_key and self.tls_ca):
+                raise ValueError("--tls-cert, --tls-key and --tls-ca go together")
+            argv += ["--tls-cert", self.tls_cert, "--tls-key", self.tls_key]
+        if self.auth_token_file:
+            argv += ["--auth-token-file", self.auth_token_file]
+        if self.metrics_port:
+            argv += ["--metrics-port", str(self.metrics_port)]
+        return argv
+
+    def probe_root_certificates(self) -> bytes | None:
+        """The CA the health probe trusts (None: plaintext). Raises OSError for an unreadable CA."""
+        return Path(self.tls_ca).read_bytes() if self.tls_cert else None
 
 
-def serve(args: argparse.Namespace) -> int:
+def security_from_flags(args: argparse.Namespace) -> PublicPortSecurity:
+    return PublicPortSecurity(
+        tls_cert=args.tls_cert or "",
+        tls_key=args.tls_key or "",
+        tls_ca=args.tls_ca or "",
+        auth_token_file=args.auth_token_file or "",
+        metrics_port=args.metrics_port,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeSpec:
+    """What `infercept serve` runs."""
+
+    stack: StackSpec
+    security: PublicPortSecurity
+    supervision: SupervisionConfig
+    listen: str = "127.0.0.1:50051"  # the scheduler's public host:port
+    executor_port: int = 0  # 0: a free one, kept on restarts
+    gateway_listen: str = ""  # also start the HTTP gateway on this host:port; "": no gateway
+
+
+def serve(spec: ServeSpec) -> int:
     """Start both services and keep them alive (supervisor.py) until Ctrl-C or SIGTERM."""
-    executor_args, scheduler_args = stack_args(args)
+    stack, config = spec.stack, spec.supervision
+    executor_args, scheduler_args = stack.executor_argv(), stack.scheduler_argv()
     try:
-        secured_args, root_certificates = security_args(args)
+        secured_args = spec.security.scheduler_argv()
+        root_certificates = spec.security.probe_root_certificates()
     except (ValueError, OSError) as error:
         print(f"infercept serve: {error}", file=sys.stderr)
         return 2
     scheduler_args += secured_args
-    host = args.listen.rsplit(":", 1)[0]
-    logs = Path(args.log_dir or tempfile.mkdtemp(prefix="infercept-"))
+    host = spec.listen.rsplit(":", 1)[0]
+    logs = Path(stack.log_dir or tempfile.mkdtemp(prefix="infercept-"))
     logs.mkdir(parents=True, exist_ok=True)
-    config = SupervisionConfig(
-        check_interval_s=args.health_interval,
-        probe_timeout_s=args.health_timeout,
-        max_missed_checks=args.max_missed_checks,
-        max_backoff_s=args.max_restart_backoff,
-    )
     # One random internal token for this stack (kept across restarts): nothing else can drive
     # the executor.
     env = {EXECUTOR_TOKEN_ENV: os.environ.get(EXECUTOR_TOKEN_ENV) or secrets.token_urlsafe(32)}
@@ -114,15 +109,15 @@ def serve(args: argparse.Namespace) -> int:
     # command run in the background of a script), which would otherwise leave it running.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    # The executor's port is chosen once (args.executor_port, or any free one at the first
+    # The executor's port is chosen once (spec.executor_port, or any free one at the first
     # start): a restarted executor comes back where the scheduler looks for it.
-    executor = Supervised("executor", f"{host}:{args.executor_port}", executor_args, logs, config, env=env)
+    executor = Supervised("executor", f"{host}:{spec.executor_port}", executor_args, logs, config, env=env)
     services = [executor]
     try:
         executor.start()
         scheduler = Supervised(
             "scheduler",
-            args.listen,
+            spec.listen,
             ["--executor", executor.address, *scheduler_args],
             logs,
             config,
@@ -131,7 +126,7 @@ def serve(args: argparse.Namespace) -> int:
         )
         services.append(scheduler)
         scheduler.start()
-        with _gateway(args, scheduler.address, logs) as gateway_url:
+        with _gateway(spec, scheduler.address, logs) as gateway_url:
             print(f"InferCept serving on {scheduler.address} (executor {executor.address}, logs {logs})")
             if gateway_url:
                 print(f"OpenAI-compatible gateway on {gateway_url}/v1")
@@ -155,20 +150,37 @@ def serve(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _gateway(args: argparse.Namespace, scheduler_address: str, log_dir: Path) -> Iterator[str]:
+def _gateway(spec: ServeSpec, scheduler_address: str, log_dir: Path) -> Iterator[str]:
     """The HTTP gateway as a third child when asked (`--gateway-listen`); yields its URL or "".
     It presents the first token of --auth-token-file and trusts --tls-ca, as the health probe."""
-    if not args.gateway_listen:
+    if not spec.gateway_listen:
         yield ""
         return
     from gateway.process import run_gateway  # the gateway's package, only when asked for
 
-    token_file = args.auth_token_file or None
-    ca_path = args.tls_ca if args.tls_cert else None
+    security = spec.security
+    token_file = security.auth_token_file or None
+    ca_path = security.tls_ca if security.tls_cert else None
     with run_gateway(
-        args.gateway_listen, scheduler_address, log_dir, token_file=token_file, ca_path=ca_path
+        spec.gateway_listen, scheduler_address, log_dir, token_file=token_file, ca_path=ca_path
     ) as url:
         yield url
+
+
+def serve_from_flags(args: argparse.Namespace) -> ServeSpec:
+    return ServeSpec(
+        stack=stack_from_flags(args),
+        security=security_from_flags(args),
+        supervision=SupervisionConfig(
+            check_interval_s=args.health_interval,
+            probe_timeout_s=args.health_timeout,
+            max_missed_checks=args.max_missed_checks,
+            max_backoff_s=args.max_restart_backoff,
+        ),
+        listen=args.listen,
+        executor_port=args.executor_port,
+        gateway_listen=args.gateway_listen,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,16 +222,16 @@ def main(argv: list[str] | None = None) -> int:
         default=supervision.max_backoff_s,
         help="the longest wait, seconds, before restarting a service that keeps dying",
     )
-    add_stack_flags(serve_parser)
+    add_stack_flags(serve_parser, StackSpec())
     add_security_flags(serve_parser)
-    serve_parser.set_defaults(run=serve)
+    serve_parser.set_defaults(run=lambda args: serve(serve_from_flags(args)))
     demo_parser = commands.add_parser(
         "demo",
         help="start the stack, run augmented requests with real Python tools, print the transcript, stop",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     demo.add_flags(demo_parser)
-    demo_parser.set_defaults(run=demo.run)
+    demo_parser.set_defaults(run=lambda args: demo.run(args.policy, args.device))
     args = parser.parse_args(argv)
     code: int = args.run(args)
     return code

@@ -134,11 +134,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="executor device: auto | cpu | cuda")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Start the stack, run the tasks, print the transcript, stop the stack."""
-    print(f"Starting the executor (tiny random model) and the scheduler (policy {args.policy}) ...")
-    executor_args = ["--model", "tiny", "--device", args.device, "--num-device-blocks", "256"]
-    with launch(executor_args, ["--policy", args.policy]) as stack, Client(stack.scheduler_address) as client:
+def run(policy: str, device: str) -> int:
+    """Start the stack (`policy`, the executor on `device`), run the tasks, print the transcript,
+    stop the stack."""
+    print(f"Starting the executor (tiny random model) and the scheduler (policy {policy}) ...")
+    executor_args = ["--model", "tiny", "--device", device, "--num-device-blocks", "256"]
+    with launch(executor_args, ["--policy", policy]) as stack, Client(stack.scheduler_address) as client:
         info = client.server_info()
         print(
             f"Serving {info.model!r} on {info.device} ({info.num_device_blocks} device + {info.num_host_blocks} "

@@ -40,6 +40,9 @@ from scheduler_svc.policies.spec import PolicySpec, parse_policy_spec
 from svc_common.logs import configure_logging
 from tooling import simulate as sim_main
 from tooling.loadgen.trace_replay import TRACE_WORKLOAD
+from tooling.loadgen.workload_spec import WorkloadSpec
+from tooling.run_record import RunRecord
+from tooling.simulate import SimSpec
 
 SLO_S_PER_TOKEN = 0.2
 OFF_CHART_S_PER_TOKEN = 0.5  # the paper's axis ends at 500 ms/token
@@ -126,25 +129,23 @@ def parse_args(argv: Sequence[str] | None = None) -> FigureArgs:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("warning")
-    sim_args = sim_main.parse_args(
-        [
-            *("--workload", TRACE_WORKLOAD, "--profile", args.profile, "--seed", str(args.seed)),
-            *("--duration", str(args.duration_s), "--warmup", "0", "--jobs", str(args.jobs)),
-            *("--rates", ",".join(f"{r:g}" for r in args.rates), "--policies", ",".join(args.policies)),
-        ]
+    workload = dataclasses.replace(
+        sim_main.DEFAULT_WORKLOAD, workload=TRACE_WORKLOAD, duration_s=args.duration_s, seed=args.seed
     )
+    sim = sim_main.SimSpec(profile=args.profile)
     began = time.perf_counter()
     try:
         specs = [parse_policy_spec(text) for text in args.policies]
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        records, skipped = climb_rates(sim_args, specs, sorted(args.rates), args.jobs, args.out)
+        records, skipped = climb_rates(workload, sim, specs, sorted(args.rates), args.jobs, args.out)
     except (OSError, ValueError) as error:
         print(f"paper-figure: {error}", file=sys.stderr)
         return 2
     summary = summarize_figure(records)
     summary["skipped_rates_off_chart"] = skipped
     summary["wall_s"] = round(time.perf_counter() - began, 1)
-    args.out.write_text(json.dumps({"summary": summary, "records": records}, indent=2) + "\n")
+    written = [record.to_json() for record in records]
+    args.out.write_text(json.dumps({"summary": summary, "records": written}, indent=2) + "\n")
     plot_figure(records, args.plot)
     print(format_summary(summary))
     print(f"\nresults: {args.out}\nplot: {args.plot}")
@@ -152,34 +153,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def climb_rates(
-    sim_args: argparse.Namespace, specs: list[PolicySpec], rates: list[float], jobs: int, out: Path
-) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+    workload: WorkloadSpec, sim: SimSpec, specs: list[PolicySpec], rates: list[float], jobs: int, out: Path
+) -> tuple[list[RunRecord], dict[str, list[float]]]:
     """Every policy at every rate in ascending order until one is off the chart; up to `jobs`
     simulations at once, each in its own (spawned) process. Returns the records (by policy, then
     rate) and the rates skipped per policy. The records so far are written to `out` as they come."""
-    done: dict[tuple[int, int], dict[str, Any]] = {}
+    done: dict[tuple[int, int], RunRecord] = {}
     skipped: dict[str, list[float]] = {}
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max(jobs, 1), mp_context=context) as pool:
         running = {
-            pool.submit(sim_main.run_spec, sim_args, rates[0], spec): (i, 0) for i, spec in enumerate(specs)
+            pool.submit(sim_main.run_spec, workload.at_rate(rates[0]), sim, spec): (i, 0)
+            for i, spec in enumerate(specs)
         }
         while running:
             finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in finished:
                 policy_index, rate_index = running.pop(future)
                 record = done[(policy_index, rate_index)] = future.result()
-                mean = record["normalized_latency_s_per_token"]["mean"]
+                mean = record.mean_latency_s_per_token
                 off_chart = mean is None or mean > OFF_CHART_S_PER_TOKEN
                 if rate_index + 1 < len(rates) and not off_chart:
                     spec = specs[policy_index]
-                    running[pool.submit(sim_main.run_spec, sim_args, rates[rate_index + 1], spec)] = (
+                    next_workload = workload.at_rate(rates[rate_index + 1])
+                    running[pool.submit(sim_main.run_spec, next_workload, sim, spec)] = (
                         policy_index,
                         rate_index + 1,
                     )
                 elif off_chart:
                     skipped[specs[policy_index].label] = rates[rate_index + 1 :]
-            records = [done[key] for key in sorted(done)]
+            records = [done[key].to_json() for key in sorted(done)]
             out.write_text(json.dumps({"records": records}, indent=2) + "\n")
     return [done[key] for key in sorted(done)], skipped
 
@@ -203,14 +206,14 @@ def colour(label: str) -> str:
     return POLICY_COLOURS.get(base_policy(label), SPARE_COLOUR)
 
 
-def latency_curve(records: Sequence[dict[str, Any]], label: str) -> list[tuple[float, float]]:
+def latency_curve(records: Sequence[RunRecord], label: str) -> list[tuple[float, float]]:
     """(rate, mean normalized latency s/token) of one policy, by rate; rates without a value
     (nothing measured) are left out."""
     points = []
     for record in records:
-        mean = record["normalized_latency_s_per_token"]["mean"]
-        if record["policy"] == label and mean is not None:
-            points.append((float(record["rate"]), float(mean)))
+        mean = record.mean_latency_s_per_token
+        if record.policy == label and mean is not None:
+            points.append((record.rate, mean))
     return sorted(points)
 
 
@@ -229,11 +232,11 @@ def max_sustainable_rate(points: Sequence[tuple[float, float]], slo: float) -> t
     return (previous[0], True) if previous else (None, False)
 
 
-def summarize_figure(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def summarize_figure(records: Sequence[RunRecord]) -> dict[str, Any]:
     """Per policy: our max sustainable rate (and whether it is a lower bound), the paper's, both
     as fractions of ideal's, our latency at 1.0 req/s against the paper's; vLLM's recompute
     shares; and issue 12's done-when checks."""
-    labels = list(dict.fromkeys(r["policy"] for r in records))
+    labels = list(dict.fromkeys(r.policy for r in records))
     rates = {label: max_sustainable_rate(latency_curve(records, label), SLO_S_PER_TOKEN) for label in labels}
     ideal_rate = next((rates[label][0] for label in labels if base_policy(label) == "ideal"), None)
     policies: dict[str, Any] = {}
@@ -259,16 +262,16 @@ def summarize_figure(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _vllm_recompute(records: Sequence[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
+def _vllm_recompute(records: Sequence[RunRecord], labels: list[str]) -> dict[str, Any]:
     """vLLM's recompute shares (of forward tokens and of forward time) at every rate."""
     label = next((label for label in labels if base_policy(label) == "vllm"), None)
     by_rate = {
-        f"{r['rate']:g}": {
-            "of_tokens": r["server"]["recompute_share"],
-            "of_forward_time": r["server"]["recompute_time_share"],
+        f"{r.rate:g}": {
+            "of_tokens": r.server.recompute_share,
+            "of_forward_time": r.server.recompute_time_share,
         }
         for r in records
-        if r["policy"] == label
+        if r.policy == label
     }
     return {"policy": label, "paper_of_forward_time": list(PAPER_RECOMPUTE_TIME_SHARE), "by_rate": by_rate}
 
@@ -355,7 +358,7 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def plot_figure(records: Sequence[dict[str, Any]], path: Path) -> None:
+def plot_figure(records: Sequence[RunRecord], path: Path) -> None:
     """Mean normalized latency (ms/token) against rate: ours as lines, the paper's as markers of
     the same colour; the axis stops at 500 ms/token like the paper's ("off the chart" above)."""
     import matplotlib
@@ -364,7 +367,7 @@ def plot_figure(records: Sequence[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7.2, 4.8), dpi=120)
-    labels = list(dict.fromkeys(r["policy"] for r in records))
+    labels = list(dict.fromkeys(r.policy for r in records))
     for label in labels:
         points = latency_curve(records, label)
         axes.plot(

@@ -18,9 +18,8 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import grpc
 
@@ -32,14 +31,19 @@ from scheduler_svc.policies.spec import PolicySpec, parse_policy_spec
 from scheduler_svc.sim.cost_profile import CostProfile
 from scheduler_svc.sim.driver import SimulationResult, simulate
 from scheduler_svc.sim.profiles import PROFILES, load_profile
-from scheduler_svc.sim.request_plan import RequestPlan
 from svc_common.logs import configure_logging
 from tooling.harness.executor_profile import fetch_profile
-from tooling.loadgen.main import add_statistics_flag, make_plans
-from tooling.loadgen.metrics import results_record, server_delta, summarize
-from tooling.loadgen.report import DEFAULT_SLO_S_PER_TOKEN, plot_latency, sweep_table
+from tooling.loadgen.metrics import run_record
+from tooling.loadgen.report import DEFAULT_SLO_S_PER_TOKEN, print_sweep
 from tooling.loadgen.trace_replay import TRACE_WORKLOAD
-from tooling.loadgen.workloads import WORKLOADS
+from tooling.loadgen.workload_spec import (
+    WorkloadSpec,
+    add_workload_flags,
+    parse_rates,
+    plans_for,
+    workload_from_flags,
+)
+from tooling.run_record import RunRecord
 
 # What the simulator does differently from the load generator's requests.
 SIM_ASSUMPTIONS = {
@@ -50,7 +54,37 @@ SIM_ASSUMPTIONS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+# The paper's harness counts requests unfinished at the window's end; the authors' trace replayed.
+DEFAULT_WORKLOAD = WorkloadSpec(workload=TRACE_WORKLOAD, count_unfinished=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class SimSpec:
+    """The simulated device and the scheduler's settings (the policy comes with each run)."""
+
+    profile: str = "a100-40gb-gptj6b"  # a named profile (PROFILES) or a profile .json
+    num_device_blocks: int | None = None  # None: the profile's
+    num_host_blocks: int | None = None  # None: the profile's for the policy
+    overlap_swaps: bool = False  # hide swap time under the iteration's forward time
+    estimator: str = "history"  # infercept's duration estimator, unless a policy spec says
+    max_batched_tokens: int | None = None  # None: the profile's saturation point S
+    max_num_seqs: int = 256
+    prefill_token_budget: int | None = None  # None: vLLM 0.2's max(max model length, 2048)
+    max_live_requests: int = 4096
+    max_queue_wait_s: float = 0.0  # 0: admission control off, as in the paper's experiment
+
+    def scheduler_config(self, profile: CostProfile) -> SchedulerConfig:
+        """The scheduler's configuration on `profile` (before a policy spec applies)."""
+        return SchedulerConfig(
+            max_batched_tokens=self.max_batched_tokens or profile.saturation_tokens,
+            max_num_seqs=self.max_num_seqs,
+            max_live_requests=self.max_live_requests,
+            max_queue_wait_s=self.max_queue_wait_s,
+            prefill_token_budget=self.prefill_token_budget or max(profile.max_model_len, 2048),
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="infercept-sim",
         description="Simulate the InferCept scheduler under an augmented-LLM workload on a virtual "
@@ -58,33 +92,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         'writes the load generator\'s results JSON with tool "sim".',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "--workload",
-        default=TRACE_WORKLOAD,
-        help=f"{TRACE_WORKLOAD} (the authors' trace, replayed as their harness does), one of "
-        f"{', '.join(WORKLOADS)} (drawn), or a trace .json file (replayed like {TRACE_WORKLOAD})",
-    )
-    add_statistics_flag(p)
-    p.add_argument("--rate", type=float, default=1.0, help="arrival rate, requests/s (Poisson)")
-    p.add_argument("--duration", type=float, default=60.0, help="measurement window, virtual s")
-    p.add_argument(
-        "--count-unfinished",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="count requests unfinished at the window's end in the latency, with the output they "
-        "had (the paper's harness does)",
-    )
-    p.add_argument("--warmup", type=float, default=0.0, help="arrivals before the window, s (not measured)")
-    p.add_argument("--seed", type=int, default=0, help="seeds arrivals and requests (>= 0)")
+    add_workload_flags(p, DEFAULT_WORKLOAD)
     p.add_argument("--out", type=Path, default=Path("results.json"), help="where the results JSON goes")
-    p.add_argument("--max-model-len", type=int, help="longest context (default: the profile's)")
-    p.add_argument(
-        "--duration-scale",
-        type=float,
-        default=1.0,
-        help="multiply every drawn tool-call duration (1: the paper's Table 1)",
-    )
-    p.add_argument("--profile", default="a100-40gb-gptj6b", help=f"{', '.join(PROFILES)}, or a profile .json")
+    defaults = SimSpec()
+    p.add_argument("--profile", default=defaults.profile, help=f"{', '.join(PROFILES)}, or a profile .json")
     p.add_argument("--num-device-blocks", type=int, help="device KV pool (default: the profile's)")
     p.add_argument(
         "--num-host-blocks", type=int, help="host swap pool (default: the profile's for the policy)"
@@ -102,23 +113,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "or vllm/prefill-first (vLLM 0.2's iteration structure)",
     )
     p.add_argument(
-        "--estimator", default="history", help="infercept's duration estimator (oracle, elapsed, history)"
+        "--estimator",
+        default=defaults.estimator,
+        help="infercept's duration estimator (oracle, elapsed, history)",
     )
     p.add_argument(
         "--max-batched-tokens", type=int, help="token budget of an iteration (default: the profile's S)"
     )
-    p.add_argument("--max-num-seqs", type=int, default=256, help="most requests in one iteration")
+    p.add_argument(
+        "--max-num-seqs", type=int, default=defaults.max_num_seqs, help="most requests in one iteration"
+    )
     p.add_argument(
         "--prefill-token-budget",
         type=int,
         help="tokens of a prefill iteration under /prefill-first (default: vLLM 0.2's "
         "max(max model length, 2048))",
     )
-    p.add_argument("--max-live-requests", type=int, default=4096, help="more are refused")
+    p.add_argument(
+        "--max-live-requests", type=int, default=defaults.max_live_requests, help="more are refused"
+    )
     p.add_argument(
         "--max-queue-wait-s",
         type=float,
-        default=0.0,
+        default=defaults.max_queue_wait_s,
         help="admission control as in the server: refuse when the queue's expected wait exceeds this; "
         "0 (default): off, as in the paper's experiment",
     )
@@ -138,132 +155,116 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     measured.add_argument("--executor", default="127.0.0.1:50061", help="the executor, HOST:PORT")
     measured.add_argument("--refresh-profile", action="store_true", help="have the executor measure again")
-    return p.parse_args(argv)
+    return p
+
+
+def sim_from_flags(args: argparse.Namespace) -> SimSpec:
+    return SimSpec(
+        profile=args.profile,
+        num_device_blocks=args.num_device_blocks,
+        num_host_blocks=args.num_host_blocks,
+        overlap_swaps=args.overlap_swaps,
+        estimator=args.estimator,
+        max_batched_tokens=args.max_batched_tokens,
+        max_num_seqs=args.max_num_seqs,
+        prefill_token_budget=args.prefill_token_budget,
+        max_live_requests=args.max_live_requests,
+        max_queue_wait_s=args.max_queue_wait_s,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     configure_logging("warning")
     if args.save_profile:
         return save_profile(args.executor, args.save_profile, args.refresh_profile)
+    workload, sim = workload_from_flags(args), sim_from_flags(args)
     is_sweep = bool(args.rates or args.policies)
-    records: list[dict[str, Any]] = []
+    records: list[RunRecord] = []
     try:
+        rates = parse_rates(args.rates, workload.rate)
+        specs = [parse_policy_spec(p, sim.estimator) for p in (args.policies or args.policy).split(",")]
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        for records in iter_records(args):
+        for records in iter_records(workload, sim, rates, specs, args.jobs):
             # Rewritten after every run, so that a long sweep cut short keeps what it measured.
-            args.out.write_text(json.dumps(records if is_sweep else records[0], indent=2) + "\n")
+            written = [r.to_json() for r in records]
+            args.out.write_text(json.dumps(written if is_sweep else written[0], indent=2) + "\n")
     except (OSError, ValueError) as error:
         print(f"infercept-sim: {error}", file=sys.stderr)
         return 2
-    print(sweep_table(records, args.slo))
-    print(f"\nresults: {args.out}")
-    if args.plot:
-        plot_latency(records, args.plot, args.slo)
-        print(f"plot: {args.plot}")
+    print_sweep(records, args.out, args.slo, args.plot)
     return 0
 
 
-def iter_records(args: argparse.Namespace) -> Iterator[list[dict[str, Any]]]:
-    """The results records of every (rate, policy) so far, in sweep order, after each run ends;
-    up to --jobs runs at once, each in its own process. Raises ValueError for a bad argument,
-    OSError for an unreadable profile or trace."""
-    rates = [float(x) for x in args.rates.split(",")] if args.rates else [args.rate]
-    specs = [parse_policy_spec(p, args.estimator) for p in (args.policies or args.policy).split(",")]
-    if any(rate <= 0 for rate in rates) or args.duration <= 0 or args.warmup < 0 or args.seed < 0:
-        raise ValueError("rates and --duration must be > 0, --warmup and --seed >= 0")
-    if args.jobs < 1:
+def iter_records(
+    workload: WorkloadSpec, sim: SimSpec, rates: Sequence[float], specs: Sequence[PolicySpec], jobs: int
+) -> Iterator[list[RunRecord]]:
+    """The records of every (rate, policy) so far, in sweep order, after each run ends; up to
+    `jobs` runs at once, each in its own process. Raises ValueError for a bad argument, OSError
+    for an unreadable profile or trace."""
+    for rate in rates:
+        workload.at_rate(rate).validate()
+    if jobs < 1:
         raise ValueError("--jobs must be >= 1")
-    _profile(args)  # fail early on a bad profile
+    load_sim_profile(sim, workload.max_model_len)  # fail early on a bad profile
     runs = [(rate, spec) for rate in rates for spec in specs]
-    done: dict[int, dict[str, Any]] = {}
-    if args.jobs == 1 or len(runs) == 1:
+    done: dict[int, RunRecord] = {}
+    if jobs == 1 or len(runs) == 1:
         for index, (rate, spec) in enumerate(runs):
-            done[index] = run_spec(args, rate, spec)
+            done[index] = run_spec(workload.at_rate(rate), sim, spec)
             yield [done[i] for i in sorted(done)]
         return
     # Spawned, not forked: a clean interpreter per worker. The runs share nothing but arguments.
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(min(args.jobs, len(runs)), mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(min(jobs, len(runs)), mp_context=context) as pool:
         # Highest rates first: they run longest, so the pool ends with short runs, not one long one.
         order = sorted(range(len(runs)), key=lambda i: -runs[i][0])
-        futures = {pool.submit(run_spec, args, *runs[i]): i for i in order}
+        futures = {pool.submit(run_spec, workload.at_rate(runs[i][0]), sim, runs[i][1]): i for i in order}
         for future in concurrent.futures.as_completed(futures):
             done[futures[future]] = future.result()
             yield [done[i] for i in sorted(done)]
 
 
-def run_spec(args: argparse.Namespace, rate: float, spec: PolicySpec) -> dict[str, Any]:
-    """Simulate `spec` at `rate` (plans drawn from the seed, so every policy of a rate gets the
-    same requests) and return its results record, labelled with the spec."""
+def run_spec(workload: WorkloadSpec, sim: SimSpec, spec: PolicySpec) -> RunRecord:
+    """Simulate `spec` under `workload` (plans drawn from the seed, so every policy of a rate gets
+    the same requests) and return its record, labelled with the spec."""
     configure_logging("warning")  # in a worker process too
-    profile = _profile(args, spec.policy)
-    config = spec.apply(
-        SchedulerConfig(
-            max_batched_tokens=args.max_batched_tokens or profile.saturation_tokens,
-            max_num_seqs=args.max_num_seqs,
-            max_live_requests=args.max_live_requests,
-            max_queue_wait_s=args.max_queue_wait_s,
-            prefill_token_budget=args.prefill_token_budget or max(profile.max_model_len, 2048),
-        )
-    )
-    plans, plan_assumptions = make_plans(_with_rate(args, rate), profile.max_model_len)
-    record = run_one(args, plans, plan_assumptions, rate, profile, config)
-    record["policy"] = spec.label
-    return record
-
-
-def run_one(
-    args: argparse.Namespace,
-    plans: list[RequestPlan],
-    plan_assumptions: dict[str, Any],
-    rate: float,
-    profile: CostProfile,
-    config: SchedulerConfig,
-) -> dict[str, Any]:
-    """Simulate one (policy, rate) and return its results record."""
+    profile = load_sim_profile(sim, workload.max_model_len, spec.policy)
+    config = spec.apply(sim.scheduler_config(profile))
+    plans, plan_assumptions = plans_for(workload, profile.max_model_len)
     began = time.perf_counter()
-    result = simulate(plans, profile, config, args.warmup, args.duration, args.overlap_swaps)
+    result = simulate(plans, profile, config, workload.warmup_s, workload.duration_s, sim.overlap_swaps)
     wall_s = time.perf_counter() - began
     errors = ", ".join(f"{n} {code}" for code, n in sorted(result.errors.items())) or "none"
     print(
-        f"infercept-sim: {config.policy} at {rate:g}/s: {len(plans)} requests, {result.num_iterations} "
+        f"infercept-sim: {config.policy} at {workload.rate:g}/s: {len(plans)} requests, {result.num_iterations} "
         f"iterations, {result.end_s:.0f} virtual s in {wall_s:.1f} s; failed: {errors}",
         file=sys.stderr,
     )
-    return sim_record(args, result, plan_assumptions, rate, profile, config)
+    record = sim_record(workload, result, plan_assumptions, profile, config, sim.overlap_swaps)
+    return record.labelled(spec.label)
 
 
 def sim_record(
-    args: argparse.Namespace,
+    workload: WorkloadSpec,
     result: SimulationResult,
-    plan_assumptions: dict[str, Any],
-    rate: float,
+    plan_assumptions: Mapping[str, object],
     profile: CostProfile,
     config: SchedulerConfig,
-) -> dict[str, Any]:
-    """The results record of one simulation (args: workload, duration, seed, warmup, overlap_swaps)."""
-    return results_record(
-        tool="sim",
-        policy=config.policy,
-        workload=args.workload,
-        rate=rate,
-        duration_s=args.duration,
-        seed=args.seed,
-        summary=summarize(result.records, window_s=args.duration, count_unfinished=args.count_unfinished),
-        server=server_delta(result.stats_before, result.stats_after),
-        assumptions={
-            **plan_assumptions,
-            **SIM_ASSUMPTIONS,
-            "warmup_s": args.warmup,
-            "profile": profile.to_dict(),
-            "scheduler": dataclasses.asdict(config),
-            "overlap_swaps": args.overlap_swaps,
-            "count_unfinished": args.count_unfinished,
-            "recompute_time_share": "each iteration's forward time split over its tokens by count "
-            "(token-share attribution); ideal's restored tokens cost none",
-        },
-    )
+    overlap_swaps: bool,
+) -> RunRecord:
+    """The record of one simulation of `workload`."""
+    assumptions = {
+        **plan_assumptions,
+        **SIM_ASSUMPTIONS,
+        "profile": profile.to_dict(),
+        "scheduler": dataclasses.asdict(config),
+        "overlap_swaps": overlap_swaps,
+        "recompute_time_share": "each iteration's forward time split over its tokens by count "
+        "(token-share attribution); ideal's restored tokens cost none",
+    }
+    stats = (result.stats_before, result.stats_after)
+    return run_record("sim", config.policy, workload, result.records, stats, assumptions)
 
 
 def save_profile(address: str, path: str, refresh: bool) -> int:
@@ -279,22 +280,20 @@ def save_profile(address: str, path: str, refresh: bool) -> int:
     return 0
 
 
-def _profile(args: argparse.Namespace, policy: str | None = None) -> CostProfile:
-    """The profile of the flags, as the device running `policy` sees it (its host pool), with
-    the flags' overrides."""
-    profile = load_profile(args.profile)
+def load_sim_profile(sim: SimSpec, max_model_len: int | None, policy: str | None = None) -> CostProfile:
+    """The profile of `sim`, as the device running `policy` sees it (its host pool), with the
+    spec's and the workload's overrides."""
+    profile = load_profile(sim.profile)
     if policy is not None:
         profile = profile.for_policy(policy)
-    overrides = {
-        "max_model_len": args.max_model_len,
-        "num_device_blocks": args.num_device_blocks,
-        "num_host_blocks": args.num_host_blocks,
-    }
-    return dataclasses.replace(profile, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def _with_rate(args: argparse.Namespace, rate: float) -> argparse.Namespace:
-    return argparse.Namespace(**{**vars(args), "rate": rate})
+    return dataclasses.replace(
+        profile,
+        max_model_len=profile.max_model_len if max_model_len is None else max_model_len,
+        num_device_blocks=profile.num_device_blocks
+        if sim.num_device_blocks is None
+        else sim.num_device_blocks,
+        num_host_blocks=profile.num_host_blocks if sim.num_host_blocks is None else sim.num_host_blocks,
+    )
 
 
 if __name__ == "__main__":

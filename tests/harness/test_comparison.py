@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from tooling.harness.comparison import (
@@ -12,18 +10,15 @@ from tooling.harness.comparison import (
     outside_tolerance,
     ratio,
 )
+from tooling.run_record import Distribution, RunRecord, ServerDelta, Summary
 
 
-def record(completed_per_s: float, latency_mean: float | None, swap_out: int = 0) -> dict[str, Any]:
-    """The parts of a results record the comparison reads."""
-    latency = {"mean": latency_mean, "p50": latency_mean, "p90": latency_mean, "p99": latency_mean}
-    return {
-        "completed_per_s": completed_per_s,
-        "normalized_latency_s_per_token": latency,
-        "ttft_s": {"mean": 0.05, "p50": 0.05, "p90": 0.05, "p99": 0.05},
-        "output_tokens_per_s": 100.0,
-        "server": {"recompute_share": 0.5, "swap_out_blocks": swap_out, "swap_in_blocks": 0},
-    }
+def record(completed_per_s: float, latency_mean: float | None, swap_out: int = 0) -> RunRecord:
+    """A record whose metrics the comparison reads."""
+    latency = Distribution(latency_mean, latency_mean, latency_mean, latency_mean)
+    summary = Summary(10, 8, completed_per_s, 0, latency, Distribution(0.05, 0.05, 0.05, 0.05), 100.0)
+    server = ServerDelta(100, 50, 0.5, None, swap_out, 0, 0.0)
+    return RunRecord("sim", "vllm", "mixed", 1.0, 10.0, 0, summary, server, {})
 
 
 def test_a_ratio_is_sim_over_real_and_missing_when_it_cannot_be_taken() -> None:

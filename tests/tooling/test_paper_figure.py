@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,15 +17,13 @@ from tooling.paper_figure import (
     plot_figure,
     summarize_figure,
 )
+from tooling.run_record import Distribution, RunRecord, ServerDelta, Summary
 
 
-def record(policy: str, rate: float, latency_s: float, recompute: float = 0.5) -> dict[str, Any]:
-    return {
-        "policy": policy,
-        "rate": rate,
-        "normalized_latency_s_per_token": {"mean": latency_s},
-        "server": {"recompute_share": 0.7, "recompute_time_share": recompute},
-    }
+def record(policy: str, rate: float, latency_s: float, recompute: float = 0.5) -> RunRecord:
+    summary = Summary(10, 10, 1.0, 0, Distribution(mean=latency_s), Distribution(), 1.0)
+    server = ServerDelta(100, 70, 0.7, recompute, 0, 0, 0.0)
+    return RunRecord("sim", policy, "trace", rate, 60.0, 0, summary, server, {})
 
 
 def test_the_max_rate_is_interpolated_where_the_curve_crosses_the_slo() -> None:

@@ -1,6 +1,6 @@
 """Two results records of the same run side by side: the real stack's and the simulator's.
 
-Each metric is read from both records (the load generator's results schema, metrics.py) and
+Each metric is read from both RunRecords (tooling/run_record.py) and
 given the ratio sim / real. The headline metrics are the ones a fidelity check must hold within a
 tolerance: completed requests per second and the mean normalized latency.
 
@@ -13,33 +13,35 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
 
-Record = Mapping[str, Any]
+from tooling.run_record import RunRecord
+
+# {metric key: {"real": value, "sim": value, "ratio": sim / real}}, as the report's JSON holds it.
+Comparison = dict[str, dict[str, float | None]]
 
 
 @dataclasses.dataclass(frozen=True)
 class Metric:
     key: str  # the name in the comparison JSON
     label: str  # the row's name in the table, with its unit
-    read: Callable[[Record], float | None]
+    read: Callable[[RunRecord], float | None]
     is_headline: bool = False
 
 
-def _latency(statistic: str) -> Callable[[Record], float | None]:
-    return lambda record: record["normalized_latency_s_per_token"][statistic]
+def _latency(statistic: str) -> Callable[[RunRecord], float | None]:
+    return lambda record: getattr(record.summary.normalized_latency_s_per_token, statistic)
 
 
 METRICS = (
-    Metric("completed_per_s", "completed requests/s", lambda r: r["completed_per_s"], is_headline=True),
+    Metric("completed_per_s", "completed requests/s", lambda r: r.summary.completed_per_s, is_headline=True),
     Metric("normalized_latency_mean", "normalized latency mean, s/token", _latency("mean"), is_headline=True),
     Metric("normalized_latency_p50", "normalized latency p50, s/token", _latency("p50")),
     Metric("normalized_latency_p90", "normalized latency p90, s/token", _latency("p90")),
-    Metric("ttft_mean", "TTFT mean, s", lambda r: r["ttft_s"]["mean"]),
-    Metric("output_tokens_per_s", "output tokens/s", lambda r: r["output_tokens_per_s"]),
-    Metric("recompute_share", "recompute share of forward tokens", lambda r: r["server"]["recompute_share"]),
-    Metric("swap_out_blocks", "swapped-out blocks", lambda r: r["server"]["swap_out_blocks"]),
-    Metric("swap_in_blocks", "swapped-in blocks", lambda r: r["server"]["swap_in_blocks"]),
+    Metric("ttft_mean", "TTFT mean, s", lambda r: r.summary.ttft_s.mean),
+    Metric("output_tokens_per_s", "output tokens/s", lambda r: r.summary.output_tokens_per_s),
+    Metric("recompute_share", "recompute share of forward tokens", lambda r: r.server.recompute_share),
+    Metric("swap_out_blocks", "swapped-out blocks", lambda r: r.server.swap_out_blocks),
+    Metric("swap_in_blocks", "swapped-in blocks", lambda r: r.server.swap_in_blocks),
 )
 HEADLINE_KEYS = tuple(metric.key for metric in METRICS if metric.is_headline)
 
@@ -54,8 +56,8 @@ def ratio(real: float | None, sim: float | None) -> float | None:
 
 
 def compare(
-    real: Record, sim: Record, extra: Mapping[str, tuple[float, float]] | None = None
-) -> dict[str, dict[str, float | None]]:
+    real: RunRecord, sim: RunRecord, extra: Mapping[str, tuple[float, float]] | None = None
+) -> Comparison:
     """{metric key: {"real", "sim", "ratio"}} for every metric of METRICS, then for the `extra`
     (real, sim) pairs that the records do not carry (say, iteration counts)."""
     pairs = {metric.key: (metric.read(real), metric.read(sim)) for metric in METRICS}

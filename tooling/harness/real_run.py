@@ -11,7 +11,6 @@ The two calibrations, on both sides of the load, split a drift of the machine's 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import json
@@ -22,20 +21,22 @@ from typing import Any
 
 from infercept.async_client import AsyncClient
 from scheduler_svc.sim.cost_profile import CostProfile
-from tooling.cli import stack_args
 from tooling.harness import background_load
 from tooling.harness.calibration import Calibration, CalibrationPlan, Measurement, measure
 from tooling.harness.executor_profile import fetch_profile
 from tooling.harness.step_fit import StepSample
 from tooling.launcher import launch
-from tooling.loadgen import main as loadgen
+from tooling.loadgen.load_run import SERVER_INFO_TIMEOUT_S, Target, run_load
+from tooling.loadgen.workload_spec import WorkloadSpec
+from tooling.run_record import RunRecord
+from tooling.stack_spec import StackSpec
 
 ITERATION_LOG = "iterations.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
 class RealRun:
-    record: dict[str, Any]  # the load generator's results record
+    record: RunRecord  # the load generator's
     profile: CostProfile  # the stack's profile, with the calibration applied unless skipped
     calibration: Calibration | None
     steps: list[StepSample]  # the executor's step of every iteration of the load that computed
@@ -46,24 +47,26 @@ class RealRun:
 
 @dataclasses.dataclass(frozen=True)
 class _Load:
-    record: dict[str, Any]
+    record: RunRecord
     measurements: list[Measurement]
     step_ids: tuple[int, int]  # the load's iterations: after the first, up to the second
     num_iterations: int
 
 
-def run_real(args: argparse.Namespace, calibration_plan: CalibrationPlan | None) -> RealRun:
-    """The real run the fidelity check's flags describe (no calibration if `calibration_plan` is
-    None). Raises LaunchError, InferceptError, grpc.RpcError, OSError, ValueError."""
-    log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="infercept-fidelity-"))
-    executor_args, scheduler_args = stack_args(args)
-    scheduler_args += ["--iteration-log", str(log_dir / ITERATION_LOG)]
+def run_real(
+    stack: StackSpec, workload: WorkloadSpec, calibration_plan: CalibrationPlan | None, refresh_profile: bool
+) -> RealRun:
+    """`workload` on a fresh `stack` (no calibration if `calibration_plan` is None; the executor
+    measures its profile again if `refresh_profile`). Raises LaunchError, InferceptError,
+    grpc.RpcError, OSError, ValueError."""
+    log_dir = Path(stack.log_dir or tempfile.mkdtemp(prefix="infercept-fidelity-"))
+    scheduler_args = [*stack.scheduler_argv(), "--iteration-log", str(log_dir / ITERATION_LOG)]
     cpu_before = background_load.snapshot()
-    with launch(executor_args, scheduler_args, log_dir=log_dir) as stack:
+    with launch(stack.executor_argv(), scheduler_args, log_dir=log_dir) as running:
         profile = fetch_profile(
-            stack.executor_address, refresh=args.refresh_profile, token=stack.executor_token
+            running.executor_address, refresh=refresh_profile, token=running.executor_token
         )
-        load = asyncio.run(_run_load(stack.scheduler_address, args, calibration_plan))
+        load = asyncio.run(_run_load(running.scheduler_address, workload, calibration_plan))
     other_cpu_share = background_load.other_share(cpu_before, background_load.snapshot())
     iterations = read_iteration_log(log_dir / ITERATION_LOG)  # complete once the scheduler stopped
     calibration = Calibration.fit(load.measurements, iterations, profile) if load.measurements else None
@@ -80,12 +83,12 @@ def run_real(args: argparse.Namespace, calibration_plan: CalibrationPlan | None)
     )
 
 
-async def _run_load(address: str, args: argparse.Namespace, plan: CalibrationPlan | None) -> _Load:
+async def _run_load(address: str, workload: WorkloadSpec, plan: CalibrationPlan | None) -> _Load:
     async with AsyncClient(address) as client:
-        info = await client.server_info(timeout_s=loadgen.SERVER_INFO_TIMEOUT_S)
+        info = await client.server_info(timeout_s=SERVER_INFO_TIMEOUT_S)
         measurements = await _calibrate(address, info.vocab_size, plan, "before the load")
         before = await client.server_stats()
-        record = await loadgen.run(loadgen_args(args, address))
+        record = await run_load(Target(address), workload)
         after = await client.server_stats()
         measurements += await _calibrate(address, info.vocab_size, plan, "after the load")
     step_ids = (int(before["last_iteration"]["step_id"]), int(after["last_iteration"]["step_id"]))
@@ -102,19 +105,6 @@ async def _calibrate(
     measurements = await measure(address, vocab_size=vocab_size, plan=plan)
     print(f"calibrated in {time.perf_counter() - began:.1f} s", flush=True)
     return measurements
-
-
-def loadgen_args(args: argparse.Namespace, address: str) -> argparse.Namespace:
-    """The load generator's flags for this run (its own parser, so every default is its own)."""
-    argv = [
-        *("--target", address, "--workload", args.workload, "--rate", str(args.rate)),
-        *("--duration", str(args.duration), "--warmup", str(args.warmup), "--seed", str(args.seed)),
-        *("--duration-scale", str(args.duration_scale), "--max-model-len", str(args.max_model_len)),
-        # The check was calibrated and its agreement measured on Table 1 draws at a short length;
-        # the trace's shapes truncated at 512 tokens would be mostly prompts.
-        *("--statistics", "table1"),
-    ]
-    return loadgen.build_parser().parse_args(argv)
 
 
 def read_iteration_log(path: Path) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
-"""The paper's metrics over RequestRecords, the server-side counters of a window, and the results
-record that the load generator and the simulator both write.
+"""The paper's metrics over RequestRecords and the server-side counters of a window: the parts of
+the RunRecord (tooling/run_record.py) that the load generator and the simulator both write.
 
 Definitions (DESIGN.md §6), over the requests that completed inside the window:
     normalized latency  (finish − arrival − time inside tool calls) / (generated + returned
@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from scheduler_svc.sim.request_plan import RequestRecord
+from tooling.loadgen.workload_spec import WorkloadSpec
+from tooling.run_record import Assumptions, Distribution, RunRecord, ServerDelta, Summary
 
-TOOLS = ("loadgen", "sim")
 # Server counters (GetStats) that count tokens computed by the model, by kind.
 FORWARD_TOKEN_KINDS = ("prompt_tokens", "decode_tokens", "returned_tokens", "recomputed_tokens")
 
@@ -35,18 +36,18 @@ def normalized_latency_s(record: RequestRecord) -> float:
     return (end_s - record.arrival_s - record.tool_time_s) / num_tokens
 
 
-def distribution(values: Sequence[float]) -> dict[str, float | None]:
+def distribution(values: Sequence[float]) -> Distribution:
     """Mean and the 50th, 90th, 99th percentiles (linear interpolation); None when empty."""
     if not values:
-        return {"mean": None, "p50": None, "p90": None, "p99": None}
+        return Distribution()
     array = np.asarray(values, dtype=np.float64)
     p50, p90, p99 = np.percentile(array, [50, 90, 99]).tolist()
-    return {"mean": float(array.mean()), "p50": p50, "p90": p90, "p99": p99}
+    return Distribution(float(array.mean()), p50, p90, p99)
 
 
 def summarize(
     records: Sequence[RequestRecord], *, window_s: float, count_unfinished: bool = False
-) -> dict[str, Any]:
+) -> Summary:
     """Client-side metrics of the requests that arrived in a window of window_s seconds:
     submitted and completed counts, completed_per_s, normalized_latency_s_per_token, ttft_s,
     output_tokens_per_s (see the module docstring). With count_unfinished, the normalized latency
@@ -62,18 +63,18 @@ def summarize(
         *(r for r in records if count_unfinished and r.cut_s is not None and r.generated_tokens),
     ]
     ttfts = [r.first_token_s - r.arrival_s for r in completed if r.first_token_s is not None]
-    return {
-        "submitted": len(records),
-        "completed": len(completed),
-        "completed_per_s": len(completed) / window_s,
-        "unfinished_counted": len(measured) - len(completed),
-        "normalized_latency_s_per_token": distribution([normalized_latency_s(r) for r in measured]),
-        "ttft_s": distribution(ttfts),
-        "output_tokens_per_s": sum(r.generated_tokens for r in completed) / window_s,
-    }
+    return Summary(
+        submitted=len(records),
+        completed=len(completed),
+        completed_per_s=len(completed) / window_s,
+        unfinished_counted=len(measured) - len(completed),
+        normalized_latency_s_per_token=distribution([normalized_latency_s(r) for r in measured]),
+        ttft_s=distribution(ttfts),
+        output_tokens_per_s=sum(r.generated_tokens for r in completed) / window_s,
+    )
 
 
-def server_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+def server_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> ServerDelta:
     """The server's work between two GetStats snapshots (client.server_stats() dicts):
     forward_tokens (prompt + decode + returned + recomputed), recomputed_tokens, recompute_share
     (recomputed / forward tokens, 0 when nothing ran), recompute_time_share (of forward time;
@@ -85,15 +86,15 @@ def server_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[st
 
     forward_tokens = int(sum(delta(kind) for kind in FORWARD_TOKEN_KINDS))
     recomputed_tokens = int(delta("recomputed_tokens"))
-    return {
-        "forward_tokens": forward_tokens,
-        "recomputed_tokens": recomputed_tokens,
-        "recompute_share": recomputed_tokens / forward_tokens if forward_tokens else 0.0,
-        "recompute_time_share": recompute_time_share(before, after),
-        "swap_out_blocks": int(delta("swap_out_blocks")),
-        "swap_in_blocks": int(delta("swap_in_blocks")),
-        "paused_device_block_seconds": float(delta("paused_device_block_seconds")),
-    }
+    return ServerDelta(
+        forward_tokens=forward_tokens,
+        recomputed_tokens=recomputed_tokens,
+        recompute_share=recomputed_tokens / forward_tokens if forward_tokens else 0.0,
+        recompute_time_share=recompute_time_share(before, after),
+        swap_out_blocks=int(delta("swap_out_blocks")),
+        swap_in_blocks=int(delta("swap_in_blocks")),
+        paused_device_block_seconds=float(delta("paused_device_block_seconds")),
+    )
 
 
 # Counters of forward time (seconds) in all and of the part attributed to recomputed tokens (the
@@ -112,36 +113,29 @@ def recompute_time_share(before: Mapping[str, Any], after: Mapping[str, Any]) ->
     return recomputed_s / forward_s if forward_s > 0 else 0.0
 
 
-def results_record(
-    *,
+def run_record(
     tool: str,
     policy: str,
-    workload: str,
-    rate: float,
-    duration_s: float,
-    seed: int,
-    summary: Mapping[str, Any],
-    server: Mapping[str, Any],
-    assumptions: Mapping[str, Any],
-) -> dict[str, Any]:
-    """The results file's one schema: the run's settings, summarize()'s metrics, server_delta()'s
-    counters and every assumption that shaped the run. Raises ValueError for an unknown tool."""
-    if tool not in TOOLS:
-        raise ValueError(f"tool must be one of {TOOLS}, got {tool!r}")
-    return {
-        "tool": tool,
-        "policy": policy,
-        "workload": workload,
-        "rate": float(rate),
-        "duration_s": float(duration_s),
-        "seed": int(seed),
-        "submitted": int(summary["submitted"]),
-        "completed": int(summary["completed"]),
-        "completed_per_s": float(summary["completed_per_s"]),
-        "unfinished_counted": int(summary.get("unfinished_counted", 0)),
-        "normalized_latency_s_per_token": dict(summary["normalized_latency_s_per_token"]),
-        "ttft_s": dict(summary["ttft_s"]),
-        "output_tokens_per_s": float(summary["output_tokens_per_s"]),
-        "server": dict(server),
-        "assumptions": dict(assumptions),
-    }
+    workload: WorkloadSpec,
+    records: Sequence[RequestRecord],
+    stats: tuple[Mapping[str, Any], Mapping[str, Any]],
+    assumptions: Assumptions,
+) -> RunRecord:
+    """The RunRecord of a run of `workload`: its requests' records summarized over its window,
+    the server's work between the `stats` snapshots at the window's edges, and the assumptions
+    (to which the warm-up and whether unfinished requests count are added)."""
+    return RunRecord(
+        tool=tool,
+        policy=policy,
+        workload=workload.workload,
+        rate=workload.rate,
+        duration_s=workload.duration_s,
+        seed=workload.seed,
+        summary=summarize(records, window_s=workload.duration_s, count_unfinished=workload.count_unfinished),
+        server=server_delta(*stats),
+        assumptions={
+            **assumptions,
+            "warmup_s": workload.warmup_s,
+            "count_unfinished": workload.count_unfinished,
+        },
+    )

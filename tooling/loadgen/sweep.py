@@ -1,50 +1,45 @@
 """Sweeps: the same workload at several rates, under several policies.
 
-With --launch each policy gets a fresh local stack (executor + scheduler processes), so no run
-inherits another's queues or caches; rates of one policy share its stack, one after the other.
+With a stack to launch, each policy gets a fresh local stack (executor + scheduler processes), so
+no run inherits another's queues or caches; rates of one policy share its stack, one after the
+other. Without one, every rate runs against the given target.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import copy
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Sequence
 
-from tooling.cli import stack_args
 from tooling.launcher import launch
-
-
-def _split(value: str | None, cast: type) -> list[Any]:
-    return [cast(item) for item in value.split(",") if item.strip()] if value else []
+from tooling.loadgen.load_run import Target, run_load
+from tooling.loadgen.workload_spec import WorkloadSpec
+from tooling.run_record import RunRecord
+from tooling.stack_spec import StackSpec
 
 
 def sweep(
-    args: argparse.Namespace, run: Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]
-) -> list[dict[str, Any]]:
-    """Results records of every (policy, rate), policies in the given order; `run` runs one."""
-    rates = _split(args.rates, float) or [args.rate]
-    policies = _split(args.policies, str)
-    if policies and not args.launch:
+    workload: WorkloadSpec,
+    rates: Sequence[float],
+    target: Target,
+    *,
+    stack: StackSpec | None = None,
+    policies: Sequence[str] = (),
+    policy_label: str | None = None,
+) -> list[RunRecord]:
+    """Records of every (policy, rate), policies in the given order (default: the stack's), each
+    on a fresh `stack` when one is given, else every rate against `target`. Raises ValueError
+    for a bad argument, and what run_load and launch raise."""
+    if policies and stack is None:
         raise ValueError("--policies needs --launch: each policy runs on a fresh stack")
-    if any(rate <= 0 for rate in rates) or args.duration <= 0 or args.warmup < 0:
-        raise ValueError("rates and --duration must be > 0, --warmup >= 0")
-    records: list[dict[str, Any]] = []
-    for policy in policies or [args.policy]:
-        if not args.launch:
-            records += [asyncio.run(run(_with(args, rate=rate))) for rate in rates]
-            continue
-        executor_args, scheduler_args = stack_args(_with(args, policy=policy))
+    for rate in rates:
+        workload.at_rate(rate).validate()
+    if stack is None:
+        return [asyncio.run(run_load(target, workload.at_rate(rate), policy_label)) for rate in rates]
+    records: list[RunRecord] = []
+    for policy in policies or [stack.policy]:
+        fresh = stack.with_policy(policy)
         print(f"\n=== policy {policy}: starting a local stack ===", flush=True)
-        with launch(executor_args, scheduler_args, log_dir=args.log_dir) as stack:
-            for rate in rates:
-                records.append(asyncio.run(run(_with(args, rate=rate, target=stack.scheduler_address))))
+        with launch(fresh.executor_argv(), fresh.scheduler_argv(), log_dir=fresh.log_dir) as running:
+            local = Target(running.scheduler_address)
+            records += [asyncio.run(run_load(local, workload.at_rate(rate), policy_label)) for rate in rates]
     return records
-
-
-def _with(args: argparse.Namespace, **changes: Any) -> argparse.Namespace:
-    changed = copy.copy(args)
-    for name, value in changes.items():
-        setattr(changed, name, value)
-    return changed

@@ -24,7 +24,6 @@ import dataclasses
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -99,7 +98,7 @@ def replay_trace(
     return plans
 
 
-def replay_assumptions(path: str | Path | None, duration_scale: float = 1.0) -> dict[str, Any]:
+def replay_assumptions(path: str | Path | None, duration_scale: float = 1.0) -> dict[str, object]:
     """How the plans were made, for the results' "assumptions" field."""
     return {
         "duration_scale": duration_scale,
