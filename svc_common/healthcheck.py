@@ -12,6 +12,7 @@ image the project is installed in.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -23,15 +24,24 @@ from infercept.channel import open_channel
 DEFAULT_TIMEOUT_S = 3.0
 
 
-def check(
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """What one health check saw."""
+
+    answered: bool  # the health service replied within the timeout, with any status
+    serving: bool  # ... and the status was SERVING
+    seen: str  # the status's name, or the RPC failure as "CODE: details"
+
+
+def probe(
     target: str,
     service: str = "",
     timeout_s: float = DEFAULT_TIMEOUT_S,
     root_certificates: bytes | None = None,
-) -> tuple[bool, str]:
-    """Ask the health service at `target` ("host:port") about `service`; return (serving, what was
-    seen). Over TLS when `root_certificates` (PEM of the server's CA) are given. Never raises for
-    an RPC failure: an unreachable or silent server is simply not serving."""
+) -> Probe:
+    """Ask the health service at `target` ("host:port") about `service`. Over TLS when
+    `root_certificates` (PEM of the server's CA) are given. Never raises for an RPC failure: an
+    unreachable or silent server has simply not answered."""
     credentials = grpc.ssl_channel_credentials(root_certificates) if root_certificates else None
     with open_channel(target, (), credentials) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -41,9 +51,22 @@ def check(
             code = error.code() if isinstance(error, grpc.Call) else None
             name = code.name if code is not None else "RPC_ERROR"
             details = error.details() if isinstance(error, grpc.Call) else str(error)
-            return False, f"{name}: {details}"
+            return Probe(answered=False, serving=False, seen=f"{name}: {details}")
     status_name = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-    return response.status == health_pb2.HealthCheckResponse.SERVING, status_name
+    return Probe(
+        answered=True, serving=response.status == health_pb2.HealthCheckResponse.SERVING, seen=status_name
+    )
+
+
+def check(
+    target: str,
+    service: str = "",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    root_certificates: bytes | None = None,
+) -> tuple[bool, str]:
+    """(serving, what was seen): `probe` as the container probe reports it."""
+    seen = probe(target, service, timeout_s, root_certificates)
+    return seen.serving, seen.seen
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

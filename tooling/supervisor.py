@@ -23,10 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from infercept.channel import open_channel
+from svc_common.healthcheck import probe
 from tooling.launcher import LaunchError, Service, start_service, stop_service, wait_serving
 
 
@@ -49,18 +46,6 @@ class State(enum.Enum):
     RUNNING = "running"
     WAITING = "waiting"  # to restart after the backoff
     STOPPED = "stopped"
-
-
-def answers(address: str, timeout_s: float, root_certificates: bytes | None = None) -> bool:
-    """Whether the health service at `address` answers at all (any status) within timeout_s
-    (over TLS when given the PEM CA of its certificate)."""
-    credentials = grpc.ssl_channel_credentials(root_certificates) if root_certificates else None
-    with open_channel(address, (), credentials) as channel:
-        try:
-            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
-        except grpc.RpcError:
-            return False
-    return True
 
 
 class Supervised:
@@ -132,9 +117,9 @@ class Supervised:
         if service.process.poll() is not None:
             return self._wait_to_restart(f"exited with {service.process.returncode}")
         if self.state is State.STARTING:
-            if (self.log_dir / f"{self.name}.port").exists() and answers(
-                self.address, 1.0, self.root_certificates
-            ):
+            if (self.log_dir / f"{self.name}.port").exists() and probe(
+                self.address, timeout_s=1.0, root_certificates=self.root_certificates
+            ).answered:
                 self._now_running()
                 return f"{self.name}: serving again on {self.address}"
             if now >= self._deadline_s:
@@ -143,7 +128,9 @@ class Supervised:
         if now < self._deadline_s:
             return None
         self._deadline_s = now + self.config.check_interval_s
-        if answers(self.address, self.config.probe_timeout_s, self.root_certificates):
+        if probe(
+            self.address, timeout_s=self.config.probe_timeout_s, root_certificates=self.root_certificates
+        ).answered:
             self._num_missed = 0
             if now - self._serving_since_s >= self.config.stable_s:
                 self._backoff_s = self.config.min_backoff_s

@@ -126,3 +126,20 @@ async def test_check_in_process(server: HealthServer) -> None:
     await server.set(health_pb2.HealthCheckResponse.SERVING)
     serving, seen = await asyncio.to_thread(healthcheck.check, server.target, "", 2.0)
     assert (serving, seen) == (True, "SERVING")
+
+
+async def test_a_server_that_is_not_serving_still_answers_which_the_supervisor_counts_as_alive(
+    server: HealthServer,
+) -> None:
+    await server.set(health_pb2.HealthCheckResponse.NOT_SERVING)
+    seen = await asyncio.to_thread(healthcheck.probe, server.target, "", 2.0)
+    assert seen == healthcheck.Probe(answered=True, serving=False, seen="NOT_SERVING")
+
+
+def test_nothing_listening_has_not_answered() -> None:
+    with socket.socket() as placeholder:  # a port that nobody serves
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    seen = healthcheck.probe(f"127.0.0.1:{port}", timeout_s=1.0)
+    assert not seen.answered and not seen.serving
+    assert seen.seen.startswith(("UNAVAILABLE", "DEADLINE_EXCEEDED"))
