@@ -3,6 +3,8 @@ is what `auto` picks for CPU float32."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -10,13 +12,20 @@ import torch
 pytest.importorskip("numba")  # before the imports below, which import numba
 
 from executor_svc.attention import create_backend
-from executor_svc.attention.numba_backend import NumbaAttentionBackend, exp_nonpositive, paged_decode_kernel
+from executor_svc.attention.numba_backend import (
+    NumbaAttentionBackend,
+    exp_nonpositive,
+    paged_decode_kernel,
+    paged_decode_serial,
+)
 from executor_svc.attention.torch_backend import TorchAttentionBackend
 from tests.executor.attention_cases import Case, random_batch, relative_error
 
 F32 = torch.float32
 CASES = {
     "gqa-decode-only": Case(F32, 16, 8, 4, 32, [(1, 513), (1, 17), (1, 1), (1, 16), (1, 200)]),
+    # Past PARALLEL_MIN_KEYS: the decode rows run on numba's threads (on a machine with several).
+    "gqa-decode-many-keys": Case(F32, 16, 8, 4, 32, [(1, 2000), (1, 1500), (1, 900), (3, 40)]),
     "mha-mixed": Case(F32, 4, 4, 4, 16, [(1, 7), (5, 12), (1, 1), (3, 3), (1, 9)]),
     "gqa3-odd-head-dim": Case(F32, 8, 6, 2, 24, [(1, 33), (4, 20), (1, 2)]),
     "mqa-long-chunk": Case(F32, 16, 8, 1, 64, [(40, 45), (1, 50)]),
@@ -35,9 +44,13 @@ def test_numba_matches_torch_on_ragged_batches(name: str) -> None:
     assert relative_error(outputs[0], outputs[1]) < 1e-5
 
 
+@pytest.mark.parametrize("kernel", [paged_decode_kernel, paged_decode_serial], ids=["parallel", "serial"])
 @pytest.mark.parametrize("kv_heads_per_item", [1, 2, 4])
-def test_every_split_of_the_kv_heads_gives_the_same_rows(kv_heads_per_item: int) -> None:
-    """Whole rows (a large batch) and single KV heads (a small one) are the same attention."""
+def test_every_split_of_the_kv_heads_gives_the_same_rows(
+    kernel: Callable[..., None], kv_heads_per_item: int
+) -> None:
+    """Whole rows (a large batch) and single KV heads (a small one), on numba's threads or on the
+    caller's, are the same attention."""
     case = Case(F32, 16, 8, 4, 32, [(1, 513), (1, 17), (1, 40)])
     batch = random_batch(case, seed=2, device=torch.device("cpu"))
     expected = TorchAttentionBackend().attend(
@@ -46,7 +59,7 @@ def test_every_split_of_the_kv_heads_gives_the_same_rows(kv_heads_per_item: int)
     meta = NumbaAttentionBackend().prepare(batch.layout)
     out = torch.zeros_like(batch.q)
     scale = case.head_dim**-0.5
-    paged_decode_kernel(
+    kernel(
         batch.q.numpy(), batch.kv_layer.numpy(), meta.rows, meta.limits, meta.tables, scale,
         kv_heads_per_item, out.numpy(),
     )  # fmt: skip
