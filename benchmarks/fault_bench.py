@@ -29,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from infercept import NO_RESUME, Client, InferceptError, ResumePolicy, SamplingParams
-from infercept.healthcheck import check
-from infercept.launcher import Service, start_service, stop_service, wait_serving
 from infercept.result import GenerateResult
+from svc_common.healthcheck import check
+from tooling.launcher import Service, start_service, stop_service, wait_serving
 
 EXECUTOR_ARGS = ["--model", "tiny", "--device", "cpu", "--num-device-blocks", "256"]
 LINK_ARGS = ["--probe-interval", "0.2", "--reset-timeout", "2"]

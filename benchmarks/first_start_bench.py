@@ -22,7 +22,7 @@ from executor_svc.engine import Engine
 from executor_svc.loading import BUILTIN_MODELS
 from executor_svc.profiler import get_profile
 from infercept.v1 import executor_pb2 as pb
-from infercept.wire import unpack_u32
+from svc_common.wire import unpack_u32
 
 T = TypeVar("T")
 

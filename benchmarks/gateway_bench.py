@@ -35,8 +35,8 @@ import openai
 
 from gateway.background import serve_in_thread
 from gateway.config import GatewayConfig
-from infercept.launcher import launch
-from infercept.loadgen.trace_replay import PACKAGED_TRUNCATED_TRACE, packaged_trace_path
+from tooling.launcher import launch
+from tooling.loadgen.trace_replay import PACKAGED_TRUNCATED_TRACE, packaged_trace_path
 
 TRACE = packaged_trace_path(PACKAGED_TRUNCATED_TRACE)  # shipped with the load generator
 MODEL = "tiny"  # the model the benchmark launches

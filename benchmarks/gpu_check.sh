@@ -5,8 +5,10 @@
 #   bash benchmarks/gpu_check.sh            # PYTHON=/path/to/python to use another interpreter
 #
 # Needs a Python with CUDA torch, triton, transformers, pytest and the project's other
-# dependencies; the project itself need not be installed (client/ and . go on PYTHONPATH), and the
-# gRPC stubs are generated here if missing (grpc_tools).
+# dependencies (setuptools and grpcio-tools among them); the client (./client) and the services (.)
+# are installed editable here if that Python lacks them, without dependencies and without build
+# isolation (a device machine may have no package index): the client's build generates the gRPC
+# stubs from proto/ if they are missing.
 #
 # Parts, each with its own time limit (one failing or timing out does not stop the others):
 #   env               torch, CUDA, triton versions and the device
@@ -27,9 +29,8 @@ mkdir -p "$DEST"
 # Models and measured choices are cached outside $DEST: only figures go back.
 export INFERCEPT_CACHE_DIR=${INFERCEPT_CACHE_DIR:-${TMPDIR:-/tmp}/infercept-gpu-check}
 export GRPC_VERBOSITY=ERROR
-export PYTHONPATH="client:.${PYTHONPATH:+:$PYTHONPATH}"
-if [ ! -f client/infercept/v1/executor_pb2.py ]; then
-    "$PY" -m grpc_tools.protoc -Iproto --python_out=client --grpc_python_out=client proto/infercept/v1/*.proto
+if ! "$PY" -c "import infercept.v1.executor_pb2, svc_common, executor_svc" 2>/dev/null; then
+    "$PY" -m pip install -q --no-deps --no-build-isolation -e ./client -e .
 fi
 SUMMARY="$DEST/summary.txt"
 : >"$SUMMARY"

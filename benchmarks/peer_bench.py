@@ -37,8 +37,8 @@ import torch
 from executor_svc.checkpoint import read_config
 from executor_svc.loading import resolve_model_dir
 from infercept import AsyncClient, SamplingParams, ScriptedCall
-from infercept.launcher import launch
-from infercept.logs import configure_logging
+from svc_common.logs import configure_logging
+from tooling.launcher import launch
 
 if TYPE_CHECKING:  # transformers loads in the worker process only
     from transformers import GenerationMixin

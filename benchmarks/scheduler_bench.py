@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 
 from executor_svc.byte_tokenizer import build_byte_tokenizer
-from infercept.launcher import run_service
-from infercept.logs import configure_logging
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import generation_pb2 as gen
-from infercept.wire import pack_u32
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
 from scheduler_svc.executor_client import ExecutorClient
 from scheduler_svc.scheduler import Scheduler
+from svc_common.logs import configure_logging
+from svc_common.wire import pack_u32
+from tooling.launcher import run_service
 
 CONTEXT_TOKENS = 256
 REQUEST_COUNTS = (64, 256, 1024)

@@ -21,10 +21,11 @@ import grpc
 import grpc.aio
 from prometheus_client import CollectorRegistry
 
-from infercept import serving
 from infercept.channel import open_aio_channel
-from infercept.metrics_endpoint import RpcStatusInterceptor, rpc_counter
-from infercept.tls import ServerTls, channel_credentials
+from infercept.tls import channel_credentials
+from svc_common import serving
+from svc_common.metrics_endpoint import RpcStatusInterceptor, rpc_counter
+from svc_common.tls import ServerTls
 from tests.certs import make_pki
 
 TOKEN = "bench-token"

@@ -25,10 +25,10 @@ import grpc
 from benchmarks.executor_bench import BLOCK_SIZE, decode_plan, fill_plan
 from executor_svc.config import ExecutorConfig
 from executor_svc.engine import Engine
-from infercept.launcher import run_service
-from infercept.logs import configure_logging
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
+from svc_common.logs import configure_logging
+from tooling.launcher import run_service
 
 StepFn = Callable[[pb.StepPlan], pb.StepResult]
 

@@ -31,11 +31,11 @@ import numpy as np
 
 from infercept.async_client import AsyncClient
 from infercept.errors import InferceptError
-from infercept.launcher import launch
-from infercept.loadgen.metrics import FORWARD_TOKEN_KINDS, distribution, normalized_latency_s
-from infercept.loadgen.runner import request_inputs
-from infercept.loadgen.spec import RequestPlan, RequestRecord
-from infercept.loadgen.workloads import Assumptions, generate_plans
+from scheduler_svc.sim.request_plan import RequestPlan, RequestRecord
+from tooling.launcher import launch
+from tooling.loadgen.metrics import FORWARD_TOKEN_KINDS, distribution, normalized_latency_s
+from tooling.loadgen.runner import request_inputs
+from tooling.loadgen.workloads import Assumptions, generate_plans
 
 DRAIN_TIMEOUT_S = 120.0  # the longest wait for in-flight requests after the last phase
 
@@ -151,9 +151,9 @@ def _service_pids() -> dict[str, int]:
 
 def _fmt(values: Sequence[float], scale: float = 1.0) -> str:
     d = distribution([v * scale for v in values])
-    if d["p50"] is None:
+    if d.p50 is None or d.p90 is None or d.p99 is None:
         return "-"
-    return f"{d['p50']:.3g}/{d['p90']:.3g}/{d['p99']:.3g}"
+    return f"{d.p50:.3g}/{d.p90:.3g}/{d.p99:.3g}"
 
 
 def report_line(label: str, outcomes: Sequence[Outcome], pids: dict[str, int], interval_s: float) -> str:

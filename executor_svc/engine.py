@@ -29,7 +29,7 @@ from executor_svc.sampler import Draw, sample
 from executor_svc.swap import SwapEngine
 from executor_svc.threads import set_compute_threads
 from infercept.v1 import executor_pb2 as pb
-from infercept.wire import pack_f32
+from svc_common.wire import pack_f32
 
 log = structlog.get_logger(__name__)
 

@@ -12,10 +12,11 @@ from executor_svc.checkpoint import CheckpointError
 from executor_svc.config import DTYPES, ExecutorConfig
 from executor_svc.model_config import ModelConfigError
 from infercept.auth import TokenFileError, load_tokens
-from infercept.logs import configure_logging
-from infercept.metrics_endpoint import DEFAULT_METRICS_HOST, MetricsEndpoint
-from infercept.serving import ServerSecurity
-from infercept.tls import ServerTls, TlsConfigError
+from infercept.tls import TlsConfigError
+from svc_common.logs import configure_logging
+from svc_common.metrics_endpoint import DEFAULT_METRICS_HOST, MetricsEndpoint
+from svc_common.serving import ServerSecurity
+from svc_common.tls import ServerTls
 
 log = structlog.get_logger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from infercept.metrics_endpoint import RpcStatusInterceptor, rpc_counter
 from infercept.v1 import executor_pb2 as pb
+from svc_common.metrics_endpoint import RpcStatusInterceptor, rpc_counter
 
 STEP_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 

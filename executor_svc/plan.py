@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from executor_svc.sampler import SamplingParams, mix_seed
 from infercept.v1 import executor_pb2 as pb
-from infercept.wire import unpack_u32
+from svc_common.wire import unpack_u32
 
 BlockIds = npt.NDArray[np.int64]
 

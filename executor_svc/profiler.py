@@ -26,7 +26,7 @@ from google.protobuf import json_format
 from executor_svc.engine import Engine
 from executor_svc.random_model import cache_dir
 from infercept.v1 import executor_pb2 as pb
-from infercept.wire import pack_u32
+from svc_common.wire import pack_u32
 
 log = structlog.get_logger(__name__)
 

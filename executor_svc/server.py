@@ -12,9 +12,9 @@ from executor_svc.engine import Engine
 from executor_svc.lease import DEFAULT_TIMEOUT_S, Lease
 from executor_svc.metrics import ExecutorMetrics
 from executor_svc.servicer import ExecutorServicer
-from infercept import serving
-from infercept.metrics_endpoint import MetricsEndpoint
 from infercept.v1 import executor_pb2, executor_pb2_grpc
+from svc_common import serving
+from svc_common.metrics_endpoint import MetricsEndpoint
 
 log = structlog.get_logger(__name__)
 

@@ -283,7 +283,7 @@ def gateway_url(args: argparse.Namespace) -> Iterator[str]:
     if args.gateway:
         yield args.gateway
         return
-    from infercept.launcher import launch
+    from tooling.launcher import launch
 
     executor = ["--model", args.model, "--device", args.device]
     template = "" if args.chat_template == "builtin" else None

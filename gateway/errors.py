@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infercept.errors import InferceptError
+from infercept.errors import StatusError
 
 # gRPC status name -> (HTTP status, OpenAI error type).
 _STATUS_BY_CODE: dict[str, tuple[int, str]] = {
@@ -23,7 +23,12 @@ _STATUS_BY_CODE: dict[str, tuple[int, str]] = {
 
 class GatewayError(Exception):
     """A request the gateway answers with an error: HTTP `status`, OpenAI `type`, the offending
-    request field `param` (or None) and a machine-readable `code` (or None)."""
+    request field `param` (or None) and a machine-readable `code` (or None).
+
+    The HTTP edge's rendering of an error, not a third (code, message) class: a gRPC status from
+    the scheduler (a StatusError) becomes one in from_infercept, by the table above; its own
+    refusals (a malformed body) are HTTP statuses from the start. Its `code` is OpenAI's
+    lowercase name ("context_length_exceeded"), not a gRPC status name."""
 
     def __init__(
         self,
@@ -45,8 +50,8 @@ class GatewayError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     @classmethod
-    def from_infercept(cls, error: InferceptError) -> GatewayError:
-        """The HTTP error for a failed scheduler call (unknown codes: 500)."""
+    def from_infercept(cls, error: StatusError) -> GatewayError:
+        """The HTTP error for a failed scheduler call, or any StatusError (unknown codes: 500)."""
         status, type_ = _STATUS_BY_CODE.get(error.code, (500, "server_error"))
         code = "context_length_exceeded" if error.code == "OUT_OF_RANGE" else error.code.lower()
         return cls(status, error.message, type_=type_, code=code)

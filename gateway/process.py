@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from infercept.launcher import LaunchError
+from tooling.launcher import LaunchError
 
 STOP_TIMEOUT_S = 20.0
 

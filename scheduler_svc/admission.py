@@ -12,6 +12,7 @@ from collections import deque
 
 from tokenizers import Tokenizer
 
+from infercept.errors import StatusError
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.chat_request import ChatRequestError, conversation
 from scheduler_svc.chat_template import ChatTemplateError, Conversation
@@ -33,14 +34,17 @@ MAX_NAME_CHARS = 128  # a tool name, a program id (tool names key per-tool state
 MAX_MARKER_CHARS = 1024  # a stop string or a tool's stop string / opening marker
 
 
-class RequestError(Exception):
+class RequestError(StatusError):
     """A request or tool result the server refuses; `code` is a gRPC status code name.
-    `retry_after_s`: when the refusal is temporary (overload), when to try again; else None."""
+    `retry_after_s`: when the refusal is temporary (overload), when to try again; else None.
+
+    Not the client's InferceptError, though both are StatusErrors: this one is raised inside the
+    scheduler and never leaves it as an object; the service edge (servicer.py) ends the RPC with
+    its code and message (and the retry hint as metadata), which the client then raises as an
+    InferceptError of its own, beside codes only a client has (TOOL_FAILED, PROTOCOL_ERROR)."""
 
     def __init__(self, code: str, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message)
         self.retry_after_s = retry_after_s
 
 

@@ -17,11 +17,11 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from infercept import serving
 from infercept.channel import open_aio_channel
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
 from scheduler_svc.config import ExecutorDescription
+from svc_common import serving
 
 # The executor's metadata key for the client id (executor_svc/lease.py, not imported: no torch here).
 CLIENT_ID_KEY = "infercept-client-id"

@@ -53,7 +53,8 @@ class ToolTrigger:
             if tuple(segment_ids[-n:]) == self.stop_token_ids:
                 return self._call_text(segment_text)
             return None
-        if not new_text or not self.stop_string:
+        # A stop string that ends in the new text has its last character there: a cheap test first.
+        if not new_text or not self.stop_string or self.stop_string[-1] not in new_text:
             return None
         search_from = max(len(segment_text) - len(new_text) - len(self.stop_string) + 1, 0)
         end = segment_text.find(self.stop_string, search_from)

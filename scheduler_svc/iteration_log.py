@@ -13,7 +13,8 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from infercept.v1 import generation_pb2 as gen
+from scheduler_svc.iteration_stats import IterationStats
+from scheduler_svc.stats_render import iteration_proto
 
 FLUSH_EVERY = 100
 
@@ -25,10 +26,12 @@ class IterationLog:
         self._file = self.path.open("w", encoding="utf-8")
         self._count = 0
 
-    def __call__(self, iteration: gen.IterationStats) -> None:
+    def __call__(self, iteration: IterationStats) -> None:
         """Append `iteration` (fields named as in the proto, zeros included)."""
         record = json_format.MessageToDict(
-            iteration, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            iteration_proto(iteration),
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
         )
         self._file.write(json.dumps(record) + "\n")
         self._count += 1

@@ -7,16 +7,17 @@ import asyncio
 import sys
 
 from infercept.auth import TokenFileError, load_tokens, read_token
-from infercept.logs import configure_logging
-from infercept.metrics_endpoint import DEFAULT_METRICS_HOST, MetricsEndpoint
-from infercept.serving import ServerSecurity
-from infercept.tls import ClientTls, ServerTls, TlsConfigError
+from infercept.tls import ClientTls, TlsConfigError
 from scheduler_svc.config import LinkConfig, SchedulerConfig
 from scheduler_svc.estimators import ESTIMATORS
 from scheduler_svc.executor_client import ExecutorUnavailable
 from scheduler_svc.executor_link import ExecutorLink
 from scheduler_svc.policies import LAZY_SWAP_TECHNIQUES, POLICIES, TECHNIQUES
 from scheduler_svc.stats_log import DEFAULT_INTERVAL_S as DEFAULT_STATS_INTERVAL_S
+from svc_common.logs import configure_logging
+from svc_common.metrics_endpoint import DEFAULT_METRICS_HOST, MetricsEndpoint
+from svc_common.serving import ServerSecurity
+from svc_common.tls import ServerTls
 
 AUTH_TOKEN_ENV = "INFERCEPT_AUTH_TOKEN"  # one client token, when there is no token file
 EXECUTOR_TOKEN_ENV = "INFERCEPT_EXECUTOR_TOKEN"  # the executor's internal token

@@ -23,8 +23,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from infercept.metrics_endpoint import RpcStatusInterceptor, rpc_counter
 from infercept.v1 import generation_pb2 as gen
+from scheduler_svc.iteration_stats import IterationStats
+from svc_common.metrics_endpoint import RpcStatusInterceptor, rpc_counter
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +84,7 @@ class SchedulerMetrics:
     def rpc_interceptor(self) -> RpcStatusInterceptor:
         return RpcStatusInterceptor(self.rpcs)
 
-    def observe_iteration(self, iteration: gen.IterationStats) -> None:
+    def observe_iteration(self, iteration: IterationStats) -> None:
         self.step_s.observe(iteration.step_s)
         self.forward_s.observe(iteration.forward_s)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import struct
 
 from infercept.v1 import executor_pb2 as pb
-from infercept.wire import pack_u32
 from scheduler_svc.block_manager import BlockLayout
 from scheduler_svc.request import Request
+from svc_common.wire import pack_u32
 
 BlockPairs = list[tuple[int, int]]
 _ONE_U32 = struct.Struct("<I")  # packed u32, one value
@@ -16,6 +16,7 @@ _ONE_U32 = struct.Struct("<I")  # packed u32, one value
 class PlanBuilder:
     def __init__(self, step_id: int) -> None:
         self.plan = pb.StepPlan(step_id=step_id)
+        self._work = self.plan.work
         self._swap_out: BlockPairs = []
         self._swap_in: BlockPairs = []
         self._device_copies: BlockPairs = []
@@ -58,7 +59,7 @@ class PlanBuilder:
         # One token (a decode step) is the common case: pack it without building an array.
         tokens = request.token_ids
         packed = _ONE_U32.pack(tokens[start]) if end - start == 1 else pack_u32(tokens[start:end])
-        self.plan.work.add(request_id=rid, start_position=start, token_ids=packed, sample=sample)
+        self._work.add(request_id=rid, start_position=start, token_ids=packed, sample=sample)
 
     def build(self) -> pb.StepPlan:
         maps = [(self.plan.swap_out, self._swap_out), (self.plan.swap_in, self._swap_in)]

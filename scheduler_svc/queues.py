@@ -39,6 +39,8 @@ from __future__ import annotations
 import bisect
 import enum
 import itertools
+import operator
+from collections.abc import Callable
 
 from scheduler_svc.block_manager import BlockLayout
 from scheduler_svc.request import Request
@@ -53,9 +55,9 @@ class WaitingPlace(enum.Enum):
     BACK = "back"
 
 
-def queue_key(request: Request) -> tuple[float, int]:
-    """Queue order: arrival time, ties broken by admission order."""
-    return request.arrival_s, request.request_id
+# Queue order: arrival time, ties broken by admission order. An attrgetter, so that sorting
+# and bisecting call no Python function per request.
+queue_key: Callable[[Request], tuple[float, int]] = operator.attrgetter("arrival_s", "request_id")
 
 
 def is_ready(request: Request, layout: BlockLayout, includes_resumed: bool = False) -> bool:
@@ -71,7 +73,10 @@ class ComputeQueues:
         self.ready_includes_resumed = ready_includes_resumed
         self._ready: dict[int, Request] = {}
         self._ready_layouts: dict[int, BlockLayout] = {}  # with ready_includes_resumed: their blocks
-        self._waiting: list[Request] = []  # sorted by self._keys
+        # The waiting requests and their keys, index for index, sorted by key: bisecting the
+        # plain key list calls no Python function per request.
+        self._waiting: list[Request] = []
+        self._waiting_keys: list[_WaitingKey] = []
         self._keys: dict[int, _WaitingKey] = {}  # request id -> its key, while it waits
         self._num_front = itertools.count()  # FRONT placements so far: the latest sorts first
 
@@ -113,7 +118,9 @@ class ComputeQueues:
             self._remove_waiting(request)
         key = self._waiting_key(request, waiting_place, now_s)
         self._keys[rid] = key
-        bisect.insort(self._waiting, request, key=lambda r: self._keys[r.request_id])
+        index = bisect.bisect_left(self._waiting_keys, key)
+        self._waiting_keys.insert(index, key)
+        self._waiting.insert(index, request)
 
     def remove(self, request: Request) -> None:
         """Take `request` out of whichever queue holds it (no-op if none)."""
@@ -143,6 +150,7 @@ class ComputeQueues:
         key = self._keys.pop(request.request_id, None)
         if key is None:
             return
-        index = bisect.bisect_left(self._waiting, key, key=lambda r: self._keys.get(r.request_id, key))
+        index = bisect.bisect_left(self._waiting_keys, key)
         assert self._waiting[index] is request, f"request {request.request_id} moved while queued"
         del self._waiting[index]
+        del self._waiting_keys[index]

@@ -11,6 +11,26 @@ from scheduler_svc.detokenizer import IncrementalDecoder
 from scheduler_svc.interception import CallDetector, ScriptedStop
 
 
+class TokenKind(enum.StrEnum):
+    """What computing a position is (the statistics count forward tokens by kind)."""
+
+    PROMPT = "prompt"
+    DECODE = "decode"  # the last sampled token
+    RETURNED = "returned"  # a tool's returned token
+    RECOMPUTE = "recompute"  # a position computed before, whose KV was discarded
+
+
+class FinishReason(enum.StrEnum):
+    """Why a request ended (the public API's Finished.finish_reason, spelled alike)."""
+
+    EOS = "eos"
+    STOP = "stop"  # a stop string
+    LENGTH = "length"  # max_tokens generated
+    MAX_MODEL_LEN = "max_model_len"
+    ABORT = "abort"
+    PAUSE_TIMEOUT = "pause_timeout"
+
+
 class Status(enum.Enum):
     ACTIVE = "active"  # wants computation (prompt, decode, recompute or returned tokens)
     PAUSED = "paused"  # inside a tool call
@@ -59,7 +79,7 @@ class Request:
     num_recomputed: int = 0
     num_interceptions: int = 0
     pending_call: PendingCall | None = None
-    finish_reason: str = ""
+    finish_reason: FinishReason | None = None
     executor_known: bool = False  # registered with the executor
     chat: Conversation | None = None  # the conversation of a request given as messages
 
@@ -68,27 +88,32 @@ class Request:
         """Tokens whose KV still has to be computed (the last sampled token counts)."""
         return len(self.token_ids) - self.num_computed
 
-    def kind_at(self, position: int) -> str:
-        """What computing `position` is: "recompute", "prompt", "returned" or "decode"."""
+    def kind_at(self, position: int) -> TokenKind:
+        """What computing `position` is."""
         last_returned = self.returned_ranges[-1][1] if self.returned_ranges else 0
         if position >= self.max_computed and position >= self.num_prompt_tokens and position >= last_returned:
-            return "decode"  # the common case, without scanning the returned ranges
+            return TokenKind.DECODE  # the common case, without scanning the returned ranges
         if position < self.max_computed:
-            return "recompute"
+            return TokenKind.RECOMPUTE
         if position < self.num_prompt_tokens:
-            return "prompt"
+            return TokenKind.PROMPT
         if any(lo <= position < hi for lo, hi in self.returned_ranges):
-            return "returned"
-        return "decode"
+            return TokenKind.RETURNED
+        return TokenKind.DECODE
 
-    def count_kinds(self, start: int, end: int) -> dict[str, int]:
+    def count_kinds(self, start: int, end: int) -> dict[TokenKind, int]:
         """How many of positions [start, end) are recomputed, prompt, returned or decode tokens."""
         last_returned = self.returned_ranges[-1][1] if self.returned_ranges else 0
         if start >= self.max_computed and start >= self.num_prompt_tokens and start >= last_returned:
-            return {"recompute": 0, "prompt": 0, "returned": 0, "decode": end - start}  # plain decode
+            return {TokenKind.DECODE: end - start}  # plain decode
         recompute = max(min(end, self.max_computed) - start, 0)
         fresh_start = max(start, self.max_computed)
         prompt = max(min(end, self.num_prompt_tokens) - fresh_start, 0)
         returned = sum(max(min(end, hi) - max(fresh_start, lo), 0) for lo, hi in self.returned_ranges)
         decode = (end - start) - recompute - prompt - returned
-        return {"recompute": recompute, "prompt": prompt, "returned": returned, "decode": decode}
+        return {
+            TokenKind.RECOMPUTE: recompute,
+            TokenKind.PROMPT: prompt,
+            TokenKind.RETURNED: returned,
+            TokenKind.DECODE: decode,
+        }

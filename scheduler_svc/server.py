@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 
@@ -20,19 +21,21 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2
 from tokenizers import Tokenizer
 
-from infercept import serving
-from infercept.metrics_endpoint import MetricsEndpoint
 from infercept.v1 import generation_pb2, generation_pb2_grpc
 from scheduler_svc import stats_log
 from scheduler_svc.config import DEFAULT_LINK, LinkConfig, SchedulerConfig
 from scheduler_svc.cost_model import CostModel
 from scheduler_svc.executor_link import ExecutorLink
 from scheduler_svc.iteration_log import IterationLog
+from scheduler_svc.iteration_stats import IterationStats
 from scheduler_svc.metrics import SchedulerMetrics
 from scheduler_svc.policies import POLICIES
 from scheduler_svc.scheduler import Scheduler
 from scheduler_svc.servicer import GenerationServicer, server_info
+from scheduler_svc.stats_render import stats_proto
 from scheduler_svc.step_loop import StepLoop
+from svc_common import serving
+from svc_common.metrics_endpoint import MetricsEndpoint
 
 log = structlog.get_logger(__name__)
 
@@ -162,12 +165,15 @@ async def serve(
     iteration_log = IterationLog(iteration_log_path) if iteration_log_path else None
     core, metrics = scheduler_server.loop.core, scheduler_server.metrics
     core.on_iteration = _each_iteration(iteration_log, metrics.observe_iteration)
-    metrics.watch_core(core.stats_proto, asyncio.get_running_loop())
+    metrics.watch_core(functools.partial(stats_proto, core), asyncio.get_running_loop())
     stop_metrics = (metrics_endpoint or MetricsEndpoint()).start(metrics.registry)
     stats_task = None
     if stats_interval_s > 0:
         stats_task = asyncio.create_task(
-            stats_log.log_stats_forever(core.stats_proto, stats_interval_s, time.monotonic), name="stats-log"
+            stats_log.log_stats_forever(
+                functools.partial(stats_proto, core), stats_interval_s, time.monotonic
+            ),
+            name="stats-log",
         )
     await scheduler_server.start()
     log.info(
@@ -193,12 +199,12 @@ async def serve(
 
 
 def _each_iteration(
-    *observers: Callable[[generation_pb2.IterationStats], None] | None,
-) -> Callable[[generation_pb2.IterationStats], None]:
+    *observers: Callable[[IterationStats], None] | None,
+) -> Callable[[IterationStats], None]:
     """One on_iteration hook calling every observer that is not None, in order."""
     present = [observer for observer in observers if observer is not None]
 
-    def observe(iteration: generation_pb2.IterationStats) -> None:
+    def observe(iteration: IterationStats) -> None:
         for observer in present:
             observer(iteration)
 

@@ -18,14 +18,17 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from infercept.auth import Authenticator, caller_identity
 from infercept.v1 import generation_pb2 as gen
 from infercept.v1 import generation_pb2_grpc
 from scheduler_svc import __version__
 from scheduler_svc.admission import RequestError, check_text_size, encode
+from scheduler_svc.event_render import render
+from scheduler_svc.events import Finished
 from scheduler_svc.metrics import SchedulerMetrics
 from scheduler_svc.request_ids import PublicIds
+from scheduler_svc.stats_render import stats_proto
 from scheduler_svc.step_loop import SessionItem, StepLoop
+from svc_common.auth import Authenticator, caller_identity
 
 log = structlog.get_logger(__name__)
 
@@ -111,9 +114,9 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
             if isinstance(item, RequestError):
                 await _refuse(context, item)
                 return
-            yield item
-            if item.HasField("finished"):
-                log.info("request.finished", reason=item.finished.finish_reason)
+            yield render(item)
+            if isinstance(item, Finished):
+                log.info("request.finished", reason=item.reason.value)
                 return
 
     async def _read_client(
@@ -179,7 +182,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         return self._info
 
     async def GetStats(self, request: gen.StatsRequest, context: grpc.aio.ServicerContext) -> gen.Stats:
-        return self._loop.core.stats_proto()
+        return stats_proto(self._loop.core)
 
 
 def server_info(loop: StepLoop, version: str = __version__) -> gen.ServerInfo:

@@ -25,13 +25,14 @@ from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import RequestError
 from scheduler_svc.config import DEFAULT_LINK, LinkConfig
+from scheduler_svc.events import Event, Finished, SessionEvent, session_events
 from scheduler_svc.executor_client import ExecutorClient, ExecutorUnavailable
 from scheduler_svc.request import Status
-from scheduler_svc.scheduler import Event, Scheduler
+from scheduler_svc.scheduler import Scheduler
 
 log = structlog.get_logger(__name__)
 
-SessionItem = gen.ServerEvent | RequestError
+SessionItem = SessionEvent | RequestError
 
 
 def is_empty(plan: pb.StepPlan) -> bool:
@@ -202,9 +203,9 @@ class StepLoop:
                 )
 
     def _dispatch(self, events: list[Event]) -> None:
-        for request_id, event in events:
-            queue = self._sessions.get(request_id)
+        for event in session_events(events):
+            queue = self._sessions.get(event.request_id)
             if queue is not None:
                 queue.put_nowait(event)
-            if event.HasField("finished"):
-                self._sessions.pop(request_id, None)
+            if isinstance(event, Finished):
+                self._sessions.pop(event.request_id, None)

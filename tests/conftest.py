@@ -36,7 +36,7 @@ SLOW_PATHS = (
     "tests/executor/test_cli.py",
     "tests/executor/test_exclusive_port.py",
     "tests/executor/test_smollm2.py",
-    "tests/sim/test_fidelity.py",
+    "tests/harness/test_fidelity.py",
     "tests/loadgen/test_main.py",
 )
 

@@ -1,4 +1,4 @@
-"""InferCept client library and the pieces every process shares (wire helpers, logging).
+"""InferCept client library: the public API over gRPC, with nothing but grpcio and protobuf.
 
     from infercept import Client, SamplingParams, ScriptedCall
 
@@ -10,32 +10,35 @@
         )
 
 Modules, one concept each:
-    types         SamplingParams, ScriptedCall: what a request asks for
+    types         ClientConfig, RequestSpec, SamplingParams, ScriptedCall: what a caller gives the
+                  client, each declared once (both clients take their fields as keywords)
     tools         Tool: a tool the model calls, its trigger and its function
     events        the typed server events a stream yields (Accepted ... Finished), Usage
     result        GenerateResult and Interception: what a finished request returns
     server_info   ServerInfo, and protobuf messages as dicts (server_stats)
-    errors        InferceptError and the translation of gRPC statuses
+    errors        StatusError (code, message), InferceptError and the translation of gRPC statuses
     session       the Session protocol without I/O, shared by both clients
     sync_client   Client and its Stream (blocking)
     async_client  AsyncClient and its AsyncStream (asyncio, grpc.aio)
-    channel       gRPC channel options
-    wire, logs    packed id arrays and logging set-up, shared by the services
+    resume        ResumePolicy: resubmitting what a client holds after the server restarted
+    channel       gRPC channel options, TLS and the bearer token on a channel
+    auth, tls     token files and the token interceptors; the client's TLS credentials
 
-The generated gRPC stubs live under ``infercept.v1`` (run ``make proto``).
+The generated gRPC stubs live under ``infercept.v1``: generated from ../proto when the package is
+built (client/setup.py), or by ``make proto`` in a checkout.
 """
 
 from __future__ import annotations
 
 from infercept.async_client import AsyncClient, AsyncStream
-from infercept.errors import InferceptError
+from infercept.errors import InferceptError, StatusError
 from infercept.events import Accepted, Event, Finished, Intercepted, Resumed, TokenDelta, Usage
 from infercept.result import GenerateResult, Interception
 from infercept.resume import NO_RESUME, ResumePolicy
 from infercept.server_info import ServerInfo
 from infercept.sync_client import Client, Stream
 from infercept.tools import Tool, ToolOutput
-from infercept.types import SamplingParams, ScriptedCall
+from infercept.types import ClientConfig, RequestSpec, SamplingParams, ScriptedCall
 
 __version__ = "0.1.0"
 
@@ -45,17 +48,20 @@ __all__ = [
     "AsyncClient",
     "AsyncStream",
     "Client",
+    "ClientConfig",
     "Event",
     "Finished",
     "GenerateResult",
     "InferceptError",
     "Intercepted",
     "Interception",
+    "RequestSpec",
     "ResumePolicy",
     "Resumed",
     "SamplingParams",
     "ScriptedCall",
     "ServerInfo",
+    "StatusError",
     "Stream",
     "TokenDelta",
     "Tool",

@@ -7,30 +7,26 @@ import contextlib
 import inspect
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine
 from types import TracebackType
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from infercept.channel import channel_options, open_aio_channel
-from infercept.errors import CANCELLED, InferceptError, translated_rpc_errors
+from infercept.channel import open_aio_channel
+from infercept.errors import CANCELLED, InferceptError, closed_error, translated_rpc_errors
 from infercept.events import Event
 from infercept.result import GenerateResult
 from infercept.resume import DEFAULT_RESUME, ResumePolicy
 from infercept.server_info import ServerInfo, message_to_dict
-from infercept.session import PendingCall, SessionState, tool_failed
-from infercept.tls import channel_credentials
-from infercept.tools import Tool
-from infercept.types import SamplingParams, ScriptedCall
+from infercept.session import PendingCall, SessionState, StreamBase, tool_failed
+from infercept.types import ClientConfig, RequestSpec, takes_fields_of
 from infercept.v1 import generation_pb2 as pb
 from infercept.v1 import generation_pb2_grpc
 
-_CLOSED_MESSAGE = "the stream (or its client) was closed before the request finished"
 
-
-class AsyncStream:
+class AsyncStream(StreamBase):
     """The events of one request as they arrive, answering interceptions automatically (see
     Stream): `async for event in stream`. The request is sent when iteration starts; an
     AsyncStream is iterated once. Leaving the iteration before Finished, cancelling the task
@@ -43,23 +39,11 @@ class AsyncStream:
         timeout_s: float | None,
         resume: ResumePolicy = DEFAULT_RESUME,
     ):
+        super().__init__(state, timeout_s, resume)
         self._stub = stub
-        self._state = state
-        self._timeout_s = timeout_s
-        self._resume = resume
         self._closed = asyncio.Event()
         self._call: grpc.aio.StreamStreamCall[pb.ClientEvent, pb.ServerEvent] | None = None
         self._is_started = False
-
-    @property
-    def request_id(self) -> str:
-        """The server's id once Accepted has arrived, else ""."""
-        return self._state.request_id
-
-    @property
-    def result(self) -> GenerateResult:
-        """The finished request. Raises RuntimeError before Finished has arrived."""
-        return self._state.result()
 
     def close(self) -> None:
         """Cancel the request unless it has finished. Idempotent; call it from the loop's thread."""
@@ -77,18 +61,14 @@ class AsyncStream:
         if self._is_started:
             raise RuntimeError("an AsyncStream can be iterated only once")
         if self._closed.is_set():
-            raise InferceptError(CANCELLED, _CLOSED_MESSAGE)
+            raise closed_error()
         self._is_started = True
-        # One deadline for the request, resumptions included.
-        deadline_s = None if self._timeout_s is None else time.monotonic() + self._timeout_s
-        attempt = 0
+        self._start_deadline(time.monotonic())
         while True:
-            timeout_s = None if deadline_s is None else max(deadline_s - time.monotonic(), 0.0)
-            call = self._call = self._stub.Session(None, timeout=timeout_s)
+            call = self._call = self._stub.Session(None, timeout=self._call_timeout_s(time.monotonic()))
             try:
                 with translated_rpc_errors():
-                    first = self._state.open(time.monotonic()) if attempt == 0 else self._state.reopen()
-                    await _write(call, first)
+                    await _write(call, self._first_message(time.monotonic()))
                     async for message in call:
                         event = self._state.on_message(message, time.monotonic())
                         if event is None:
@@ -102,14 +82,14 @@ class AsyncStream:
                 return
             except InferceptError as error:
                 if self._closed.is_set():  # whatever the cancelled call reported, close() ended it
-                    raise InferceptError(CANCELLED, _CLOSED_MESSAGE) from error
-                attempt += 1
-                if attempt > self._resume.max_attempts or not self._state.can_resume(error):
+                    raise closed_error() from error
+                backoff_s = self._backoff_s(error)
+                if backoff_s is None:
                     raise
                 with contextlib.suppress(asyncio.TimeoutError):  # the builtin one only from 3.11
-                    await asyncio.wait_for(self._closed.wait(), timeout=self._resume.backoff_s(attempt))
+                    await asyncio.wait_for(self._closed.wait(), timeout=backoff_s)
                 if self._closed.is_set():
-                    raise InferceptError(CANCELLED, _CLOSED_MESSAGE) from error
+                    raise closed_error() from error
             finally:
                 if not self._state.is_finished:
                     call.cancel()
@@ -130,7 +110,7 @@ class AsyncStream:
                 with contextlib.suppress(asyncio.TimeoutError):  # the builtin one only from 3.11
                     await asyncio.wait_for(self._closed.wait(), timeout=remaining_s)
                 if self._closed.is_set():
-                    raise InferceptError(CANCELLED, _CLOSED_MESSAGE)
+                    raise closed_error()
             if pending.tool is None:
                 return pending.script.output
         tool = pending.tool
@@ -164,81 +144,38 @@ class AsyncClient:
     The channel opens on first use, in the running event loop; use the client from that loop
     only. close() (or leaving the `async with` block) cancels every request still running."""
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        options: Sequence[tuple[str, Any]] = (),
-        root_certificates: bytes | None = None,
-        token: str | None = None,
-        resume: ResumePolicy = DEFAULT_RESUME,
-    ) -> None:
-        """address: "host:port". options: extra gRPC channel options (override the defaults).
-        root_certificates: PEM of the CA that signed the server's certificate; given, the
-        channel uses TLS (else plaintext). token: sent as `authorization: Bearer <token>`.
-        resume: how a request whose stream breaks with UNAVAILABLE is resubmitted (NO_RESUME: never)."""
-        self.address = address
-        self.resume = resume
-        self._options = channel_options(options)
-        self._root_certificates = root_certificates
-        self._token = token
+    @takes_fields_of(ClientConfig)
+    def __init__(self, config: ClientConfig) -> None:
+        """Arguments: the fields of ClientConfig, as Client's."""
+        self.config = config
+        self.address = config.address
+        self.resume = config.resume
         self._channel: grpc.aio.Channel | None = None
         self._stub_: generation_pb2_grpc.GenerationAsyncStub | None = None
         self._streams: weakref.WeakSet[AsyncStream] = weakref.WeakSet()
         self._is_closed = False
 
-    async def generate(
-        self,
-        prompt: str | None = None,
-        *,
-        prompt_token_ids: Sequence[int] | None = None,
-        messages: Sequence[Mapping[str, Any]] | None = None,
-        sampling: SamplingParams | None = None,
-        tools: Sequence[Tool] = (),
-        script: Sequence[ScriptedCall] = (),
-        program_id: str = "",
-        timeout_s: float | None = None,
-    ) -> GenerateResult:
-        """Run one request to its end and return the result; arguments as Client.generate.
-        Tools may be sync (run via asyncio.to_thread) or async. Raises InferceptError."""
-        stream = self.stream(
-            prompt,
-            prompt_token_ids=prompt_token_ids,
-            messages=messages,
-            sampling=sampling,
-            tools=tools,
-            script=script,
-            program_id=program_id,
-            timeout_s=timeout_s,
-        )
+    @takes_fields_of(RequestSpec)
+    def generate(self, spec: RequestSpec) -> Coroutine[Any, Any, GenerateResult]:
+        """Run one request to its end and return the result (await it); arguments: the fields of
+        RequestSpec, as Client.generate. Tools may be sync (run via asyncio.to_thread) or async.
+        Raises InferceptError."""
+        return self._generate(spec)
+
+    async def _generate(self, spec: RequestSpec) -> GenerateResult:
+        stream = self._stream(spec)  # in the coroutine: a refusal is raised where it is awaited
         async for _ in stream:
             pass
         return stream.result
 
-    def stream(
-        self,
-        prompt: str | None = None,
-        *,
-        prompt_token_ids: Sequence[int] | None = None,
-        messages: Sequence[Mapping[str, Any]] | None = None,
-        sampling: SamplingParams | None = None,
-        tools: Sequence[Tool] = (),
-        script: Sequence[ScriptedCall] = (),
-        program_id: str = "",
-        timeout_s: float | None = None,
-    ) -> AsyncStream:
+    @takes_fields_of(RequestSpec)
+    def stream(self, spec: RequestSpec) -> AsyncStream:
         """Like generate(), but returns an AsyncStream of the request's events (sent when
         iterated); its `result` holds the GenerateResult once Finished has been yielded."""
-        state = SessionState(
-            prompt=prompt,
-            prompt_token_ids=prompt_token_ids,
-            messages=messages,
-            sampling=sampling,
-            tools=tools,
-            script=script,
-            program_id=program_id,
-        )
-        stream = AsyncStream(self._stub(), state, timeout_s, self.resume)
+        return self._stream(spec)
+
+    def _stream(self, spec: RequestSpec) -> AsyncStream:
+        stream = AsyncStream(self._stub(), SessionState(spec), spec.timeout_s, self.resume)
         self._streams.add(stream)
         return stream
 
@@ -280,10 +217,10 @@ class AsyncClient:
         if self._is_closed:
             raise InferceptError(CANCELLED, "the client is closed")
         if self._stub_ is None:
-            credentials = (
-                channel_credentials(self._root_certificates) if self._root_certificates is not None else None
+            config = self.config
+            self._channel = open_aio_channel(
+                config.address, config.channel_options, config.credentials, config.token
             )
-            self._channel = open_aio_channel(self.address, self._options, credentials, self._token)
             # GenerationStub over an aio channel is the async stub (GenerationAsyncStub exists
             # only for type checkers).
             self._stub_ = generation_pb2_grpc.GenerationStub(self._channel)

@@ -1,4 +1,11 @@
-"""The one exception the client library raises, and its translation from gRPC statuses."""
+"""StatusError, the shape every (code, message) error of the project shares; InferceptError, the
+one exception the client library raises, and its translation from gRPC statuses.
+
+The scheduler refuses a request with its own StatusError (scheduler_svc.admission.RequestError),
+which its service edge turns into the RPC's status; the client receives that status as an
+InferceptError with the same code and message. The gateway maps a code to an HTTP status at its
+own edge (gateway.errors).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +22,10 @@ PROTOCOL_ERROR = "PROTOCOL_ERROR"  # the server broke the Session protocol
 CANCELLED = "CANCELLED"  # the stream or its client was closed before Finished (gRPC's name)
 
 
-class InferceptError(Exception):
-    """A request failed. `code` is a gRPC status name ("INVALID_ARGUMENT", "NOT_FOUND", ...) or
-    one of the client's own codes above; `message` says what was wrong."""
+class StatusError(Exception):
+    """A failure named by a status: `code` is a gRPC status code name ("INVALID_ARGUMENT",
+    "NOT_FOUND", ...) or one of the client's own codes above; `message` says, for a person, what
+    was wrong. Raised as one of its subclasses, each saying on which side it arose."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(code, message)
@@ -27,6 +35,11 @@ class InferceptError(Exception):
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
 
+
+class InferceptError(StatusError):
+    """A request failed, as the client sees it: the status the server (or the channel) ended the
+    call with, or one of the client's own codes for what went wrong on its side."""
+
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> InferceptError:
         """The status of a failed call: its code's name and its details."""
@@ -34,6 +47,11 @@ class InferceptError(Exception):
         code = error.code() if callable(getattr(error, "code", None)) else None
         details = error.details() if callable(getattr(error, "details", None)) else None
         return cls(code.name if code is not None else "UNKNOWN", details or str(error))
+
+
+def closed_error() -> InferceptError:
+    """The error of a request whose stream or client was closed before Finished."""
+    return InferceptError(CANCELLED, "the stream (or its client) was closed before the request finished")
 
 
 @contextmanager

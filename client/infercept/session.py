@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import operator
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping
 
 from infercept.errors import PROTOCOL_ERROR, TOOL_FAILED, UNKNOWN_TOOL, InferceptError
 from infercept.events import Accepted, Event, Finished, Intercepted, Resumed, TokenDelta, event_from_proto
 from infercept.result import GenerateResult, Interception
-from infercept.resume import RESUMABLE_CODES
+from infercept.resume import RESUMABLE_CODES, ResumePolicy
 from infercept.tools import Tool
-from infercept.types import SamplingParams, ScriptedCall
+from infercept.types import RequestSpec, ScriptedCall
 from infercept.v1 import generation_pb2 as pb
 
 
@@ -56,54 +54,6 @@ class PendingCall:
             return self.script.wait_s
         assert self.tool is not None, "a pending call has a script entry or a tool"
         return self.tool.expected_duration_s
-
-
-def build_request(
-    prompt: str | None,
-    prompt_token_ids: Sequence[int] | None,
-    sampling: SamplingParams | None,
-    tools: Sequence[Tool],
-    script: Sequence[ScriptedCall],
-    program_id: str,
-    messages: Sequence[Mapping[str, Any]] | None = None,
-) -> pb.GenerateRequest:
-    """The GenerateRequest, values passed through for the server to validate. Raises
-    InferceptError("INVALID_ARGUMENT") only for values protobuf cannot encode (negative ids,
-    a message that is not an OpenAI-style dict)."""
-    try:
-        return pb.GenerateRequest(
-            prompt=prompt or "",
-            prompt_token_ids=list(prompt_token_ids or ()),
-            sampling=(sampling or SamplingParams()).to_proto(),
-            tools=[tool.to_proto() for tool in tools if tool.trigger],
-            script=[call.to_proto() for call in script],
-            program_id=program_id,
-            messages=[chat_message(message) for message in messages or ()],
-            tool_schemas_json=[tool.schema_json() for tool in tools if tool.schema is not None],
-        )
-    except (TypeError, ValueError, KeyError, AttributeError) as error:
-        raise InferceptError("INVALID_ARGUMENT", f"cannot encode the request: {error}") from error
-
-
-def chat_message(message: Mapping[str, Any]) -> pb.ChatMessage:
-    """An OpenAI-style message dict as a ChatMessage (content None is empty; tool call arguments
-    as JSON text or an object)."""
-    calls = [
-        pb.ChatToolCall(
-            id=call.get("id", ""),
-            name=call["function"]["name"],
-            arguments_json=arguments if isinstance(arguments, str) else json.dumps(arguments),
-        )
-        for call in message.get("tool_calls") or ()
-        for arguments in [call["function"].get("arguments", "{}")]
-    ]
-    return pb.ChatMessage(
-        role=message["role"],
-        content=message.get("content") or "",
-        tool_calls=calls,
-        tool_call_id=message.get("tool_call_id") or "",
-        name=message.get("name") or "",
-    )
 
 
 def tool_failed(call: PendingCall, error: BaseException) -> InferceptError:
@@ -142,20 +92,11 @@ class SessionState:
     """Protocol state and result assembly of one Session stream. Times are passed in (`now`,
     time.monotonic() seconds) so the same object serves both clients and plain tests."""
 
-    def __init__(
-        self,
-        *,
-        prompt: str | None = None,
-        prompt_token_ids: Sequence[int] | None = None,
-        messages: Sequence[Mapping[str, Any]] | None = None,
-        sampling: SamplingParams | None = None,
-        tools: Sequence[Tool] = (),
-        script: Sequence[ScriptedCall] = (),
-        program_id: str = "",
-    ) -> None:
-        self.request = build_request(prompt, prompt_token_ids, sampling, tools, script, program_id, messages)
-        self.tools = tuple(tools)
-        self.script = tuple(script)
+    def __init__(self, spec: RequestSpec) -> None:
+        """Raises InferceptError("INVALID_ARGUMENT") for a spec protobuf cannot encode."""
+        self.request = spec.to_proto()
+        self.tools = tuple(spec.tools)
+        self.script = tuple(spec.script)
         self._tools_by_name = {tool.name: tool for tool in reversed(self.tools)}  # the first wins
         self._num_script_used = 0
         self.pending_call: PendingCall | None = None
@@ -330,3 +271,47 @@ class SessionState:
         # Resumed follows the ToolResult of the latest interception.
         if self._interceptions and self._interceptions[-1].resumed is None:
             self._interceptions[-1] = dataclasses.replace(self._interceptions[-1], resumed=event)
+
+
+class StreamBase:
+    """What Stream and AsyncStream share besides their I/O: the request's SessionState, its one
+    deadline (resumptions included), and whether and when a broken stream is resubmitted."""
+
+    def __init__(self, state: SessionState, timeout_s: float | None, resume: ResumePolicy) -> None:
+        self._state = state
+        self._timeout_s = timeout_s
+        self._resume = resume
+        self._deadline_s: float | None = None  # time.monotonic() when the whole request times out
+        self._num_calls = 0  # Session calls opened for this request: 1 + its resubmissions
+
+    @property
+    def request_id(self) -> str:
+        """The server's id once Accepted has arrived, else ""."""
+        return self._state.request_id
+
+    @property
+    def result(self) -> GenerateResult:
+        """The finished request. Raises RuntimeError before Finished has arrived."""
+        return self._state.result()
+
+    def _start_deadline(self, now: float) -> None:
+        """Start the request's deadline (timeout_s from `now`), once, as iteration starts."""
+        if self._timeout_s is not None:
+            self._deadline_s = now + self._timeout_s
+
+    def _call_timeout_s(self, now: float) -> float | None:
+        """The timeout of a call opened at `now`: what is left of the deadline (None: none)."""
+        return None if self._deadline_s is None else max(self._deadline_s - now, 0.0)
+
+    def _first_message(self, now: float) -> pb.ClientEvent:
+        """The first message of a new call: the request, then on each later call its resumption."""
+        self._num_calls += 1
+        return self._state.open(now) if self._num_calls == 1 else self._state.reopen()
+
+    def _backoff_s(self, error: InferceptError) -> float | None:
+        """Seconds to wait before resubmitting the request after `error` ended its call, or None
+        when it is not to be resubmitted (not resumable, or the policy's attempts are spent)."""
+        resubmission = self._num_calls  # the number this one would have (1, 2, ...)
+        if resubmission > self._resume.max_attempts or not self._state.can_resume(error):
+            return None
+        return self._resume.backoff_s(resubmission)

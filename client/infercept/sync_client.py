@@ -6,29 +6,25 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
 import grpc
 
-from infercept.channel import channel_options, open_channel
-from infercept.errors import CANCELLED, InferceptError, translated_rpc_errors
+from infercept.channel import open_channel
+from infercept.errors import CANCELLED, InferceptError, closed_error, translated_rpc_errors
 from infercept.events import Event
 from infercept.result import GenerateResult
 from infercept.resume import DEFAULT_RESUME, ResumePolicy
 from infercept.server_info import ServerInfo, message_to_dict
-from infercept.session import PendingCall, SessionState, tool_failed
-from infercept.tls import channel_credentials
-from infercept.tools import Tool
-from infercept.types import SamplingParams, ScriptedCall
+from infercept.session import PendingCall, SessionState, StreamBase, tool_failed
+from infercept.types import ClientConfig, RequestSpec, takes_fields_of
 from infercept.v1 import generation_pb2 as pb
 from infercept.v1 import generation_pb2_grpc
 
-_CLOSED_MESSAGE = "the stream (or its client) was closed before the request finished"
 
-
-class Stream:
+class Stream(StreamBase):
     """The events of one request as they arrive (Accepted, TokenDelta, Intercepted, Resumed,
     Finished), answering interceptions automatically: after yielding an Intercepted it runs the
     scripted wait or the tool, sends the result, and goes on.
@@ -44,27 +40,14 @@ class Stream:
         timeout_s: float | None,
         resume: ResumePolicy = DEFAULT_RESUME,
     ):
+        super().__init__(state, timeout_s, resume)
         self._stub = stub
-        self._state = state
-        self._timeout_s = timeout_s
-        self._resume = resume
-        self._deadline_s = 0.0  # time.monotonic() when the whole request times out
         # The request iterator gRPC consumes on its own thread; None ends it (half-close).
         self._outbox: queue.SimpleQueue[pb.ClientEvent | None] = queue.SimpleQueue()
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._call: grpc.CallIterator[pb.ServerEvent] | None = None
         self._is_started = False
-
-    @property
-    def request_id(self) -> str:
-        """The server's id once Accepted has arrived, else ""."""
-        return self._state.request_id
-
-    @property
-    def result(self) -> GenerateResult:
-        """The finished request. Raises RuntimeError before Finished has arrived."""
-        return self._state.result()
 
     def close(self) -> None:
         """Cancel the request unless it has finished. Safe from any thread, and idempotent."""
@@ -82,9 +65,8 @@ class Stream:
 
     def __iter__(self) -> Iterator[Event]:
         self._claim()
-        attempt = 0
         while True:
-            call = self._open(attempt)
+            call = self._open()
             try:
                 with translated_rpc_errors():
                     for message in call:
@@ -100,12 +82,12 @@ class Stream:
                 return
             except InferceptError as error:
                 if self._closed.is_set():  # whatever the cancelled call reported, close() ended it
-                    raise InferceptError(CANCELLED, _CLOSED_MESSAGE) from error
-                attempt += 1
-                if attempt > self._resume.max_attempts or not self._state.can_resume(error):
+                    raise closed_error() from error
+                backoff_s = self._backoff_s(error)
+                if backoff_s is None:
                     raise
-                if self._closed.wait(self._resume.backoff_s(attempt)):
-                    raise InferceptError(CANCELLED, _CLOSED_MESSAGE) from error
+                if self._closed.wait(backoff_s):
+                    raise closed_error() from error
             finally:
                 self._outbox.put(None)  # gRPC's sending thread waits on the outbox until this
                 if not self._state.is_finished:
@@ -116,20 +98,18 @@ class Stream:
             if self._is_started:
                 raise RuntimeError("a Stream can be iterated only once")
             if self._closed.is_set():
-                raise InferceptError(CANCELLED, _CLOSED_MESSAGE)
+                raise closed_error()
             self._is_started = True
-            if self._timeout_s is not None:  # one deadline for the request, resumptions included
-                self._deadline_s = time.monotonic() + self._timeout_s
+            self._start_deadline(time.monotonic())
 
-    def _open(self, attempt: int) -> grpc.CallIterator[pb.ServerEvent]:
-        """A new Session call: the request (attempt 0), or its resumption."""
+    def _open(self) -> grpc.CallIterator[pb.ServerEvent]:
+        """A new Session call: the request, or its resumption."""
         with self._lock:
             if self._closed.is_set():
-                raise InferceptError(CANCELLED, _CLOSED_MESSAGE)
+                raise closed_error()
             self._outbox = queue.SimpleQueue()
-            first = self._state.open(time.monotonic()) if attempt == 0 else self._state.reopen()
-            self._outbox.put(first)
-            timeout_s = None if self._timeout_s is None else max(self._deadline_s - time.monotonic(), 0.0)
+            self._outbox.put(self._first_message(time.monotonic()))
+            timeout_s = self._call_timeout_s(time.monotonic())
             self._call = self._stub.Session(iter(self._outbox.get, None), timeout=timeout_s)
             return self._call
 
@@ -144,7 +124,7 @@ class Stream:
             deadline_s = time.monotonic() + call.script.wait_s
             while (remaining_s := deadline_s - time.monotonic()) > 0:
                 if self._closed.wait(remaining_s):
-                    raise InferceptError(CANCELLED, _CLOSED_MESSAGE)
+                    raise closed_error()
             if call.tool is None:
                 return call.script.output
         assert call.tool is not None, "a pending call has a script entry or a tool"
@@ -163,90 +143,41 @@ class Client:
     Thread-safe: requests may run concurrently from several threads. close() (or leaving the
     `with` block) cancels every request still running; the server aborts them."""
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        options: Sequence[tuple[str, Any]] = (),
-        root_certificates: bytes | None = None,
-        token: str | None = None,
-        resume: ResumePolicy = DEFAULT_RESUME,
-    ) -> None:
-        """address: "host:port". options: extra gRPC channel options (override the defaults).
-        root_certificates: PEM of the CA that signed the server's certificate; given, the
-        channel uses TLS (else plaintext). token: sent as `authorization: Bearer <token>`.
-        resume: how a request whose stream breaks with UNAVAILABLE is resubmitted (NO_RESUME: never)."""
-        self.address = address
-        self.resume = resume
-        credentials = channel_credentials(root_certificates) if root_certificates is not None else None
-        self._channel = open_channel(address, channel_options(options), credentials, token)
+    @takes_fields_of(ClientConfig)
+    def __init__(self, config: ClientConfig) -> None:
+        """Arguments: the fields of ClientConfig (address, then options, root_certificates, token,
+        resume by keyword)."""
+        self.config = config
+        self.address = config.address
+        self.resume = config.resume
+        self._channel = open_channel(config.address, config.channel_options, config.credentials, config.token)
         self._stub = generation_pb2_grpc.GenerationStub(self._channel)
         self._streams: weakref.WeakSet[Stream] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._is_closed = False
 
-    def generate(
-        self,
-        prompt: str | None = None,
-        *,
-        prompt_token_ids: Sequence[int] | None = None,
-        messages: Sequence[Mapping[str, Any]] | None = None,
-        sampling: SamplingParams | None = None,
-        tools: Sequence[Tool] = (),
-        script: Sequence[ScriptedCall] = (),
-        program_id: str = "",
-        timeout_s: float | None = None,
-    ) -> GenerateResult:
+    @takes_fields_of(RequestSpec)
+    def generate(self, spec: RequestSpec) -> GenerateResult:
         """Run one request to its end, answering its interceptions, and return the result.
-
-        prompt, prompt_token_ids or messages: exactly one (the server checks); messages is a
-        conversation in OpenAI's form ({"role", "content"}, assistant "tool_calls", tool
-        "tool_call_id"), rendered with the model's chat template; a text tool result then goes
-        in as the template's tool turn. sampling: SamplingParams() when None. tools: tools the
-        model may call (with a schema: passed to the template, called as <tool_call> JSON). script: synthetic interceptions, in order.
-        program_id: groups the requests of one program (logs, routing). timeout_s: deadline of
-        the whole request, tool calls included. Raises InferceptError."""
-        stream = self.stream(
-            prompt,
-            prompt_token_ids=prompt_token_ids,
-            messages=messages,
-            sampling=sampling,
-            tools=tools,
-            script=script,
-            program_id=program_id,
-            timeout_s=timeout_s,
-        )
+        Arguments: the fields of RequestSpec (prompt, then prompt_token_ids, messages, sampling,
+        tools, script, program_id, timeout_s by keyword). Raises InferceptError."""
+        stream = self._stream(spec)
         for _ in stream:
             pass
         return stream.result
 
-    def stream(
-        self,
-        prompt: str | None = None,
-        *,
-        prompt_token_ids: Sequence[int] | None = None,
-        messages: Sequence[Mapping[str, Any]] | None = None,
-        sampling: SamplingParams | None = None,
-        tools: Sequence[Tool] = (),
-        script: Sequence[ScriptedCall] = (),
-        program_id: str = "",
-        timeout_s: float | None = None,
-    ) -> Stream:
+    @takes_fields_of(RequestSpec)
+    def stream(self, spec: RequestSpec) -> Stream:
         """Like generate(), but returns a Stream of the request's events (sent when iterated);
-        its `result` holds the GenerateResult once Finished has been yielded."""
-        for tool in tools:
+        its `result` holds the GenerateResult once Finished has been yielded. Raises TypeError
+        for an async tool (they need AsyncClient)."""
+        return self._stream(spec)
+
+    def _stream(self, spec: RequestSpec) -> Stream:
+        for tool in spec.tools:
             if tool.is_async:
                 raise TypeError(f"tool {tool.name!r} is async; async tools need AsyncClient")
-        state = SessionState(
-            prompt=prompt,
-            prompt_token_ids=prompt_token_ids,
-            messages=messages,
-            sampling=sampling,
-            tools=tools,
-            script=script,
-            program_id=program_id,
-        )
-        stream = Stream(self._stub, state, timeout_s, self.resume)
+        stream = Stream(self._stub, SessionState(spec), spec.timeout_s, self.resume)
         with self._lock:
             if self._is_closed:
                 raise InferceptError(CANCELLED, "the client is closed")

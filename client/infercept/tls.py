@@ -1,9 +1,6 @@
-"""TLS credentials from PEM files, for the two servers and their clients.
-
-Server side: a certificate chain and its private key (``--tls-cert``, ``--tls-key``), and
-optionally a CA whose client certificates the server then requires (mutual TLS). Client side: the
-CA that signed the server's certificate (root certificates), and optionally the client's own
-certificate and key for mutual TLS.
+"""TLS credentials of a client from PEM files: the CA that signed the server's certificate (root
+certificates), and optionally the client's own certificate and key for mutual TLS. The servers'
+side is svc_common/tls.py.
 """
 
 from __future__ import annotations
@@ -24,37 +21,6 @@ def read_pem(path: str | Path, what: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as error:
         raise TlsConfigError(f"cannot read the {what} {path}: {error}") from error
-
-
-@dataclasses.dataclass(frozen=True)
-class ServerTls:
-    """A server's TLS files: certificate chain, private key, and the CA of required client
-    certificates (None: clients are not asked for one)."""
-
-    cert_path: Path
-    key_path: Path
-    client_ca_path: Path | None = None
-
-    @staticmethod
-    def from_flags(
-        cert: str | Path | None, key: str | Path | None, client_ca: str | Path | None = None
-    ) -> ServerTls | None:
-        """None when no flag is given (plaintext); TlsConfigError when only some are."""
-        if not cert and not key:
-            if client_ca:
-                raise TlsConfigError("a client CA needs --tls-cert and --tls-key too")
-            return None
-        if not cert or not key:
-            raise TlsConfigError("--tls-cert and --tls-key go together")
-        return ServerTls(Path(cert), Path(key), Path(client_ca) if client_ca else None)
-
-    def credentials(self) -> grpc.ServerCredentials:
-        """gRPC server credentials; TlsConfigError if a file cannot be read."""
-        pair = (read_pem(self.key_path, "TLS key"), read_pem(self.cert_path, "TLS certificate"))
-        client_ca = read_pem(self.client_ca_path, "client CA") if self.client_ca_path else None
-        return grpc.ssl_server_credentials(
-            [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
-        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,11 +1,36 @@
-"""What a request asks for: sampling parameters and synthetic scripted interceptions."""
+"""What a caller gives the client, each declared once as a frozen dataclass: where the server is
+(ClientConfig) and what one request asks for (RequestSpec, with its SamplingParams and
+ScriptedCalls).
+
+Client and AsyncClient take these fields as keyword arguments (`takes_fields_of`), so the
+parameter lists users call exist only here (a caller holding a spec passes `**as_keywords(spec)`):
+
+    Client("127.0.0.1:50051", token="t")         -> Client.__init__(ClientConfig(...))
+    client.generate(prompt="2+2=", sampling=...)  -> Client.generate(RequestSpec(...))
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import functools
+import inspect
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import grpc
+
+from infercept.channel import channel_options
+from infercept.errors import InferceptError
+from infercept.resume import DEFAULT_RESUME, ResumePolicy
+from infercept.tls import channel_credentials
+from infercept.tools import Tool
 from infercept.v1 import generation_pb2 as pb
+
+FieldsP = ParamSpec("FieldsP")
+Owner = TypeVar("Owner")
+Spec = TypeVar("Spec")
+Returned = TypeVar("Returned")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,3 +103,128 @@ class ScriptedCall:
         return pb.ScriptedCall(
             after_tokens=self.after_tokens, tool=self.tool, expected_duration_s=self.wait_s
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestSpec:
+    """One request as the caller describes it: the keyword arguments of Client.generate/stream and
+    AsyncClient.generate/stream. The server validates the values (INVALID_ARGUMENT with its
+    precise message); to_proto() refuses only what protobuf cannot encode."""
+
+    # The prompt as text. Give exactly one of prompt, prompt_token_ids and messages (the server checks).
+    prompt: str | None = None
+    _: dataclasses.KW_ONLY
+    # The prompt as token ids.
+    prompt_token_ids: Sequence[int] | None = None
+    # A conversation in OpenAI's form ({"role", "content"}, assistant "tool_calls", tool
+    # "tool_call_id"), rendered with the model's chat template; a text tool result then goes in as
+    # the template's tool turn.
+    messages: Sequence[Mapping[str, Any]] | None = None
+    # SamplingParams() when None.
+    sampling: SamplingParams | None = None
+    # Tools the model may call (with a schema: described to the template, called as <tool_call> JSON).
+    tools: Sequence[Tool] = ()
+    # Synthetic interceptions, in order.
+    script: Sequence[ScriptedCall] = ()
+    # Groups the requests of one program (logs, routing).
+    program_id: str = ""
+    # Seconds until the whole request, tool calls and resumptions included, is abandoned
+    # (DEADLINE_EXCEEDED); a deadline of the calls, not a field of the GenerateRequest. None: none.
+    timeout_s: float | None = None
+
+    def to_proto(self) -> pb.GenerateRequest:
+        """The GenerateRequest, values passed through for the server to validate. Raises
+        InferceptError("INVALID_ARGUMENT") only for values protobuf cannot encode (negative ids,
+        a message that is not an OpenAI-style dict)."""
+        try:
+            return pb.GenerateRequest(
+                prompt=self.prompt or "",
+                prompt_token_ids=list(self.prompt_token_ids or ()),
+                sampling=(self.sampling or SamplingParams()).to_proto(),
+                tools=[tool.to_proto() for tool in self.tools if tool.trigger],
+                script=[call.to_proto() for call in self.script],
+                program_id=self.program_id,
+                messages=[chat_message(message) for message in self.messages or ()],
+                tool_schemas_json=[tool.schema_json() for tool in self.tools if tool.schema is not None],
+            )
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            raise InferceptError("INVALID_ARGUMENT", f"cannot encode the request: {error}") from error
+
+
+def chat_message(message: Mapping[str, Any]) -> pb.ChatMessage:
+    """An OpenAI-style message dict as a ChatMessage (content None is empty; tool call arguments
+    as JSON text or an object)."""
+    calls = [
+        pb.ChatToolCall(
+            id=call.get("id", ""),
+            name=call["function"]["name"],
+            arguments_json=arguments if isinstance(arguments, str) else json.dumps(arguments),
+        )
+        for call in message.get("tool_calls") or ()
+        for arguments in [call["function"].get("arguments", "{}")]
+    ]
+    return pb.ChatMessage(
+        role=message["role"],
+        content=message.get("content") or "",
+        tool_calls=calls,
+        tool_call_id=message.get("tool_call_id") or "",
+        name=message.get("name") or "",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientConfig:
+    """Where and how a client reaches the server: the constructor arguments of Client and
+    AsyncClient."""
+
+    # "host:port" of the scheduler's public API.
+    address: str
+    _: dataclasses.KW_ONLY
+    # Extra gRPC channel options; they override the defaults of the same name.
+    options: Sequence[tuple[str, Any]] = ()
+    # PEM of the CA that signed the server's certificate; given, the channel uses TLS (else plaintext).
+    root_certificates: bytes | None = None
+    # Sent as `authorization: Bearer <token>` on every call.
+    token: str | None = None
+    # How a request whose stream breaks with UNAVAILABLE is resubmitted (NO_RESUME: never).
+    resume: ResumePolicy = DEFAULT_RESUME
+
+    @property
+    def channel_options(self) -> list[tuple[str, Any]]:
+        """The default channel options with `options` applied over them."""
+        return channel_options(self.options)
+
+    @property
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS credentials when root_certificates are given, else None (plaintext)."""
+        return channel_credentials(self.root_certificates) if self.root_certificates is not None else None
+
+
+def as_keywords(spec: RequestSpec | ClientConfig) -> dict[str, Any]:
+    """The spec's fields by name, as they are (not copied, unlike dataclasses.asdict), for a
+    caller that holds a spec: `Client(**as_keywords(config))`, `client.generate(**as_keywords(spec))`."""
+    return {field.name: getattr(spec, field.name) for field in dataclasses.fields(spec)}
+
+
+def takes_fields_of(
+    spec_type: Callable[FieldsP, Spec],
+) -> Callable[[Callable[[Owner, Spec], Returned]], Callable[Concatenate[Owner, FieldsP], Returned]]:
+    """Decorate a method `method(self, spec)` so that callers pass the spec's constructor
+    arguments instead: `obj.method(*args, **kwargs)` runs `method(obj, spec_type(*args, **kwargs))`.
+    Type checkers and help() show the spec's parameters; a wrong or missing argument is the
+    spec's TypeError. An async method stays awaitable (the wrapper returns its coroutine)."""
+
+    def decorate(
+        method: Callable[[Owner, Spec], Returned],
+    ) -> Callable[Concatenate[Owner, FieldsP], Returned]:
+        @functools.wraps(method)
+        def with_fields(self: Owner, /, *args: FieldsP.args, **kwargs: FieldsP.kwargs) -> Returned:
+            return method(self, spec_type(*args, **kwargs))
+
+        own = inspect.signature(method)
+        (self_parameter, *_) = own.parameters.values()
+        fields = inspect.signature(spec_type).parameters.values()
+        with_fields.__signature__ = own.replace(parameters=[self_parameter, *fields])  # type: ignore[attr-defined]
+        return with_fields
+
+    return decorate

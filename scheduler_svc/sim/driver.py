@@ -43,14 +43,17 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from infercept.loadgen.spec import RequestPlan, RequestRecord
 from infercept.server_info import message_to_dict
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import RequestError
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
-from scheduler_svc.scheduler import Event, Scheduler
-from scheduler_svc.sim.cost_model import CostProfile
+from scheduler_svc.events import Event, Finished, Intercepted, TokenDeltas, Usage
+from scheduler_svc.request import TokenKind
+from scheduler_svc.scheduler import Scheduler
+from scheduler_svc.sim.cost_profile import CostProfile
+from scheduler_svc.sim.request_plan import RequestPlan, RequestRecord
 from scheduler_svc.sim.virtual_executor import SAMPLED_TOKEN_ID, VOCAB_SIZE, VirtualExecutor
+from scheduler_svc.stats_render import stats_proto
 
 
 @dataclasses.dataclass
@@ -68,7 +71,7 @@ class _Progress:
     returned_call_s: float = 0.0  # harness timing: the calls returned so far, as the harness times them
     num_generated: int = 0  # tokens streamed so far
     num_returned: int = 0  # tokens returned by the calls so far
-    usage: gen.Usage | None = None  # the server's counts, once finished
+    usage: Usage | None = None  # the server's counts, once finished
     error: str = ""  # gRPC status code name if the server refused it
 
 
@@ -179,10 +182,10 @@ class Simulation:
 
     def _step(self) -> bool:
         """One iteration; False if the plan did nothing (no work fits), so time must pass."""
-        recomputed_before = self.scheduler.stats.tokens_by_kind["recompute"]
+        recomputed_before = self.scheduler.stats.tokens_by_kind[TokenKind.RECOMPUTE]
         self._step_start_s = self.now
         plan = self.scheduler.schedule(self.now)
-        num_recomputed = self.scheduler.stats.tokens_by_kind["recompute"] - recomputed_before
+        num_recomputed = self.scheduler.stats.tokens_by_kind[TokenKind.RECOMPUTE] - recomputed_before
         is_free = self.scheduler.policy.restores_for_free
         result = self.executor.run(plan, num_free_tokens=num_recomputed if is_free else 0)
         self._forward_s += result.forward_s
@@ -241,14 +244,17 @@ class Simulation:
         self._handle(events, now)
 
     def _handle(self, events: list[Event], now: float) -> None:
-        for request_id, event in events:
-            kind = event.WhichOneof("event")
+        for event in events:
+            if isinstance(event, TokenDeltas):  # one token per request
+                for request_id in event.request_ids:
+                    progress = self._live[request_id]
+                    progress.num_generated += 1
+                    if progress.first_token_s is None:
+                        progress.first_token_s = now
+                continue
+            request_id = event.request_id
             progress = self._live[request_id]
-            if kind == "tokens":
-                progress.num_generated += len(event.tokens.token_ids)
-                if progress.first_token_s is None:
-                    progress.first_token_s = now
-            elif kind == "intercepted":
+            if isinstance(event, Intercepted):
                 duration_s = progress.plan.segments[progress.num_calls].duration_s
                 progress.num_calls += 1
                 progress.tool_time_s += duration_s
@@ -257,15 +263,15 @@ class Simulation:
                 self.scheduler.tool_started(request_id, duration_s)  # as the client library does
                 self._num_tool_calls += 1
                 heapq.heappush(self._tool_returns, (now + duration_s, self._num_tool_calls, request_id))
-            elif kind == "finished":
+            elif isinstance(event, Finished):
                 progress.finish_s = self._step_start_s if self.harness_timing else now
-                progress.usage = event.finished.usage
+                progress.usage = event.usage
                 del self._live[request_id]
 
     # ----- results -----
 
     def _stats(self) -> dict[str, Any]:
-        stats = message_to_dict(self.scheduler.stats_proto())
+        stats = message_to_dict(stats_proto(self.scheduler))
         return {**stats, "forward_s": self._forward_s, "recomputed_forward_s": self._recomputed_forward_s}
 
     @staticmethod

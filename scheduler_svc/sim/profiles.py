@@ -58,7 +58,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from scheduler_svc.sim.cost_model import CostProfile
+from scheduler_svc.sim.cost_profile import CostProfile
 
 GIB = 1024**3
 MIB = 1024**2

@@ -29,7 +29,7 @@ sequences, to every plan the real loop would send.
 from __future__ import annotations
 
 from infercept.v1 import executor_pb2 as pb
-from scheduler_svc.sim.cost_model import CostProfile
+from scheduler_svc.sim.cost_profile import CostProfile
 from scheduler_svc.step_loop import is_empty
 
 SAMPLED_TOKEN_ID = 1  # every sampled token; below VOCAB_SIZE and not an end-of-sequence id

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from benchmarks.soak import Outcome, _phases, report_line
-from infercept.loadgen.spec import RequestRecord
+from scheduler_svc.sim.request_plan import RequestRecord
 
 
 def test_phases_are_multiples_of_saturation_with_durations() -> None:

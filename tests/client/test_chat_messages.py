@@ -9,7 +9,7 @@ import pytest
 from infercept import Tool
 from infercept.errors import InferceptError
 from infercept.events import event_from_proto
-from infercept.session import build_request, chat_message
+from infercept.types import RequestSpec, chat_message
 from infercept.v1 import generation_pb2 as pb
 
 
@@ -39,7 +39,7 @@ def test_function_tools_travel_as_schemas_and_marker_tools_as_triggers() -> None
         parameters={"type": "object", "properties": {}},
     )
     calc = Tool("calc", "</calc>", lambda text: "2", opening_marker="<calc>")
-    request = build_request(None, None, None, [weather, calc], [], "", [{"role": "user", "content": "hi"}])
+    request = RequestSpec(tools=[weather, calc], messages=[{"role": "user", "content": "hi"}]).to_proto()
     assert [t.name for t in request.tools] == ["calc"]
     (schema,) = [json.loads(s) for s in request.tool_schemas_json]
     assert schema == {
@@ -55,7 +55,7 @@ def test_function_tools_travel_as_schemas_and_marker_tools_as_triggers() -> None
 
 def test_a_message_without_a_role_cannot_be_sent() -> None:
     with pytest.raises(InferceptError, match="cannot encode"):
-        build_request(None, None, None, [], [], "", [{"content": "hi"}])
+        RequestSpec(messages=[{"content": "hi"}]).to_proto()
 
 
 def test_a_tool_is_called_with_the_arguments_or_else_the_call_text() -> None:

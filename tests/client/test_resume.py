@@ -6,6 +6,7 @@ import pytest
 
 from infercept import InferceptError, ResumePolicy, SamplingParams, ScriptedCall, Tool
 from infercept.session import SessionState
+from infercept.types import RequestSpec
 from infercept.v1 import generation_pb2 as pb
 from tests.client.test_session import intercepted, tokens
 
@@ -16,10 +17,12 @@ def accepted(request_id: str, seed: int) -> pb.ServerEvent:
 
 def test_reopen_sends_every_segment_with_its_tool_result_and_the_servers_seed() -> None:
     state = SessionState(
-        prompt_token_ids=[7, 8],
-        sampling=SamplingParams(max_tokens=9),
-        tools=[Tool("echo", "</e>", lambda text: "said " + text)],
-        script=[ScriptedCall(2, "qa", returned_token_ids=[50, 51])],
+        RequestSpec(
+            prompt_token_ids=[7, 8],
+            sampling=SamplingParams(max_tokens=9),
+            tools=[Tool("echo", "</e>", lambda text: "said " + text)],
+            script=[ScriptedCall(2, "qa", returned_token_ids=[50, 51])],
+        )
     )
     state.open(now=0.0)
     state.on_message(accepted("r1", seed=1234), now=0.0)
@@ -57,7 +60,7 @@ def test_reopen_sends_every_segment_with_its_tool_result_and_the_servers_seed() 
 
 
 def test_only_an_unavailable_unfinished_request_without_a_pending_call_is_resumed() -> None:
-    state = SessionState(prompt_token_ids=[1], script=[ScriptedCall(1, "qa")])
+    state = SessionState(RequestSpec(prompt_token_ids=[1], script=[ScriptedCall(1, "qa")]))
     state.open(now=0.0)
     assert not state.can_resume(InferceptError("INVALID_ARGUMENT", "bad"))
     state.on_message(intercepted("qa", 0), now=0.1)

@@ -3,6 +3,7 @@ and hand the caller one result; other errors, and NO_RESUME, reach the caller.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from concurrent import futures
 
@@ -18,10 +19,11 @@ FAST = ResumePolicy(max_attempts=2, initial_backoff_s=0.01)
 
 class BreakingPeer(generation_pb2_grpc.GenerationServicer):
     """Sends tokens 1, 2 then breaks with `code` on the first stream; on a resumed one, sends 3
-    and Finished. Records every GenerateRequest it gets."""
+    and Finished (or, with breaks_every_stream, breaks again). Records every GenerateRequest it gets."""
 
     def __init__(self, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
         self.code = code
+        self.breaks_every_stream = False
         self.requests: list[pb.GenerateRequest] = []
 
     def Session(
@@ -33,6 +35,8 @@ class BreakingPeer(generation_pb2_grpc.GenerationServicer):
         if not request.HasField("resume"):
             yield pb.ServerEvent(tokens=pb.TokenDelta(token_ids=[1, 2], text="ab"))
             context.abort(self.code, "the scheduler went away")
+        if self.breaks_every_stream:
+            context.abort(self.code, "the scheduler went away again")
         yield pb.ServerEvent(tokens=pb.TokenDelta(token_ids=[3], text="c"))
         yield pb.ServerEvent(finished=pb.Finished(finish_reason="length", usage=pb.Usage(generated_tokens=3)))
 
@@ -83,3 +87,20 @@ def test_no_resume_and_other_errors_reach_the_caller(breaking: tuple[str, Breaki
     with Client(address, resume=FAST) as client, pytest.raises(InferceptError) as invalid:
         client.generate(prompt_token_ids=[5], timeout_s=30)
     assert invalid.value.code == "INVALID_ARGUMENT" and len(peer.requests) == 2  # never resubmitted
+
+
+def test_both_clients_give_up_after_the_policys_resubmissions(breaking: tuple[str, BreakingPeer]) -> None:
+    address, peer = breaking
+    peer.breaks_every_stream = True
+    with Client(address, resume=FAST) as client, pytest.raises(InferceptError) as sync_error:
+        client.generate(prompt_token_ids=[5], timeout_s=30)
+    assert sync_error.value.code == "UNAVAILABLE" and len(peer.requests) == 1 + FAST.max_attempts
+
+    async def generate() -> None:
+        async with AsyncClient(address, resume=FAST) as client:
+            await client.generate(prompt_token_ids=[5], timeout_s=30)
+
+    with pytest.raises(InferceptError) as async_error:
+        asyncio.run(generate())
+    assert async_error.value.code == "UNAVAILABLE" and len(peer.requests) == 2 * (1 + FAST.max_attempts)
+    assert [r.HasField("resume") for r in peer.requests[:3]] == [False, True, True]

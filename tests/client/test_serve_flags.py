@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from infercept.cli import add_security_flags, security_args
+from tooling.cli import PublicPortSecurity, add_security_flags, security_from_flags
 
 
-def parse(*argv: str) -> argparse.Namespace:
+def parse(*argv: str) -> PublicPortSecurity:
     parser = argparse.ArgumentParser()
     add_security_flags(parser)
-    return parser.parse_args(argv)
+    return security_from_flags(parser.parse_args(argv))
+
+
+def security_args(security: PublicPortSecurity) -> tuple[list[str], bytes | None]:
+    return security.scheduler_argv(), security.probe_root_certificates()
 
 
 def test_without_flags_the_scheduler_gets_none_and_the_probe_is_plaintext() -> None:

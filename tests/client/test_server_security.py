@@ -1,4 +1,4 @@
-"""The servers' shared security (infercept.serving, auth, tls) on an in-process server: bearer
+"""The servers' shared security (svc_common.serving, auth, tls) on an in-process server: bearer
 tokens, TLS and mutual TLS, exclusive ports, and the clients' token interceptors."""
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from infercept import serving
-from infercept.auth import Authenticator, TokenFileError, load_tokens
+from infercept.auth import TokenFileError, load_tokens
 from infercept.channel import open_aio_channel, open_channel
-from infercept.healthcheck import check
-from infercept.tls import ClientTls, ServerTls, TlsConfigError, channel_credentials
+from infercept.tls import ClientTls, TlsConfigError, channel_credentials
+from svc_common import serving
+from svc_common.auth import Authenticator
+from svc_common.healthcheck import check
+from svc_common.tls import ServerTls
 from tests.certs import Pki, make_pki
 
 ECHO = "/test.Echo/Echo"

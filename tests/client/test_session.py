@@ -8,6 +8,7 @@ import pytest
 
 from infercept import Finished, InferceptError, Intercepted, ScriptedCall, TokenDelta, Tool
 from infercept.session import SessionState
+from infercept.types import RequestSpec
 from infercept.v1 import generation_pb2 as pb
 
 
@@ -27,9 +28,11 @@ def finished(reason: str = "length") -> pb.ServerEvent:
 
 def test_assembles_ids_text_interceptions_and_timings() -> None:
     state = SessionState(
-        prompt_token_ids=[7, 8],
-        tools=[Tool("calc", "</calc>", str)],
-        script=[ScriptedCall(1, "qa", wait_s=0.5, returned_token_ids=[50, 51])],
+        RequestSpec(
+            prompt_token_ids=[7, 8],
+            tools=[Tool("calc", "</calc>", str)],
+            script=[ScriptedCall(1, "qa", wait_s=0.5, returned_token_ids=[50, 51])],
+        )
     )
     assert state.open(now=10.0).generate.prompt_token_ids == [7, 8]
     state.on_message(pb.ServerEvent(accepted=pb.Accepted(request_id="r1", num_prompt_tokens=2)), now=10.1)
@@ -71,7 +74,11 @@ def test_assembles_ids_text_interceptions_and_timings() -> None:
 
 def test_script_answers_first_when_its_name_matches() -> None:
     state = SessionState(
-        prompt="p", tools=[Tool("calc", "</calc>", str)], script=[ScriptedCall(5, "calc", returned_text="s")]
+        RequestSpec(
+            prompt="p",
+            tools=[Tool("calc", "</calc>", str)],
+            script=[ScriptedCall(5, "calc", returned_text="s")],
+        )
     )
     state.on_message(intercepted("calc", 0), now=0.0)
     assert state.pending_call is not None and state.pending_call.script is not None
@@ -82,7 +89,7 @@ def test_script_answers_first_when_its_name_matches() -> None:
 
 
 def test_protocol_violations() -> None:
-    state = SessionState(prompt="p", script=[ScriptedCall(1, "qa"), ScriptedCall(1, "qa")])
+    state = SessionState(RequestSpec(prompt="p", script=[ScriptedCall(1, "qa"), ScriptedCall(1, "qa")]))
     with pytest.raises(RuntimeError, match="not finished"):
         state.result()
     with pytest.raises(InferceptError, match=r"PROTOCOL_ERROR: .*without Finished"):
@@ -91,11 +98,11 @@ def test_protocol_violations() -> None:
     with pytest.raises(InferceptError, match=r"PROTOCOL_ERROR: .*before the previous call"):
         state.on_message(intercepted("qa", 1), now=0.0)
     with pytest.raises(InferceptError, match=r"UNKNOWN_TOOL: .*'search'"):
-        SessionState(prompt="p").on_message(intercepted("search", 0), now=0.0)
+        SessionState(RequestSpec(prompt="p")).on_message(intercepted("search", 0), now=0.0)
 
 
 def test_events_after_finished_and_unknown_kinds_are_skipped() -> None:
-    state = SessionState(prompt="p")
+    state = SessionState(RequestSpec(prompt="p"))
     assert state.on_message(pb.ServerEvent(), now=0.0) is None
     state.on_message(finished("eos"), now=1.0)
     assert state.on_message(tokens(9), now=2.0) is None
@@ -106,7 +113,7 @@ def test_events_after_finished_and_unknown_kinds_are_skipped() -> None:
     ("output", "expected_ids"), [([1, 2], (1, 2)), ((3,), (3,)), (range(2), (0, 1)), ([], ())]
 )
 def test_tool_outputs_as_token_ids(output: object, expected_ids: tuple[int, ...]) -> None:
-    state = SessionState(prompt="p", tools=[Tool("t", "x", str)])
+    state = SessionState(RequestSpec(prompt="p", tools=[Tool("t", "x", str)]))
     state.on_message(intercepted("t", 0), now=0.0)
     state.start_call(now=0.0)
     assert tuple(state.finish_call(output, now=0.0).tool_result.token_ids) == expected_ids
@@ -121,7 +128,7 @@ async def _coroutine() -> str:
     [({"a": 1}, "returned dict"), ([1, -1], "cannot be sent"), (["a"], "cannot be sent"), (None, "NoneType")],
 )
 def test_bad_tool_outputs_fail_the_tool(output: object, message: str) -> None:
-    state = SessionState(prompt="p", tools=[Tool("t", "x", str)])
+    state = SessionState(RequestSpec(prompt="p", tools=[Tool("t", "x", str)]))
     state.on_message(intercepted("t", 0), now=0.0)
     state.start_call(now=0.0)
     with pytest.raises(InferceptError, match=f"TOOL_FAILED: tool 't' .*{message}"):
@@ -129,7 +136,7 @@ def test_bad_tool_outputs_fail_the_tool(output: object, message: str) -> None:
 
 
 def test_a_coroutine_output_is_closed_and_fails() -> None:
-    state = SessionState(prompt="p", tools=[Tool("t", "x", str)])
+    state = SessionState(RequestSpec(prompt="p", tools=[Tool("t", "x", str)]))
     state.on_message(intercepted("t", 0), now=0.0)
     state.start_call(now=0.0)
     coroutine = _coroutine()
@@ -140,4 +147,4 @@ def test_a_coroutine_output_is_closed_and_fails() -> None:
 
 def test_unencodable_requests_are_invalid_arguments() -> None:
     with pytest.raises(InferceptError, match="INVALID_ARGUMENT: cannot encode the request"):
-        SessionState(prompt_token_ids=[-1])
+        SessionState(RequestSpec(prompt_token_ids=[-1]))

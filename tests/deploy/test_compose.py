@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 from check_jsonschema.builtin_schemas import get_builtin_schema
 
-from infercept.healthcheck import DEFAULT_TIMEOUT_S
+from svc_common.healthcheck import DEFAULT_TIMEOUT_S
 from tests.deploy.deployfiles import (
     COMPOSE_FILE,
     assert_program_accepts,
@@ -276,13 +276,13 @@ def test_both_services_get_the_same_executor_token(raw: dict[str, Any]) -> None:
 
 
 def test_health_checks_probe_each_service_on_its_listen_port(services: dict[str, Any]) -> None:
-    assert importlib.util.find_spec("infercept.healthcheck") is not None
+    assert importlib.util.find_spec("svc_common.healthcheck") is not None
     for name in GRPC_SERVICES:
         service = services[name]
         check = service["healthcheck"]
         test = check["test"]
         # CMD (exec form, no shell): python and the project are all the probe needs in the image.
-        assert test[:4] == ["CMD", "python", "-m", "infercept.healthcheck"], name
+        assert test[:4] == ["CMD", "python", "-m", "svc_common.healthcheck"], name
         host, port = split_host_port(test[4])
         assert host in ("127.0.0.1", "localhost"), name
         assert port == listen_address(service)[1], name

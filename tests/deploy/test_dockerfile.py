@@ -1,5 +1,5 @@
 """The Dockerfile and .dockerignore, checked offline (the image is not built here): the base image,
-the stub generation against the Makefile's, what reaches the build context, the non-root user,
+the client's build (which generates the stubs from proto/) before the services', what reaches the build context, the non-root user,
 the cache volume, and that the image's default command and docker-compose.yml agree with it."""
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ from tests.deploy.deployfiles import (
     flag_value,
     interpolate,
     load_compose,
-    makefile_protoc_command,
     named_volumes,
     parse_dockerfile,
-    protoc_options,
     pyproject,
     split_host_port,
 )
@@ -48,9 +46,9 @@ def all_runs(instructions: list[Instruction]) -> str:
     return "\n".join(ins.args for ins in instructions if ins.keyword == "RUN")
 
 
-def stub_build_step(instructions: list[Instruction]) -> Instruction:
-    steps = [ins for ins in instructions if ins.keyword == "RUN" and "grpc_tools.protoc" in ins.args]
-    assert len(steps) == 1, "the image generates the gRPC stubs in one RUN step"
+def install_step(instructions: list[Instruction]) -> Instruction:
+    steps = [ins for ins in instructions if ins.keyword == "RUN" and "pip install ./client" in ins.args]
+    assert len(steps) == 1, "the image installs the client and the services in one RUN step"
     return steps[0]
 
 
@@ -95,26 +93,22 @@ def test_triton_can_compile_its_launcher(instructions: list[Instruction]) -> Non
 # --- gRPC stubs -----------------------------------------------------------------------------------
 
 
-def test_stubs_are_generated_exactly_as_the_makefile_does(instructions: list[Instruction]) -> None:
-    step = stub_build_step(instructions)
-    assert protoc_options(step.args) == protoc_options(makefile_protoc_command())
+def test_the_image_has_no_protoc_step_of_its_own(instructions: list[Instruction]) -> None:
+    """The stubs come from the client's build (client/setup.py, tested against `make proto` in
+    tests/client/test_packaging.py), so the image cannot generate them differently."""
+    assert "grpc_tools.protoc" not in all_runs(instructions)
 
 
-def test_stub_generation_covers_every_proto_file(instructions: list[Instruction]) -> None:
-    step = stub_build_step(instructions)
-    patterns = re.findall(r"[\w/.*-]+\.proto\b", step.args)
-    covered = {path for pattern in patterns for path in ROOT.glob(pattern)}
-    every = set((ROOT / "proto").rglob("*.proto"))
-    assert every and covered == every
-
-
-def test_generators_come_before_protoc_and_the_install_after(instructions: list[Instruction]) -> None:
+def test_the_client_is_installed_before_the_services_that_depend_on_it(
+    instructions: list[Instruction],
+) -> None:
     runs = all_runs(instructions)
-    generators = re.search(r"pip install[^;&\n]*grpcio-tools[^;&\n]*mypy-protobuf", runs)
-    protoc = runs.find("grpc_tools.protoc")
-    install = re.search(r"pip install \.(?=[\s;&]|$)", runs)
-    assert generators and install
-    assert generators.start() < protoc < install.start(), "stubs must exist before the project is installed"
+    client = re.search(r"pip install \./client(?=[\s;&]|$)", runs)
+    services = re.search(r"pip install \.(?=[\s;&]|$)", runs)
+    assert client and services
+    assert client.start() < services.start(), "the services depend on infercept-client"
+    requirements = [Requirement(r).name for r in pyproject()["project"]["dependencies"]]
+    assert "infercept-client" in requirements
 
 
 # --- Build context --------------------------------------------------------------------------------
@@ -201,22 +195,26 @@ def test_copied_sources_exist_and_reach_the_context(instructions: list[Instructi
 
 
 def test_everything_pip_needs_is_copied_before_the_install(instructions: list[Instruction]) -> None:
-    step = stub_build_step(instructions)
+    step = install_step(instructions)
     before = copy_sources(instructions[: instructions.index(step)])
     covered = [Path(s.rstrip("/")) for s in before]
     project = pyproject()
-    needed = [Path("pyproject.toml"), Path(project["project"]["readme"]), Path("proto")]
+    # The client's build reads ../proto (client/setup.py).
+    needed = [Path("pyproject.toml"), Path(project["project"]["readme"]), Path("proto"), Path("client")]
     find = project["tool"]["setuptools"]["packages"]["find"]
     for pattern in find["include"]:
-        for where in find["where"]:
+        for where in find.get("where", ["."]):
             package = ROOT / where / pattern.rstrip("*")
             if package.is_dir():
                 needed.append(package.relative_to(ROOT))
+    assert len(needed) > 4, "the services' packages are found"
     for path in needed:
         assert any(path == c or c in path.parents for c in covered), f"{path} is not copied in"
         assert not ignored(str(path))
     for source_file in (
-        "client/infercept/healthcheck.py",
+        "svc_common/healthcheck.py",
+        "client/setup.py",
+        "client/pyproject.toml",
         "executor_svc/main.py",
         "proto/infercept/v1/executor.proto",
     ):
@@ -272,7 +270,7 @@ def test_the_build_smoke_tests_every_program_compose_runs(
     instructions: list[Instruction], services: dict[str, Any]
 ) -> None:
     """The build fails early (not at `docker compose up`) if a program cannot even start."""
-    step = stub_build_step(instructions)
+    step = install_step(instructions)
     for service in services.values():
         program = command_args(service)[0]
         assert re.search(rf"\b{re.escape(program)} --help\b", step.args), program

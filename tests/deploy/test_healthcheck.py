@@ -1,4 +1,4 @@
-"""``python -m infercept.healthcheck``, the containers' health probe, against a real grpc.aio server
+"""``python -m svc_common.healthcheck``, the containers' health probe, against a real grpc.aio server
 with the standard health service: exit 0 only for SERVING."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from infercept import healthcheck
+from svc_common import healthcheck
 
 SERVICE = "infercept.v1.Executor"
 
@@ -50,7 +50,7 @@ async def probe(*args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "infercept.healthcheck",
+        "svc_common.healthcheck",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -126,3 +126,20 @@ async def test_check_in_process(server: HealthServer) -> None:
     await server.set(health_pb2.HealthCheckResponse.SERVING)
     serving, seen = await asyncio.to_thread(healthcheck.check, server.target, "", 2.0)
     assert (serving, seen) == (True, "SERVING")
+
+
+async def test_a_server_that_is_not_serving_still_answers_which_the_supervisor_counts_as_alive(
+    server: HealthServer,
+) -> None:
+    await server.set(health_pb2.HealthCheckResponse.NOT_SERVING)
+    seen = await asyncio.to_thread(healthcheck.probe, server.target, "", 2.0)
+    assert seen == healthcheck.Probe(answered=True, serving=False, seen="NOT_SERVING")
+
+
+def test_nothing_listening_has_not_answered() -> None:
+    with socket.socket() as placeholder:  # a port that nobody serves
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    seen = healthcheck.probe(f"127.0.0.1:{port}", timeout_s=1.0)
+    assert not seen.answered and not seen.serving
+    assert seen.seen.startswith(("UNAVAILABLE", "DEADLINE_EXCEEDED"))

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import grpc
 
-from infercept.healthcheck import check
-from infercept.launcher import Service, start_service, stop_service, wait_serving
 from infercept.v1 import generation_pb2 as gen
 from infercept.v1 import generation_pb2_grpc
+from svc_common.healthcheck import check
 from tests.e2e.conftest import stack_args
+from tooling.launcher import Service, start_service, stop_service, wait_serving
 
 WAIT_S = 60.0  # the longest any condition is waited for
 # Short bounds, so that faults are detected and reported quickly on a test machine.

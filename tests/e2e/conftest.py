@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from infercept.launcher import Stack, launch
+from tooling.launcher import Stack, launch
 
 # Small pools, so that preemption and the host-pool fallback really happen.
 NUM_DEVICE_BLOCKS, NUM_HOST_BLOCKS, BLOCK_SIZE = 64, 16, 16

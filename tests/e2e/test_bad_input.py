@@ -15,12 +15,12 @@ import grpc
 import pytest
 
 from infercept.channel import MAX_MESSAGE_BYTES
-from infercept.launcher import Stack, launch
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import MAX_NAME_CHARS, PROMPT_BYTES_PER_TOKEN_BOUND
 from tests.e2e.conftest import BLOCK_SIZE, NUM_DEVICE_BLOCKS, stack_args
 from tests.e2e.raw_session import RawSession, generate_event
 from tests.e2e.test_disconnect import _wait_until_idle
+from tooling.launcher import Stack, launch
 
 MAX_MODEL_LEN = NUM_DEVICE_BLOCKS * BLOCK_SIZE  # the device pool caps the default model's 2048
 PAUSE_TIMEOUT_S = 2.0

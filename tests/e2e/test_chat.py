@@ -11,8 +11,8 @@ from tokenizers import Tokenizer
 
 from executor_svc.smollm2 import ensure_smollm2_model
 from infercept import Client, SamplingParams, Tool
-from infercept.launcher import Stack, launch
 from tests.executor.test_smollm2 import CALC_MESSAGES, multiply
+from tooling.launcher import Stack, launch
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import time
 
 import grpc
 
-from infercept.launcher import Stack
 from infercept.v1 import generation_pb2 as gen
 from infercept.v1 import generation_pb2_grpc
 from tests.e2e.raw_session import RawSession, generate_event
+from tooling.launcher import Stack
 
 
 def _wait_until_idle(address: str, timeout_s: float = 20.0) -> gen.Stats:

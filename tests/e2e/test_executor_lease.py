@@ -11,9 +11,9 @@ import grpc
 import pytest
 
 from executor_svc.lease import CLIENT_ID_KEY
-from infercept.healthcheck import check
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
+from svc_common.healthcheck import check
 from tests.e2e.chaos import WAIT_S, chaos_stack, wait_for
 from tests.e2e.conftest import stack_args
 from tests.executor.executor_process import running_executor

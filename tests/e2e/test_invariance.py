@@ -17,10 +17,10 @@ import torch
 
 from executor_svc.random_model import ensure_tiny_model
 from infercept import AsyncClient, Client, GenerateResult, SamplingParams, ScriptedCall
-from infercept.launcher import launch
 from scheduler_svc.policies import POLICIES
 from tests.e2e.conftest import BLOCK_SIZE, stack_args
 from tests.executor.reference import load_reference
+from tooling.launcher import launch
 
 NUM_REQUESTS = 50
 

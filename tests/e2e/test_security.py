@@ -18,12 +18,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infercept import Client, InferceptError, SamplingParams, ScriptedCall
 from infercept.channel import open_channel
-from infercept.healthcheck import check
-from infercept.launcher import Stack, launch
 from infercept.tls import channel_credentials
 from infercept.v1 import executor_pb2, executor_pb2_grpc
+from svc_common.healthcheck import check
 from tests.certs import Pki, make_pki
 from tests.e2e.conftest import stack_args
+from tooling.launcher import Stack, launch
 
 ALICE, BOB = "alice-secret-token", "bob-secret-token"
 PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")  # secrets.token_urlsafe(16)

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 from infercept import Client
-from infercept.launcher import is_serving
+from tooling.launcher import is_serving
 
 
 def test_serve_stops_both_services_on_ctrl_c(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "infercept.cli", "serve", "--listen", "127.0.0.1:0", "--device", "cpu"]
+    command = [sys.executable, "-m", "tooling.cli", "serve", "--listen", "127.0.0.1:0", "--device", "cpu"]
     command += ["--model", "tiny"]
     command += ["--num-device-blocks", "64", "--log-dir", str(tmp_path)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -38,7 +38,7 @@ def test_serve_stops_both_services_on_ctrl_c(tmp_path: Path) -> None:
 
 def test_the_demo_runs_and_tells_what_happened() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "infercept.cli", "demo", "--device", "cpu"],
+        [sys.executable, "-m", "tooling.cli", "demo", "--device", "cpu"],
         capture_output=True,
         text=True,
         timeout=300,

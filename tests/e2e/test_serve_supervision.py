@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from infercept import Client, SamplingParams
-from infercept.healthcheck import check
+from svc_common.healthcheck import check
 from tests.e2e.chaos import WAIT_S, wait_for
 
 
@@ -49,7 +49,7 @@ def _executor_pid(log_dir: Path) -> int:
 def test_serve_restarts_a_killed_or_hung_executor_and_a_killed_scheduler_on_their_ports(
     tmp_path: Path,
 ) -> None:
-    command = [sys.executable, "-m", "infercept.cli", "serve", "--listen", "127.0.0.1:0", "--device", "cpu"]
+    command = [sys.executable, "-m", "tooling.cli", "serve", "--listen", "127.0.0.1:0", "--device", "cpu"]
     command += ["--num-device-blocks", "64", "--log-dir", str(tmp_path)]
     command += ["--health-interval", "0.5", "--health-timeout", "1", "--max-missed-checks", "2"]
     command += ["--scheduler-args", "--probe-interval 0.2 --reset-timeout 2"]

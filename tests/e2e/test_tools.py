@@ -7,9 +7,9 @@ import torch
 
 from executor_svc.random_model import ensure_tiny_model
 from infercept import Client, SamplingParams, ScriptedCall, Tool
-from infercept.launcher import Stack
 from tests.e2e.test_invariance import Spec, reference_loop
 from tests.executor.reference import load_reference
+from tooling.launcher import Stack
 
 PROMPT = list(b"The agent thinks, then calls a tool: ")
 GREEDY = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from infercept.v1 import executor_pb2 as pb
-from infercept.wire import pack_u32, unpack_f32
+from svc_common.wire import pack_u32, unpack_f32
 
 StepFn = Callable[[pb.StepPlan], pb.StepResult]
 

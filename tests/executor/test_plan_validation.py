@@ -8,7 +8,7 @@ import torch
 from executor_svc.config import ExecutorConfig
 from executor_svc.engine import Engine
 from infercept.v1 import executor_pb2 as pb
-from infercept.wire import pack_u32
+from svc_common.wire import pack_u32
 
 NUM_DEVICE_BLOCKS, NUM_HOST_BLOCKS, BLOCK_SIZE = 16, 8, 4
 

@@ -9,7 +9,7 @@ from executor_svc.engine import Engine
 from executor_svc.profile_report import format_profile
 from executor_svc.profiler import ProfilerBusy, fit_saturation, get_profile, profile_path
 from infercept.v1 import executor_pb2 as pb
-from infercept.wire import pack_u32
+from svc_common.wire import pack_u32
 
 
 def test_fit_finds_the_knee_of_a_flat_then_linear_curve() -> None:

@@ -11,7 +11,7 @@ from executor_svc.config import ExecutorConfig
 from executor_svc.engine import Engine
 from executor_svc.sampler import SamplingParams, filtered_log_probs, mix_seed, sample
 from infercept.v1 import executor_pb2 as pb
-from infercept.wire import pack_u32
+from svc_common.wire import pack_u32
 
 LOGITS = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, 3.0])
 

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from executor_svc.attention import BACKENDS
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
-from infercept.wire import pack_u32
+from svc_common.wire import pack_u32
 from tests.executor.conftest import ModelSpec
 from tests.executor.executor_process import RunStream, running_executor
 from tests.executor.plan_driver import PlanDriver

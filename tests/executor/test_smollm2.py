@@ -24,6 +24,7 @@ from executor_svc.smollm2 import GGUF_FILE, ensure_smollm2_model, smollm2_gguf_p
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.chat_template import ChatTemplate
 from scheduler_svc.config import SchedulerConfig
+from scheduler_svc.events import Event, Finished, Intercepted, Resumed, session_events
 from scheduler_svc.executor_client import executor_description
 from scheduler_svc.scheduler import Scheduler
 from tests.executor.plan_driver import PlanDriver
@@ -171,27 +172,28 @@ def test_a_calc_call_is_intercepted_answered_as_a_tool_turn_and_matches_transfor
     now = 0.0
     added, _ = scheduler.add(request, now)
     prompt = added.token_ids[: added.num_prompt_tokens]
-    intercepted: list[gen.Intercepted] = []
+    intercepted: list[Intercepted] = []
     tool_turn: list[int] = []
-    resumed: list[gen.Resumed] = []
-    finished = None
+    resumed: list[Event] = []
+    finished: Finished | None = None
     for _ in range(100):
         now += 0.01
         plan = scheduler.schedule(now)
         result = engine.step(plan)
         assert not result.HasField("error"), result.error.message
-        for _, event in scheduler.update(plan, result, now):
-            if event.HasField("intercepted"):
-                intercepted.append(event.intercepted)
-                text = scheduler.tool_result_text(added.request_id, multiply(event.intercepted.arguments))
+        for event in session_events(scheduler.update(plan, result, now)):
+            if isinstance(event, Intercepted):
+                intercepted.append(event)
+                text = scheduler.tool_result_text(added.request_id, multiply(event.arguments))
                 tool_turn = tokenizer.encode(text).ids
-                resumed = [e.resumed for _, e in scheduler.resume(added.request_id, tool_turn, now)]
-            elif event.HasField("finished"):
-                finished = event.finished
+                resumed = scheduler.resume(added.request_id, tool_turn, now)
+            elif isinstance(event, Finished):
+                finished = event
         if finished is not None:
             break
-    assert finished is not None and finished.finish_reason == "eos"
-    assert [(i.tool, i.arguments, i.context_action) for i in intercepted] == [("calc", "12*34", "swap")]
+    assert finished is not None and finished.reason == "eos"
+    assert [(i.tool, i.arguments, i.context_action.value) for i in intercepted] == [("calc", "12*34", "swap")]
+    assert isinstance(resumed[0], Resumed)
     assert resumed[0].num_blocks_swapped_in > 0 and resumed[0].num_recomputed_tokens == 0
     assert tokenizer.decode(tool_turn, skip_special_tokens=False) == (
         "<|im_end|>\n<|im_start|>tool\n408<|im_end|>\n<|im_start|>assistant\n"

@@ -12,8 +12,8 @@ import pytest
 
 from gateway.background import serve_in_thread
 from gateway.config import GatewayConfig
-from infercept.launcher import Stack, launch
 from tests.e2e.conftest import stack_args
+from tooling.launcher import Stack, launch
 
 # Short enough for the expiry test to wait for, long enough for a test's follow-up.
 PAUSE_TTL_S = 30.0

@@ -13,7 +13,7 @@ import pytest
 from gateway.background import serve_in_thread
 from gateway.config import GatewayConfig
 from infercept import Client
-from infercept.launcher import Stack
+from tooling.launcher import Stack
 
 MODEL = "tiny"  # the stack of conftest.py
 TOOLS: list[Any] = [

@@ -18,8 +18,9 @@ from gateway.model_assets import ModelAssets
 from gateway.pauses import PauseTable
 from gateway.tool_calls import from_interception
 from gateway.turns import GenerationSettings, TextPiece, Turn, TurnEnd, TurnRunner, TurnSpec
-from infercept.errors import InferceptError
+from infercept.errors import InferceptError, StatusError
 from infercept.events import Finished, Intercepted, TokenDelta, Usage
+from scheduler_svc.admission import RequestError
 
 
 def test_an_interception_becomes_an_openai_tool_call_with_the_schedulers_name_and_arguments() -> None:
@@ -179,6 +180,16 @@ def test_scheduler_errors_become_http_statuses_in_openais_shape(
     assert error.body() == {
         "error": {"message": "what happened", "type": error.type, "param": None, "code": error_code}
     }
+
+
+def test_a_scheduler_refusal_and_the_clients_error_for_it_are_one_http_error() -> None:
+    refusal = RequestError("OUT_OF_RANGE", "the prompt is too long", retry_after_s=None)
+    received = InferceptError(refusal.code, refusal.message)  # what the client raises for it
+    assert isinstance(refusal, StatusError) and isinstance(received, StatusError)
+    assert str(refusal) == str(received) == "OUT_OF_RANGE: the prompt is too long"
+    from_refusal, from_received = GatewayError.from_infercept(refusal), GatewayError.from_infercept(received)
+    assert (from_refusal.status, from_refusal.body()) == (from_received.status, from_received.body())
+    assert from_refusal.body()["error"]["code"] == "context_length_exceeded"
 
 
 def test_the_command_line_picks_the_models_template_the_builtin_one_or_a_file(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import pytest
 from gateway.background import serve_in_thread
 from gateway.config import GatewayConfig
 from gateway.demo import FEW_SHOT, TOOLS, calculator
-from infercept.launcher import launch
+from tooling.launcher import launch
 
 MAX_TOKENS = 40  # the call turn writes about 30 tokens, the answer about 10
 

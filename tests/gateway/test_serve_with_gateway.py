@@ -18,7 +18,7 @@ def test_serve_with_a_gateway_reaches_the_secured_scheduler_over_http_and_stops_
 ) -> None:
     pki = make_pki(tmp_path)
     (tmp_path / "tokens").write_text("gateway s3cret-token\n")
-    command = [sys.executable, "-m", "infercept.cli", "serve", "--listen", "127.0.0.1:0", "--device", "cpu"]
+    command = [sys.executable, "-m", "tooling.cli", "serve", "--listen", "127.0.0.1:0", "--device", "cpu"]
     command += [
         "--model",
         "tiny",

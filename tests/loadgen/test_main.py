@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from infercept.launcher import Stack, launch
-from infercept.loadgen.main import main
+from tooling.launcher import Stack, launch
+from tooling.loadgen.main import main
 
 SCHEMA_KEYS = [
     "tool", "policy", "workload", "rate", "duration_s", "seed", "submitted", "completed",

@@ -6,17 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from infercept.loadgen.main import main
-from infercept.loadgen.report import max_sustainable_rates, plot_latency, sweep_table
+from tooling.loadgen.main import main
+from tooling.loadgen.report import max_sustainable_rates, plot_latency, sweep_table
+from tooling.run_record import Distribution, RunRecord, ServerDelta, Summary
 
 
-def record(policy: str, rate: float, mean: float | None) -> dict[str, Any]:
-    latency = {"mean": mean, "p50": mean, "p90": mean, "p99": mean}
-    server = {"recompute_share": 0.25, "swap_out_blocks": 3}
-    return {
-        "tool": "sim", "policy": policy, "workload": "mixed", "rate": rate, "normalized_latency_s_per_token": latency,
-        "completed_per_s": rate * 0.9, "completed": 9, "submitted": 10, "server": server,
-    }  # fmt: skip
+def record(policy: str, rate: float, mean: float | None) -> RunRecord:
+    latency = Distribution(mean, mean, mean, mean)
+    summary = Summary(10, 9, rate * 0.9, 0, latency, Distribution(), 1.0)
+    server = ServerDelta(100, 25, 0.25, None, 3, 0, 0.0)
+    return RunRecord("sim", policy, "mixed", rate, 10.0, 0, summary, server, {})
 
 
 RECORDS = [

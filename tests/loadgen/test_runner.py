@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from infercept.events import Intercepted, Resumed, TokenDelta
-from infercept.loadgen.runner import _cut_record, _Launched, _Progress, request_inputs
-from infercept.loadgen.spec import RequestPlan, Segment
 from infercept.types import ScriptedCall
+from scheduler_svc.sim.request_plan import RequestPlan, Segment
+from tooling.loadgen.runner import _cut_record, _Launched, _Progress, request_inputs
 
 PLAN = RequestPlan(
     index=4,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from infercept.loadgen.spec import Segment
-from infercept.loadgen.workloads import load_trace
+from scheduler_svc.sim.request_plan import Segment
+from tooling.loadgen.workloads import load_trace
 
 TRACE = {
     "req-a": [

@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from infercept.loadgen.spec import RequestPlan, Segment
-from infercept.loadgen.trace_replay import (
+from scheduler_svc.sim.request_plan import RequestPlan, Segment
+from tooling.loadgen.trace_replay import (
     PACKAGED_TRUNCATED_TRACE,
     harness_arrivals,
     packaged_trace_path,

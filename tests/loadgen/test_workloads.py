@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from infercept.loadgen.spec import RequestPlan, Segment
-from infercept.loadgen.workloads import (
+from scheduler_svc.sim.request_plan import RequestPlan, Segment
+from tooling.loadgen.workloads import (
     AUGMENTATIONS,
     Assumptions,
     fit_to_length,

@@ -25,10 +25,12 @@ from tokenizers import Tokenizer
 
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import generation_pb2 as gen
-from infercept.wire import unpack_u32
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
 from scheduler_svc.cost_model import CostModel
+from scheduler_svc.event_render import render
+from scheduler_svc.events import Event, session_events
 from scheduler_svc.scheduler import Scheduler
+from svc_common.wire import unpack_u32
 
 BLOCK_SIZE = 4
 VOCAB_SIZE = 300
@@ -267,9 +269,8 @@ class Harness:
         return plan
 
     def update(self, plan: pb.StepPlan) -> list[tuple[int, gen.ServerEvent]]:
-        events = self.scheduler.update(plan, self.executor.run(plan), self.now)
-        self._record(events)
-        return events
+        """Apply the fake executor's result of `plan`; the events as the sessions see them."""
+        return self._record(self.scheduler.update(plan, self.executor.run(plan), self.now))
 
     def step(self, dt: float = 1.0) -> pb.StepPlan:
         plan = self.schedule(dt)
@@ -301,9 +302,12 @@ class Harness:
                     return event.intercepted
         raise AssertionError(f"request {request_id} not intercepted within {max_steps} steps")
 
-    def _record(self, events: list[tuple[int, gen.ServerEvent]]) -> None:
-        for rid, event in events:
-            self.events[rid].append(event)
+    def _record(self, events: list[Event]) -> list[tuple[int, gen.ServerEvent]]:
+        """Render the core's events as the servicer does and record them per session."""
+        rendered = [(event.request_id, render(event)) for event in session_events(events)]
+        for rid, message in rendered:
+            self.events[rid].append(message)
+        return rendered
 
     # ----- what the sessions saw -----
 

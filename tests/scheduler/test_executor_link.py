@@ -1,6 +1,6 @@
 """The scheduler's link to its executor (ExecutorLink): TLS, mutual TLS and the internal token,
 against an in-process stand-in serving the Executor API's Describe behind the real server
-security (infercept.serving)."""
+security (svc_common.serving)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import grpc
 import pytest
 
 from executor_svc.main import EXECUTOR_TOKEN_ENV as EXECUTOR_ENV
-from infercept import launcher, serving
-from infercept.tls import ClientTls, ServerTls
+from infercept.tls import ClientTls
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
 from scheduler_svc.executor_client import ExecutorUnavailable
 from scheduler_svc.executor_link import ExecutorLink
 from scheduler_svc.main import EXECUTOR_TOKEN_ENV as SCHEDULER_ENV
+from svc_common import serving
+from svc_common.tls import ServerTls
 from tests.certs import Pki, make_pki
+from tooling import launcher
 
 TOKEN = "internal-token"
 

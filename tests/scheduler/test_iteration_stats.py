@@ -7,6 +7,7 @@ from pathlib import Path
 
 from scheduler_svc.iteration_log import IterationLog
 from scheduler_svc.stats import MAX_TRACKED_TOOLS, OTHER_TOOLS, SchedulerStats
+from scheduler_svc.stats_render import stats_proto
 from tests.scheduler.harness import Harness
 from tests.scheduler.test_infercept import pause_long_and_short, scripted
 
@@ -24,7 +25,7 @@ def test_iterations_add_up_to_the_totals(tmp_path: Path) -> None:
     h.run()
     log.close()
     lines = [json.loads(line) for line in (tmp_path / "iterations.jsonl").read_text().splitlines()]
-    stats = h.scheduler.stats_proto()
+    stats = stats_proto(h.scheduler)
     assert len(lines) == stats.iterations == len(h.plans)
     assert [line["step_id"] for line in lines] == [str(p.step_id) for p in h.plans]  # uint64: a string
     for field in ("prompt_tokens", "decode_tokens", "returned_tokens", "recomputed_tokens"):

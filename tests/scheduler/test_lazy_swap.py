@@ -11,6 +11,7 @@ from scheduler_svc.policies import create_policy
 from scheduler_svc.policies.lazy_swap import LazySwapPolicy
 from scheduler_svc.policies.spec import parse_policy_spec
 from scheduler_svc.prefix_cache import CachingBlockPool
+from scheduler_svc.stats_render import stats_proto
 from tests.scheduler.harness import BLOCK_SIZE, Harness, generate_request, ids
 
 
@@ -59,11 +60,11 @@ def test_a_paused_context_is_copied_out_and_taken_back_from_the_cache_without_a_
     plan = h.step()  # memory is free: the link copies the context out, the device copy stays cached
     layout = h.scheduler.blocks.layouts[a]
     assert len(ids(plan.swap_out.src_block_ids)) == 5 and not layout.device and len(layout.host) == 5
-    assert h.scheduler.stats_proto().device_blocks_cached == 4  # the full blocks; the partial one is free
+    assert stats_proto(h.scheduler).device_blocks_cached == 4  # the full blocks; the partial one is free
     h.resume(a, [7])
     plan = h.step()
     assert len(ids(plan.swap_in.src_block_ids)) == 1  # only the partial block comes from the host
-    assert h.scheduler.stats.reattached_blocks == 4 and h.scheduler.stats_proto().recomputed_tokens == 0
+    assert h.scheduler.stats.reattached_blocks == 4 and stats_proto(h.scheduler).recomputed_tokens == 0
     h.run()
     assert h.finished(a).finish_reason == "length"
 

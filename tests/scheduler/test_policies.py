@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler_svc.events import Intercepted, session_events
 from scheduler_svc.policies import POLICIES, create_policy
 from scheduler_svc.queues import WaitingPlace
+from scheduler_svc.stats_render import stats_proto
 from tests.scheduler.harness import Harness, generate_request, ids
 
 # A request intercepted after 3 generated tokens: 8 tokens in its context, the first 7 computed
@@ -36,10 +38,10 @@ def test_discard_frees_the_device_blocks_and_recomputes_after_the_call(policy: s
     h = Harness(policy, num_device_blocks=8)
     rid = h.add(generate_request(PROMPT, max_tokens=6, script=SCRIPT))
     h.step()
-    assert h.scheduler.stats_proto().device_blocks_free == 6
+    assert stats_proto(h.scheduler).device_blocks_free == 6
     call = h.run_until_paused(rid)
     assert call.context_action == "discard"
-    assert h.scheduler.stats_proto().device_blocks_free == 8
+    assert stats_proto(h.scheduler).device_blocks_free == 8
     assert not h.schedule().work  # nothing to do while the tool runs
     h.resume(rid, [9, 9])
     resumed = h.events[rid][-1].resumed
@@ -52,7 +54,7 @@ def test_discard_frees_the_device_blocks_and_recomputes_after_the_call(policy: s
     assert work is not None and work.start_position == 0 and len(ids(work.token_ids)) == 10
     h.run()
     assert h.finished(rid).usage.recomputed_tokens == 7
-    assert h.scheduler.stats_proto().paused_device_block_seconds == 0
+    assert stats_proto(h.scheduler).paused_device_block_seconds == 0
 
 
 def test_preserve_keeps_the_device_blocks() -> None:
@@ -61,7 +63,7 @@ def test_preserve_keeps_the_device_blocks() -> None:
     call = h.run_until_paused(rid)
     assert call.context_action == "preserve"
     table = list(h.scheduler.blocks.layout(rid).device)
-    assert len(table) == 2 and h.scheduler.stats_proto().device_blocks_free == 6
+    assert len(table) == 2 and stats_proto(h.scheduler).device_blocks_free == 6
     h.schedule()
     h.resume(rid, [9, 9])
     resumed = h.events[rid][-1].resumed
@@ -92,7 +94,7 @@ def test_swap_out_in_the_next_plan_and_swap_in_where_the_request_computes_again(
     assert ids(plan.swap_out.src_block_ids) == device_table
     assert ids(plan.swap_out.dst_block_ids) == host_segment
     assert h.work(plan, rid) is None
-    stats = h.scheduler.stats_proto()
+    stats = stats_proto(h.scheduler)
     assert (stats.swap_out_blocks, stats.host_blocks_free) == (2, 2)
     h.run()  # `other` runs to its end on the device blocks the swap freed
     assert h.finished(other).finish_reason == "length"
@@ -109,7 +111,7 @@ def test_swap_out_in_the_next_plan_and_swap_in_where_the_request_computes_again(
     h.run()
     finished = h.finished(rid)
     assert finished.finish_reason == "length" and finished.usage.recomputed_tokens == 0
-    stats = h.scheduler.stats_proto()
+    stats = stats_proto(h.scheduler)
     assert (stats.swap_in_blocks, stats.host_blocks_free, stats.device_blocks_free) == (2, 4, 4)
 
 
@@ -126,7 +128,7 @@ def test_swap_out_and_swap_in_in_the_same_plan() -> None:
     assert work is not None and work.start_position == 7
     h.run()
     assert h.finished(rid).usage.recomputed_tokens == 0
-    assert h.scheduler.stats_proto().host_blocks_free == 4
+    assert stats_proto(h.scheduler).host_blocks_free == 4
 
 
 def test_swap_falls_back_to_discard_when_the_host_pool_is_too_small() -> None:
@@ -135,7 +137,7 @@ def test_swap_falls_back_to_discard_when_the_host_pool_is_too_small() -> None:
     assert h.run_until_paused(rid).context_action == "discard"
     plan = h.step()
     assert not ids(plan.swap_out.src_block_ids)
-    stats = h.scheduler.stats_proto()
+    stats = stats_proto(h.scheduler)
     assert (stats.swap_out_blocks, stats.device_blocks_free, stats.host_blocks_free) == (0, 8, 1)
     h.resume(rid, [])
     h.run()
@@ -191,7 +193,7 @@ def test_a_baseline_preempts_a_running_request_not_a_newer_paused_context() -> N
         h.run_until_paused(paused)
         for _ in range(16):
             h.step()
-        assert h.scheduler.stats_proto().preemptions >= 1, policy
+        assert stats_proto(h.scheduler).preemptions >= 1, policy
         paused_blocks = len(h.scheduler.blocks.layout(paused).device)
         if victim == "running":
             assert paused_blocks == 1 and h.scheduler.requests[running].num_recomputed > 0
@@ -210,7 +212,7 @@ def test_paused_device_block_seconds_counts_preserved_pauses_only(policy: str, e
         h.step()  # one second each
     h.resume(rid, [])
     h.run()
-    assert h.scheduler.stats_proto().paused_device_block_seconds == pytest.approx(expected)
+    assert stats_proto(h.scheduler).paused_device_block_seconds == pytest.approx(expected)
 
 
 def test_paused_device_block_seconds_counts_a_pause_with_no_iterations_in_it() -> None:
@@ -222,7 +224,7 @@ def test_paused_device_block_seconds_counts_a_pause_with_no_iterations_in_it() -
     h.now += 10.0  # the tool takes ten seconds
     h.resume(rid, [])
     h.run()
-    assert h.scheduler.stats_proto().paused_device_block_seconds == pytest.approx(2 * 10.0)
+    assert stats_proto(h.scheduler).paused_device_block_seconds == pytest.approx(2 * 10.0)
 
 
 def test_paused_device_block_seconds_starts_at_the_update_that_paused() -> None:
@@ -234,21 +236,21 @@ def test_paused_device_block_seconds_starts_at_the_update_that_paused() -> None:
     plan = h.schedule()  # at 3.0; the forward takes half a second
     result = h.executor.run(plan)
     events = h.scheduler.update(plan, result, h.now + 0.5)
-    assert any(e.HasField("intercepted") for r, e in events if r == rid)
+    assert any(isinstance(e, Intercepted) and e.request_id == rid for e in session_events(events))
     h.schedule()  # at 4.0: two blocks held for 0.5 s
-    assert h.scheduler.stats_proto().paused_device_block_seconds == pytest.approx(2 * 0.5)
+    assert stats_proto(h.scheduler).paused_device_block_seconds == pytest.approx(2 * 0.5)
 
 
 def test_abort_cancels_a_swap_out_not_yet_sent() -> None:
     h = Harness("swap", num_device_blocks=8, num_host_blocks=4)
     rid = h.add(generate_request(PROMPT, max_tokens=6, script=SCRIPT))
     h.run_until_paused(rid)
-    assert h.scheduler.stats_proto().host_blocks_free == 2
+    assert stats_proto(h.scheduler).host_blocks_free == 2
     h.abort(rid)
     plan = h.step()
     assert not ids(plan.swap_out.src_block_ids)  # the blocks it would copy are no longer its own
     assert list(plan.forget_request_ids) == [rid]
-    stats = h.scheduler.stats_proto()
+    stats = stats_proto(h.scheduler)
     assert (stats.device_blocks_free, stats.host_blocks_free) == (8, 4)
 
 
@@ -258,5 +260,5 @@ def test_abort_of_a_swapped_out_request_frees_its_host_blocks() -> None:
     h.run_until_paused(rid)
     assert len(ids(h.step().swap_out.src_block_ids)) == 2
     h.abort(rid)
-    assert h.scheduler.stats_proto().host_blocks_free == 4
+    assert stats_proto(h.scheduler).host_blocks_free == 4
     assert list(h.step().forget_request_ids) == [rid]

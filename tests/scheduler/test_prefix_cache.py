@@ -13,6 +13,7 @@ from scheduler_svc.policies import POLICIES
 from scheduler_svc.policies.continuum import ContinuumPolicy
 from scheduler_svc.policies.spec import parse_policy_spec
 from scheduler_svc.prefix_cache import CachingBlockPool, extend_chain_hashes
+from scheduler_svc.stats_render import stats_proto
 from tests.scheduler.harness import BLOCK_SIZE, Harness, counting_rule, generate_request, ids
 
 SYSTEM = list(range(10, 22))  # a 12-token system prompt: 3 full blocks of 4
@@ -99,7 +100,7 @@ def test_two_requests_with_one_system_prompt_share_its_blocks() -> None:
     layouts = h.scheduler.blocks.layouts
     assert layouts[a].device[:3] == layouts[b].device[:3]
     assert all(h.scheduler.blocks.device.refcount(block) == 2 for block in layouts[b].device[:3])
-    stats = h.scheduler.stats_proto()
+    stats = stats_proto(h.scheduler)
     assert (stats.prefix_hit_tokens, stats.prefix_hit_blocks) == (12, 3)
     assert stats.last_iteration.prefix_hit_tokens == 12 and stats.prefix_caching
     assert stats.prompt_tokens == 14 + 1  # the shared 12 were computed once
@@ -128,7 +129,7 @@ def test_a_returning_vllm_apc_request_computes_only_what_is_no_longer_cached() -
         a = h.add(generate_request(list(range(1, 19)), max_tokens=8, script=[(3, "calc")]))
         h.run_until_paused(a)
         computed = h.scheduler.requests[a].max_computed  # all of it released at the pause
-        stats = h.scheduler.stats_proto()
+        stats = stats_proto(h.scheduler)
         assert stats.device_blocks_free == stats.device_blocks_total  # released: cached is reusable
         assert stats.device_blocks_cached == (computed // BLOCK_SIZE if policy == "vllm-apc" else 0)
         h.resume(a, [7, 8])
@@ -136,7 +137,7 @@ def test_a_returning_vllm_apc_request_computes_only_what_is_no_longer_cached() -
         assert work is not None
         assert work.start_position == (computed // BLOCK_SIZE * BLOCK_SIZE if policy == "vllm-apc" else 0)
         h.run()
-        runs[policy] = (h.tokens(a), h.finished(a).usage.recomputed_tokens, h.scheduler.stats_proto())
+        runs[policy] = (h.tokens(a), h.finished(a).usage.recomputed_tokens, stats_proto(h.scheduler))
     assert runs["vllm"][0] == runs["vllm-apc"][0]
     assert runs["vllm-apc"][1] < runs["vllm"][1]
     assert runs["vllm-apc"][2].prefix_hit_tokens > 0 and runs["vllm"][2].prefix_hit_tokens == 0
@@ -148,7 +149,7 @@ def test_eviction_takes_the_least_recently_released_blocks_tail_first() -> None:
     for prompt in (prompt_a, prompt_b):
         h.add(generate_request(prompt, max_tokens=1))
         h.run()
-    assert h.scheduler.stats_proto().device_blocks_cached == 4
+    assert stats_proto(h.scheduler).device_blocks_cached == 4
     h.add(generate_request([3] * 20, max_tokens=1))  # 5 blocks: the 4 never used, then one evicted
     h.run()
     assert h.scheduler.blocks.device.num_evicted == 1
@@ -205,16 +206,16 @@ def test_swapping_out_a_shared_block_leaves_it_to_the_others() -> None:
     h.resume(a, [5, 6])
     h.run()
     assert h.tokens(a)[2:] == expected_tokens(a, 13 + 2 + 2, 6) and h.tokens(b) == expected_tokens(b, 13, 12)
-    assert h.scheduler.stats_proto().device_blocks_free == h.scheduler.stats_proto().device_blocks_total
+    assert stats_proto(h.scheduler).device_blocks_free == stats_proto(h.scheduler).device_blocks_total
 
 
 def test_an_executor_reset_forgets_the_cache() -> None:
     h = Harness("vllm-apc")
     h.add(generate_request([*SYSTEM, 50], max_tokens=1))
     h.run()
-    assert h.scheduler.stats_proto().device_blocks_cached == 3
+    assert stats_proto(h.scheduler).device_blocks_cached == 3
     h.scheduler.reset_executor_state()
-    assert h.scheduler.stats_proto().device_blocks_cached == 0
+    assert stats_proto(h.scheduler).device_blocks_cached == 0
     b = h.add(generate_request([*SYSTEM, 60], max_tokens=1))
     work = h.work(h.step(), b)
     assert work is not None and work.start_position == 0
@@ -266,7 +267,7 @@ def test_continuum_pins_a_short_calls_context_for_its_ttl_then_releases_it_to_th
         h.step()
         assert len(layout.device) == num_blocks
     h.step()
-    stats = h.scheduler.stats_proto()
+    stats = stats_proto(h.scheduler)
     assert not layout.device and stats.paused_discards == 1
     num_cached = h.scheduler.requests[a].max_computed // BLOCK_SIZE
     assert stats.device_blocks_cached == num_cached
@@ -278,7 +279,7 @@ def test_continuum_pins_a_short_calls_context_for_its_ttl_then_releases_it_to_th
     assert h.run_until_paused(a).context_action == "discard"
     h.resume(a, [4])
     h.run()
-    assert h.finished(a).finish_reason == "length" and h.scheduler.stats_proto().prefix_hit_tokens > 0
+    assert h.finished(a).finish_reason == "length" and stats_proto(h.scheduler).prefix_hit_tokens > 0
 
 
 def test_continuum_releases_pinned_contexts_when_memory_is_short() -> None:
@@ -301,7 +302,7 @@ def test_continuum_pins_nothing_for_a_tool_without_history() -> None:
     h = Harness("continuum")
     a = h.add(generate_request(list(range(1, 17)), max_tokens=4, script=[(2, "new-tool")]))
     assert h.run_until_paused(a).context_action == "discard"
-    assert h.scheduler.stats_proto().device_blocks_cached > 0
+    assert stats_proto(h.scheduler).device_blocks_cached > 0
 
 
 def test_the_scheduler_command_line_switches_prefix_caching() -> None:

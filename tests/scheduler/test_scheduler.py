@@ -9,7 +9,9 @@ from executor_svc.byte_tokenizer import build_byte_tokenizer
 from infercept.v1 import executor_pb2 as pb
 from scheduler_svc.admission import RequestError
 from scheduler_svc.config import SchedulerConfig
+from scheduler_svc.events import Finished, session_events
 from scheduler_svc.scheduler import Scheduler
+from scheduler_svc.stats_render import stats_proto
 from tests.scheduler.harness import (
     EOS,
     Harness,
@@ -144,7 +146,7 @@ def test_memory_shortage_preempts_the_newest_holder() -> None:
     b = h.add(generate_request([2] * 6, max_tokens=4))  # 2 blocks with room for 2 more positions
     c = h.add(generate_request([3] * 6, max_tokens=4))
     h.step()
-    assert h.scheduler.stats_proto().device_blocks_free == 0
+    assert stats_proto(h.scheduler).device_blocks_free == 0
     plan = h.step()
     starts = {w.request_id: w.start_position for w in plan.work}
     # `a` takes a block from `c`, the newest, not from `b`; `c` starts over in what is left.
@@ -179,7 +181,7 @@ def test_an_older_request_keeps_its_blocks_when_memory_runs_out() -> None:
     assert h.finished(old).usage.recomputed_tokens == 0
     assert h.finished(new).usage.recomputed_tokens > 0
     assert h.finished(new).finish_reason == "length"
-    assert h.scheduler.stats_proto().device_blocks_free == 4
+    assert stats_proto(h.scheduler).device_blocks_free == 4
 
 
 def test_a_request_larger_than_the_device_pool_does_not_stall() -> None:
@@ -211,7 +213,7 @@ def test_scripted_interceptions_fire_after_exactly_after_tokens_since_the_last_r
     finished = h.finished(rid)
     assert finished.finish_reason == "length" and len(h.tokens(rid)) == 10
     assert (finished.usage.interceptions, finished.usage.returned_tokens) == (2, 3)
-    stats = h.scheduler.stats_proto()
+    stats = stats_proto(h.scheduler)
     assert dict(stats.interceptions_by_tool) == {"search": 1, "calc": 1}
     # Returned tokens sit in the context at their place: the positions after them shift by three.
     assert h.tokens(rid)[3:] == [counting_rule(rid, p) for p in range(11, 18)]
@@ -368,10 +370,10 @@ def test_abort_before_the_executor_knew_the_request_forgets_nothing() -> None:
     h = Harness()
     rid = h.add(generate_request())
     events = h.scheduler.abort(rid)
-    assert [(r, e.finished.finish_reason) for r, e in events] == [(rid, "abort")]
+    assert [(e.request_id, e.reason) for e in events if isinstance(e, Finished)] == [(rid, "abort")]
     plan = h.schedule()
     assert not plan.forget_request_ids and not plan.work and not plan.new_requests
-    assert h.scheduler.stats_proto().aborted_requests == 1
+    assert stats_proto(h.scheduler).aborted_requests == 1
 
 
 def test_abort_frees_everything_and_the_next_plan_forgets_the_request() -> None:
@@ -379,16 +381,16 @@ def test_abort_frees_everything_and_the_next_plan_forgets_the_request() -> None:
     rid = h.add(generate_request([1] * 9, max_tokens=10, script=[(2, "t")]))
     other = h.add(generate_request(max_tokens=30))
     h.run_until_paused(rid)
-    assert h.scheduler.stats_proto().device_blocks_free < 16
+    assert stats_proto(h.scheduler).device_blocks_free < 16
     events = h.scheduler.abort(rid)
-    assert [(r, e.finished.finish_reason) for r, e in events] == [(rid, "abort")]
+    assert [(e.request_id, e.reason) for e in events if isinstance(e, Finished)] == [(rid, "abort")]
     plan = h.step()
     assert list(plan.forget_request_ids) == [rid]
     assert h.work(plan, rid) is None
     assert not h.step().forget_request_ids  # only once
     h.run()
     assert h.finished(other).finish_reason == "length"
-    stats = h.scheduler.stats_proto()
+    stats = stats_proto(h.scheduler)
     assert stats.device_blocks_free == 16 and stats.aborted_requests == 1
     with pytest.raises(RequestError) as caught:
         h.scheduler.abort(rid)
@@ -404,7 +406,7 @@ def test_update_ignores_tokens_of_a_request_aborted_after_schedule() -> None:
     assert {s.request_id for s in result.sampled} == {doomed, kept}
     h.scheduler.abort(doomed)
     events = h.scheduler.update(plan, result, h.now)
-    assert [rid for rid, _ in events] == [kept]
+    assert [event.request_id for event in session_events(events)] == [kept]
     assert doomed not in h.scheduler.requests
     assert list(h.schedule().forget_request_ids) == [doomed]
 
@@ -434,7 +436,7 @@ def test_reset_executor_state_recomputes_everything_consistently() -> None:
     h.run_until_paused(a)
     h.step()
     h.scheduler.reset_executor_state()
-    stats = h.scheduler.stats_proto()
+    stats = stats_proto(h.scheduler)
     assert stats.device_blocks_free == 12 and stats.host_blocks_free == stats.host_blocks_total
     truth = h.executor.truth
     h.executor = type(h.executor)(h.desc, h.executor.rule)  # a restarted executor knows nothing
@@ -467,7 +469,7 @@ def test_token_kinds_add_up_to_the_tokens_the_plans_computed() -> None:
                 h.resume(rid, [5] * (rid + 1))
                 returned += rid + 1
     assert not h.scheduler.requests
-    stats = h.scheduler.stats_proto()
+    stats = stats_proto(h.scheduler)
     computed = sum(work_tokens(plan) for plan in h.plans)
     assert (
         stats.prompt_tokens + stats.decode_tokens + stats.returned_tokens + stats.recomputed_tokens
@@ -493,7 +495,7 @@ def test_recomputation_chunks_after_the_prompt_count_as_recompute() -> None:
     assert recomputed > 4 and h.finished(a).usage.recomputed_tokens == 0
     starts = [w.start_position for p in h.plans if (w := h.work(p, b)) is not None]
     assert any(0 < s < recomputed for s in starts[starts.index(0, 1) :])  # a later recompute chunk
-    stats = h.scheduler.stats_proto()
+    stats = stats_proto(h.scheduler)
     assert stats.recomputed_tokens == recomputed
     assert (stats.prompt_tokens, stats.decode_tokens) == (6, 2 * (20 - 1))
 
@@ -504,7 +506,7 @@ def test_requests_by_state() -> None:
     running = h.add(generate_request([1, 2], max_tokens=5))
     waiting = h.add(generate_request([1] * 10, max_tokens=5))
     h.step()  # both short prompts; the budget leaves nothing for `waiting`
-    states = h.scheduler.stats_proto().requests_by_state
+    states = stats_proto(h.scheduler).requests_by_state
     assert dict(states) == {"waiting": 1, "running": 1, "paused": 1, "finished": 0}
     assert h.scheduler.requests[paused].status.value == "paused"
     assert h.scheduler.requests[running].num_pending == 1

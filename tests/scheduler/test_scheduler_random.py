@@ -10,6 +10,8 @@ import random
 import pytest
 
 from scheduler_svc.policies import POLICIES
+from scheduler_svc.request import TokenKind
+from scheduler_svc.stats_render import stats_proto
 from tests.scheduler.harness import Harness, generate_request, ids
 
 MAX_BATCHED_TOKENS = 16
@@ -75,7 +77,7 @@ def simulate(
                     due[rid] = (step + 1 + (rid * 7 + index) % 6, index)
     else:
         raise AssertionError(f"{policy}: requests {sorted(h.scheduler.requests)} never finished")
-    stats = h.scheduler.stats_proto()
+    stats = stats_proto(h.scheduler)
     assert (stats.device_blocks_free, stats.host_blocks_free) == (NUM_DEVICE_BLOCKS, NUM_HOST_BLOCKS)
     h.scheduler.blocks.check_invariants()
     assert not h.scheduler.blocks.layouts
@@ -89,7 +91,10 @@ def simulate(
         e.accepted.num_prompt_tokens for rid in rids for e in h.events[rid] if e.HasField("accepted")
     )
     stats_ = h.scheduler.stats
-    assert stats_.tokens_by_kind["prompt"] + stats_.prefix_hit_tokens_by_kind["prompt"] == prompts
+    assert (
+        stats_.tokens_by_kind[TokenKind.PROMPT] + stats_.prefix_hit_tokens_by_kind[TokenKind.PROMPT]
+        == prompts
+    )
     return h, {rid: (h.tokens(rid), h.finished(rid).finish_reason) for rid in rids}
 
 
@@ -146,5 +151,5 @@ def test_shared_system_prompts_under_prefix_caching_give_the_same_tokens(policy:
     cached, outputs = simulate(policy, seed=7, enable_prefix_caching=True, system_prompt_len=8)
     assert outputs == simulate("preserve", seed=7, enable_prefix_caching=False, system_prompt_len=8)[1]
     stats = cached.scheduler.stats
-    assert stats.prefix_hit_tokens_by_kind["prompt"] > 0, "the system prompt was shared"
+    assert stats.prefix_hit_tokens_by_kind[TokenKind.PROMPT] > 0, "the system prompt was shared"
     assert cached.executor.num_device_copies > 0, "a shared block was copied on write"

@@ -8,15 +8,15 @@ import asyncio
 import pytest
 from grpc_health.v1 import health_pb2
 
-from infercept import serving
 from infercept.v1 import executor_pb2 as pb
-from infercept.v1 import generation_pb2 as gen
 from scheduler_svc import server as server_module
 from scheduler_svc.admission import RequestError
 from scheduler_svc.config import LinkConfig, SchedulerConfig
+from scheduler_svc.events import Finished
 from scheduler_svc.executor_client import ExecutorClient, ExecutorUnavailable
 from scheduler_svc.server import SERVICE_NAME, SchedulerServer
-from scheduler_svc.step_loop import StepLoop
+from scheduler_svc.step_loop import SessionItem, StepLoop
+from svc_common import serving
 from tests.scheduler.harness import FakeExecutor, Harness, generate_request
 
 FAST = LinkConfig(outage_timeout_s=0.3, probe_interval_s=0.05, reconnect_backoff_s=0.02)
@@ -56,13 +56,13 @@ def make_loop() -> tuple[StepLoop, FlakyExecutor, list[bool]]:
     return loop, executor, seen
 
 
-async def drain(queue: asyncio.Queue[gen.ServerEvent | RequestError]) -> list[gen.ServerEvent | RequestError]:
+async def drain(queue: asyncio.Queue[SessionItem]) -> list[SessionItem]:
     """Every item of a session until its end (Finished or an error), waiting at most 10 s."""
-    items: list[gen.ServerEvent | RequestError] = []
+    items: list[SessionItem] = []
     while True:
         item = await asyncio.wait_for(queue.get(), timeout=10)
         items.append(item)
-        if isinstance(item, RequestError) or item.HasField("finished"):
+        if isinstance(item, RequestError | Finished):
             return items
 
 
@@ -79,7 +79,8 @@ async def test_an_idle_loop_finds_the_executor_gone_refuses_new_requests_and_rec
     while not loop.is_available:
         await asyncio.sleep(0.01)
     _, queue = loop.submit(generate_request(max_tokens=4))
-    assert (await drain(queue))[-1].finished.finish_reason == "length"
+    last = (await drain(queue))[-1]
+    assert isinstance(last, Finished) and last.reason == "length"
     assert seen == [False, True] and executor.num_resets == 1
     task.cancel()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infercept.loadgen.spec import RequestPlan, Segment
-from scheduler_svc.sim.cost_model import CostProfile
+from scheduler_svc.sim.cost_profile import CostProfile
+from scheduler_svc.sim.request_plan import RequestPlan, Segment
 
 FORWARD_S = 0.01  # every iteration of 1..SATURATION tokens
 SATURATION = 64

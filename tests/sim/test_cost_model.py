@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from infercept.v1 import executor_pb2 as pb
-from scheduler_svc.sim.cost_model import CostProfile, from_profile_response
+from scheduler_svc.sim.cost_profile import CostProfile, from_profile_response
 from scheduler_svc.sim.profiles import (
     PROFILES,
     a100_40gb_gptj6b,

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from infercept.loadgen.spec import RequestPlan, Segment
-from infercept.loadgen.workloads import generate_plans
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.sim.driver import SimulationResult, simulate
 from scheduler_svc.sim.profiles import a100_gptj6b
+from scheduler_svc.sim.request_plan import RequestPlan, Segment
 from tests.sim.helpers import FORWARD_S, SATURATION, one_call_plan, tiny_profile
+from tooling.loadgen.workloads import generate_plans
 
 LONG_S = 1e6  # a window that outlasts every request
 

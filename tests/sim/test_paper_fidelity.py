@@ -7,14 +7,15 @@ import dataclasses
 
 import pytest
 
-from infercept.loadgen.spec import Segment
 from infercept.v1 import executor_pb2 as pb
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.main import main as scheduler_main
 from scheduler_svc.policies.spec import parse_policy_spec
 from scheduler_svc.scheduler import Scheduler
 from scheduler_svc.sim.driver import Simulation, SimulationResult, simulate
+from scheduler_svc.sim.request_plan import Segment
 from scheduler_svc.sim.virtual_executor import VirtualExecutor
+from scheduler_svc.stats_render import stats_proto
 from tests.scheduler.harness import FakeExecutor, executor_description, generate_request, ids
 from tests.sim.helpers import FORWARD_S, SATURATION, one_call_plan, tiny_profile
 
@@ -138,7 +139,7 @@ def test_prefill_first_swaps_a_request_back_last_and_only_into_free_blocks() -> 
     core.resume(swapped, 1)
     core.step()
     blocks = core.scheduler.blocks
-    assert core.scheduler.stats_proto().preemptions == 0
+    assert stats_proto(core.scheduler).preemptions == 0
     assert len(blocks.layout(swapped).host) == 3 and len(blocks.layout(big).device) == 3
 
 
@@ -151,7 +152,7 @@ def test_prefill_first_makes_a_prompt_that_does_not_fit_whole_wait_without_preem
     waiting = core.add(12, max_tokens=2)
     assert core.step() == {running: (6, 1)}
     assert core.step() == {running: (7, 1)}  # and it finishes
-    assert core.scheduler.stats_proto().preemptions == 0
+    assert stats_proto(core.scheduler).preemptions == 0
     assert core.step() == {waiting: (0, 12)}
 
 
@@ -209,7 +210,7 @@ def test_the_scheduler_counts_the_same_recompute_time_as_the_simulator() -> None
     config = SchedulerConfig(policy="vllm", max_batched_tokens=SATURATION)
     simulation = Simulation([one_call_plan()], tiny_profile(), config)
     simulation.run(0.0, LONG_S)
-    stats = simulation.scheduler.stats_proto()  # what GetStats reports on a real server
+    stats = stats_proto(simulation.scheduler)  # what GetStats reports on a real server
     assert stats.recomputed_forward_s == pytest.approx(FORWARD_S * 12 / 17)
     assert stats.forward_s == pytest.approx(5 * FORWARD_S)
 

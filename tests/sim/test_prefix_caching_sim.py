@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from infercept.loadgen.spec import RequestPlan, Segment
-from infercept.loadgen.workloads import generate_plans
 from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.sim.driver import simulate
+from scheduler_svc.sim.request_plan import RequestPlan, Segment
 from tests.sim.helpers import FORWARD_S, SATURATION, one_call_plan, tiny_profile
+from tooling.loadgen.workloads import generate_plans
 
 LONG_S = 1e6
 

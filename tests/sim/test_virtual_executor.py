@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from infercept.v1 import executor_pb2 as pb
-from infercept.wire import pack_u32
 from scheduler_svc.sim.virtual_executor import SAMPLED_TOKEN_ID, VOCAB_SIZE, VirtualExecutor
+from svc_common.wire import pack_u32
 from tests.sim.helpers import tiny_profile
 
 

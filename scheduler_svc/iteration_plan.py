@@ -1,0 +1,260 @@
+"""One iteration's planning: its budget, what it schedules, and committing positions to the plan.
+
+Decode tokens of requests whose context is computed go first, then chunks of everyone else
+(prompts, recomputation of discarded context, tool-returned tokens), both in queue order, within
+the token and sequence budgets. A request whose host segment is out is swapped back in (within
+the swap budget) before it computes. When device blocks run out, newer requests are preempted
+(`preemption.py`); when none can be, scheduling stops there (first come, first served).
+
+Every scheduled range goes through `commit`, the one place that turns "positions [start, end)
+of a request compute in this plan" into a work item, named blocks, token-kind counts and the
+request's progress; a plain decode takes its fast branch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from scheduler_svc.block_manager import BlockLayout, BlockManager
+from scheduler_svc.cost_model import UNLIMITED_BLOCKS
+from scheduler_svc.plan_builder import PlanBuilder
+from scheduler_svc.policies import Policy
+from scheduler_svc.preemption import Preemption
+from scheduler_svc.request import Request, TokenKind
+from scheduler_svc.request_table import RequestTable
+from scheduler_svc.stats import SchedulerStats
+
+
+@dataclasses.dataclass
+class Budget:
+    """What an iteration may still spend."""
+
+    tokens: int  # tokens to compute
+    seqs: int  # requests that compute
+    swap_blocks: int  # blocks still to be copied, in and out together
+
+    @property
+    def exhausted(self) -> bool:
+        return self.tokens <= 0 or self.seqs <= 0
+
+    @staticmethod
+    def for_iteration(
+        max_batched_tokens: int, max_num_seqs: int, policy: Policy, num_decodes: int, others_wait: bool
+    ) -> Budget:
+        """An iteration's budgets: tokens and sequences from the config, swap blocks from the
+        policy for the iteration's expected size (its decodes, plus a full chunk budget if other
+        requests wait)."""
+        expected_tokens = max(num_decodes, max_batched_tokens) if others_wait else num_decodes
+        swap_blocks = policy.swap_budget_blocks(expected_tokens)
+        return Budget(
+            max_batched_tokens, max_num_seqs, UNLIMITED_BLOCKS if swap_blocks is None else swap_blocks
+        )
+
+
+class IterationPlan:
+    """The planning of one iteration; `builder` holds the plan, `scheduled` who computes in it
+    (or swaps in), `chunked` who computes more than a decode (their queue place may change)."""
+
+    def __init__(
+        self,
+        table: RequestTable,
+        stats: SchedulerStats,
+        policy: Policy,
+        builder: PlanBuilder,
+        budget: Budget,
+    ) -> None:
+        self._table = table
+        self._blocks: BlockManager = table.blocks
+        self._stats = stats
+        self._policy = policy
+        self.builder = builder
+        self.budget = budget
+        self.preemption = Preemption(table, stats, policy)
+        self.scheduled: set[int] = set()
+        self.chunked: list[Request] = []
+        self.num_decode_tokens = 0  # plain decode tokens committed on the fast branch
+        self._caching = table.blocks.enable_prefix_caching
+        self._block_size = table.blocks.block_size
+
+    # ----- the two iteration structures -----
+
+    def decode_first(self, decodes: list[Request]) -> None:
+        """Ready requests' decodes, then the waiting requests' chunks, in queue order."""
+        self.schedule_decodes(decodes)
+        if not self._table.queues.num_waiting:
+            return
+        decode_ids = {r.request_id for r in decodes}  # preempted ones move to waiting: seen already
+        for request in self._table.queues.waiting():
+            if request.request_id in decode_ids:
+                continue
+            if self.budget.exhausted or not self.schedule_one(request, self.budget):
+                break
+
+    def prefill_first(self, decodes: list[Request], prefill_token_budget: int) -> None:
+        """vLLM 0.2's iteration (iteration_structure "prefill-first"): if prompts or discarded
+        contexts wait, an iteration of them alone, in queue order, each whole, within
+        `prefill_token_budget`, stopping at the first that does not fit (one longer than the
+        whole budget is chunked, rather than wait forever); if none could be scheduled, an
+        iteration of the running batch: decodes, and resumed contexts' returned tokens and
+        swap-ins (the queues hold those as ready)."""
+        # vLLM 0.2 runs no prompt while a swapped request waits to come back (prompts go first
+        # only when `swapped` is empty), and a prompt that does not fit in the free blocks waits,
+        # preempting no one.
+        if self._table.queues.num_waiting and not self._table.swapping_in:
+            budget = self.budget
+            prefill = Budget(prefill_token_budget, budget.seqs, budget.swap_blocks)
+            for request in self._table.queues.waiting():
+                if prefill.exhausted or (request.num_pending > prefill.tokens and self.scheduled):
+                    break
+                whole = self._blocks.num_blocks_to_grow(request.request_id, len(request.token_ids))
+                if not self._blocks.device.can_allocate(whole):
+                    break
+                if not self.schedule_one(request, prefill):
+                    break
+            if self.scheduled:
+                return
+        # Its decode iterations have the same token budget (max_num_batched_tokens).
+        self.budget.tokens = prefill_token_budget
+        self.schedule_decodes(decodes)
+
+    # ----- scheduling requests -----
+
+    def schedule_decodes(self, decodes: list[Request]) -> None:
+        """Schedule the ready requests in order until the budget is spent or one cannot run.
+        The hot loop: a decode within its last block commits at once; anything else (it opens a
+        block, was preempted earlier in this iteration, or is no plain decode) goes through
+        _schedule_ready."""
+        layouts, block_size, budget = self._blocks.layouts, self._blocks.block_size, self.budget
+        for request in decodes:
+            if budget.tokens <= 0 or budget.seqs <= 0:
+                break
+            position = request.num_computed
+            layout = layouts[request.request_id]
+            if (
+                position == len(layout.device) * block_size  # opens a block (or a preempted context)
+                or request.kind_at(position) is not TokenKind.DECODE  # recompute, last prompt/returned
+                or len(request.token_ids) != position + 1  # resumed (prefill-first): returned tokens
+                or layout.host  # resumed (prefill-first): swapped out
+            ):
+                if not self._schedule_ready(request, layout):
+                    break
+                continue
+            self.commit(request, position, position + 1, layout, budget, TokenKind.DECODE)
+
+    def _schedule_ready(self, request: Request, layout: BlockLayout) -> bool:
+        """schedule_one for a ready request, kept cheap: one pending token, context on the device."""
+        rid, position = request.request_id, request.num_computed
+        if position == 0:  # preempted earlier in this iteration: its context must be recomputed
+            return self.schedule_one(request, self.budget)
+        if request.num_pending > 1 or layout.host:  # resumed, under prefill-first
+            return self.schedule_one(request, self.budget)
+        if self._blocks.enable_prefix_caching and self._blocks.num_blocks_to_copy(rid, position):
+            return self.schedule_one(request, self.budget)  # writes a shared block
+        if position == len(layout.device) * self._blocks.block_size:  # the token opens a new block
+            if not self.preemption.make_room(request, 1, self.scheduled):
+                return False
+            layout.device += self._blocks.device.allocate(1)
+        self.commit(request, position, position + 1, layout, self.budget)
+        return True
+
+    def schedule_one(self, request: Request, budget: Budget) -> bool:
+        """Schedule a chunk of any request wanting computation (swapping its host segment in
+        first); False if it cannot run now (no room), which ends the iteration's queue walk."""
+        rid = request.request_id
+        layout = self._blocks.layout(rid)
+        if layout.host and not self._swap_in(request, layout, budget):
+            return False
+        if layout.host:  # it computes once all its blocks are back; the others go on
+            self.scheduled.add(rid)
+            return True
+        self._table.swapped_in(request)
+        if self._blocks.enable_prefix_caching and not (request.num_computed or layout.device):
+            self._share_cached_prefix(request)
+        start = request.num_computed
+        end = start + min(request.num_pending, budget.tokens)
+        if not self._policy.chunks_recompute and start < request.max_computed:
+            end = len(request.token_ids)  # the whole context at once, past the budget
+        num_copies = self._blocks.num_blocks_to_copy(rid, start)
+        num_needed = self._blocks.num_blocks_to_grow(rid, end) + num_copies
+        if not self.preemption.make_room(request, num_needed, self.scheduled):
+            # Chunked prefill: compute what fits in the blocks it has and the free ones.
+            num_usable = len(layout.device) + self._blocks.device.num_free - num_copies
+            end = min(end, num_usable * self._blocks.block_size)
+            if end <= start:
+                return False
+        self.builder.device_copy(self._blocks.prepare_write(rid, start))
+        self._blocks.grow(rid, end)
+        self.commit(request, start, end, layout, budget)
+        self.chunked.append(request)
+        return True
+
+    def _swap_in(self, request: Request, layout: BlockLayout, budget: Budget) -> bool:
+        """Bring back what the swap budget allows of the request's host segment (blocks whose
+        device copy is still cached rejoin without a copy). False if no room could be made; on
+        vLLM 0.2's iterations (prefill-first) it comes back only into free blocks, whole context,
+        preempting no one."""
+        rid = request.request_id
+        if self._blocks.enable_prefix_caching and rid not in self._table.pending_swap_out:
+            self._stats.reattached_blocks += self._blocks.reattach_cached(rid)
+        count = min(len(layout.host), budget.swap_blocks)
+        if self._table.queues.ready_includes_resumed:
+            if not self._blocks.can_grow(rid, len(request.token_ids)):
+                return False
+        elif count and not self.preemption.make_room(request, count, self.scheduled):
+            return False
+        if not count:
+            return True
+        self.builder.swap_in(self._blocks.swap_in(rid, count))
+        self._stats.swap_in_blocks += count
+        budget.swap_blocks -= count
+        return True
+
+    def _share_cached_prefix(self, request: Request) -> None:
+        """A request computing from nothing starts after the cached blocks of its context."""
+        num_hit = self._blocks.share_cached_prefix(request.request_id, request.token_ids)
+        if not num_hit:
+            return
+        for kind, count in request.count_kinds(0, num_hit).items():
+            self._stats.prefix_hit_tokens_by_kind[kind] += count
+        self._stats.prefix_hit_blocks += len(self._blocks.layouts[request.request_id].device)
+        request.num_computed = num_hit
+        request.max_computed = max(request.max_computed, num_hit)
+
+    # ----- committing positions -----
+
+    def commit(
+        self,
+        request: Request,
+        start: int,
+        end: int,
+        layout: BlockLayout,
+        budget: Budget,
+        kind: TokenKind | None = None,
+    ) -> None:
+        """Positions [start, end) of `request` compute in this plan (its blocks cover them): the
+        work item (sampling if it reaches the last token), the blocks they fill named for the
+        prefix cache, their token kinds counted, the request's progress, the budget spent.
+        `kind`: the kind of every position, if the caller knows it (a plain decode: the fast
+        branch, counted once per iteration)."""
+        rid, token_ids = request.request_id, request.token_ids
+        self.builder.add_work(request, start, end, end == len(token_ids), layout)
+        if self._caching and start // self._block_size != end // self._block_size:
+            self._blocks.register_computed(rid, token_ids, start, end)
+        if kind is TokenKind.DECODE:
+            self.num_decode_tokens += end - start
+        else:
+            kinds = request.count_kinds(start, end)
+            for kind, count in kinds.items():
+                self._stats.tokens_by_kind[kind] += count
+            request.num_recomputed += kinds.get(TokenKind.RECOMPUTE, 0)
+        if end > request.max_computed:
+            request.max_computed = end
+        request.num_computed = end
+        budget.tokens -= end - start
+        budget.seqs -= 1
+        self.scheduled.add(rid)
+
+    def finish(self) -> None:
+        """Count the fast branch's decode tokens (call once, after planning)."""
+        self._stats.tokens_by_kind[TokenKind.DECODE] += self.num_decode_tokens
+        self.num_decode_tokens = 0

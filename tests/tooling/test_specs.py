@@ -1,0 +1,111 @@
+"""The tools' typed specs: one definition of the workload and stack flags, each tool's defaults
+stated as a spec, parsed once; the services' command lines made from a StackSpec."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from tooling import simulate
+from tooling.harness import fidelity
+from tooling.loadgen import main as loadgen
+from tooling.loadgen.workload_spec import WorkloadSpec, add_workload_flags, parse_rates, workload_from_flags
+from tooling.stack_spec import StackSpec, add_stack_flags, stack_from_flags
+
+
+def option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    return {option for action in parser._actions for option in action.option_strings}
+
+
+def workload_options() -> set[str]:
+    parser = argparse.ArgumentParser()
+    add_workload_flags(parser, WorkloadSpec())
+    return option_strings(parser) - {"-h", "--help"}
+
+
+def test_every_tool_takes_the_same_workload_flags_with_its_own_defaults() -> None:
+    assert {"--workload", "--rate", "--duration", "--statistics", "--count-unfinished"} <= workload_options()
+    for parser, defaults in (
+        (loadgen.build_parser(), loadgen.DEFAULT_WORKLOAD),
+        (simulate.build_parser(), simulate.DEFAULT_WORKLOAD),
+    ):
+        assert workload_options() <= option_strings(parser)
+        assert workload_from_flags(parser.parse_args([])) == defaults
+    spec, _ = fidelity.parse_args([])
+    assert spec.workload == fidelity.DEFAULT_WORKLOAD and spec.stack == fidelity.DEFAULT_STACK
+    # The defaults that differ are stated, not copied: the simulator counts unfinished requests
+    # and replays the trace; the fidelity check draws Table 1 at a short length.
+    assert simulate.DEFAULT_WORKLOAD.count_unfinished and not loadgen.DEFAULT_WORKLOAD.count_unfinished
+    assert (fidelity.DEFAULT_WORKLOAD.statistics, fidelity.DEFAULT_WORKLOAD.max_model_len) == ("table1", 512)
+
+
+def test_flags_are_parsed_into_the_spec() -> None:
+    parser = argparse.ArgumentParser()
+    add_workload_flags(parser, WorkloadSpec())
+    args = ["--workload", "qa", "--rate", "2.5", "--duration", "30", "--warmup", "5", "--seed", "7"]
+    args += [
+        "--duration-scale",
+        "0.1",
+        "--max-model-len",
+        "256",
+        "--statistics",
+        "table1",
+        "--count-unfinished",
+    ]
+    spec = workload_from_flags(parser.parse_args(args))
+    assert spec == WorkloadSpec("qa", 2.5, 30.0, 5.0, 7, 0.1, 256, "table1", True)
+    assert spec.span_s == 35.0 and spec.at_rate(4.0).rate == 4.0
+    assert parse_rates("1, 2,3", 9.0) == [1.0, 2.0, 3.0] and parse_rates(None, 9.0) == [9.0]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"rate": 0.0},
+        {"duration_s": -1.0},
+        {"warmup_s": -1.0},
+        {"seed": -1},
+        {"statistics": "other"},
+        {"workload": "no-such-workload"},
+        {"max_model_len": 0},
+    ],
+)
+def test_a_workload_no_run_can_take_is_refused(change: dict[str, object]) -> None:
+    WorkloadSpec().validate()
+    with pytest.raises(ValueError):
+        dataclasses.replace(WorkloadSpec(), **change).validate()  # type: ignore[arg-type]
+
+
+def test_the_services_command_lines_come_from_the_stack_spec(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_stack_flags(parser, StackSpec(model="tiny"))
+    args = ["--policy", "swap", "--device", "cpu", "--num-device-blocks", "64", "--num-host-blocks", "0"]
+    args += ["--executor-args", "--threads 2", "--scheduler-args", "--max-queue-wait-s '0'"]
+    stack = stack_from_flags(parser.parse_args([*args, "--log-dir", str(tmp_path)]))
+    assert stack.executor_argv() == [
+        "--model", "tiny", "--device", "cpu", "--block-size", "16",
+        "--num-device-blocks", "64", "--num-host-blocks", "0", "--threads", "2",
+    ]  # fmt: skip
+    assert stack.scheduler_argv() == [
+        "--policy",
+        "swap",
+        "--max-batched-tokens",
+        "512",
+        "--max-queue-wait-s",
+        "0",
+    ]
+    assert stack.with_policy("vllm").scheduler_argv()[:2] == ["--policy", "vllm"]
+    assert stack.log_dir == tmp_path
+    assert stack_from_flags(parser.parse_args([])) == StackSpec(model="tiny")
+
+
+def test_the_simulators_own_flags_are_parsed_into_its_sim_spec() -> None:
+    parser = simulate.build_parser()
+    assert simulate.sim_from_flags(parser.parse_args([])) == simulate.SimSpec()
+    args = parser.parse_args(["--overlap-swaps", "--harness-timing", "--max-num-seqs", "8"])
+    assert simulate.sim_from_flags(args) == simulate.SimSpec(
+        overlap_swaps=True, harness_timing=True, max_num_seqs=8
+    )

@@ -1,0 +1,148 @@
+"""A load run's workload (WorkloadSpec): which requests arrive, how fast, for how long, and how
+they are measured. Its flags are defined here once for every tool that takes them (the load
+generator, the simulator's command, the fidelity check), each tool giving its own defaults as a
+WorkloadSpec; the flags are parsed once into the spec, which is what the tools pass on.
+
+    plans_for(spec, max_model_len)   the RequestPlans of warm-up and window, and the assumptions
+                                     that shaped them (for the RunRecord)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from scheduler_svc.sim.request_plan import RequestPlan
+from tooling.loadgen.trace_replay import TRACE_WORKLOAD, replay_assumptions, replay_trace
+from tooling.loadgen.workloads import STATISTICS, WORKLOADS, Assumptions, generate_plans
+
+PLAN_ASSUMPTIONS = {
+    "prompt_and_returned_ids": "uniform in [0, vocab_size), seeded by (seed, request index)",
+    "sampling": "greedy, ignore_eos, max_tokens = the plan's generated tokens",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadSpec:
+    # TRACE_WORKLOAD (the authors' trace, replayed), one of WORKLOADS (drawn), or a trace file.
+    workload: str = "mixed"
+    rate: float = 1.0  # arrivals, requests/s (Poisson)
+    duration_s: float = 60.0  # the measurement window
+    warmup_s: float = 0.0  # arrivals before the window, not measured
+    seed: int = 0  # seeds arrivals, requests and token ids
+    duration_scale: float = 1.0  # multiplies every drawn tool-call duration (1: the paper's)
+    max_model_len: int | None = None  # longest context drawn; None: the target's maximum
+    statistics: str = "trace"  # what a drawn workload follows: STATISTICS
+    # Count requests unfinished at the window's end in the latency, with the output they had (the
+    # paper's harness does).
+    count_unfinished: bool = False
+
+    @property
+    def span_s(self) -> float:
+        """Arrivals happen in [0, span_s): warm-up and window."""
+        return self.warmup_s + self.duration_s
+
+    def at_rate(self, rate: float) -> WorkloadSpec:
+        return dataclasses.replace(self, rate=rate)
+
+    def validate(self) -> None:
+        """Raises ValueError for a value no run can take."""
+        if not (self.rate > 0 and self.duration_s > 0 and self.warmup_s >= 0 and self.seed >= 0):
+            raise ValueError("the rate and --duration must be > 0, --warmup and --seed >= 0")
+        if self.duration_scale < 0 or (self.max_model_len is not None and self.max_model_len < 1):
+            raise ValueError("--duration-scale must be >= 0 and --max-model-len >= 1")
+        if self.statistics not in STATISTICS:
+            raise ValueError(f"--statistics must be one of {STATISTICS}, got {self.statistics!r}")
+        if self.workload not in (*WORKLOADS, TRACE_WORKLOAD) and not Path(self.workload).is_file():
+            raise ValueError(
+                f"{self.workload!r} is neither a workload ({', '.join((*WORKLOADS, TRACE_WORKLOAD))}) "
+                "nor a trace file"
+            )
+
+
+def add_workload_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: WorkloadSpec
+) -> None:
+    """--workload, --rate, --duration, --warmup, --seed, --duration-scale, --max-model-len,
+    --statistics, --count-unfinished, defaulting to `defaults`."""
+    parser.add_argument(
+        "--workload",
+        default=defaults.workload,
+        help=f"{TRACE_WORKLOAD} (the authors' trace, replayed as their harness does), one of "
+        f"{', '.join(WORKLOADS)} (drawn), or a trace .json file (replayed like {TRACE_WORKLOAD})",
+    )
+    parser.add_argument(
+        "--rate", type=float, default=defaults.rate, help="arrival rate, requests/s (Poisson)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=defaults.duration_s,
+        help="measurement window, s (virtual s in the simulator)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=defaults.warmup_s, help="arrivals before the window, s (not measured)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seeds arrivals, requests and token ids (>= 0)"
+    )
+    parser.add_argument(
+        "--duration-scale",
+        type=float,
+        default=defaults.duration_scale,
+        help="multiply every drawn tool-call duration (1: the paper's Table 1)",
+    )
+    parser.add_argument(
+        "--max-model-len",
+        type=int,
+        default=defaults.max_model_len,
+        help="longest context drawn (default: the server's, or the simulated profile's, maximum model length)",
+    )
+    parser.add_argument(
+        "--statistics",
+        choices=STATISTICS,
+        default=defaults.statistics,
+        help="statistics of a drawn workload: trace (the authors' trace per augmentation, truncated "
+        "as their harness does) or table1 (the paper's Table 1: raw data sets, not what they ran)",
+    )
+    parser.add_argument(
+        "--count-unfinished",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.count_unfinished,
+        help="count requests unfinished at the window's end in the latency, with the output they had "
+        "(the paper's harness does)",
+    )
+
+
+def workload_from_flags(args: argparse.Namespace) -> WorkloadSpec:
+    """The spec of add_workload_flags' parsed flags (not validated: WorkloadSpec.validate)."""
+    return WorkloadSpec(
+        workload=args.workload,
+        rate=args.rate,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        seed=args.seed,
+        duration_scale=args.duration_scale,
+        max_model_len=args.max_model_len,
+        statistics=args.statistics,
+        count_unfinished=args.count_unfinished,
+    )
+
+
+def plans_for(spec: WorkloadSpec, max_model_len: int) -> tuple[list[RequestPlan], dict[str, object]]:
+    """The plans of warm-up and window at most `max_model_len` tokens long, and the assumptions
+    that shaped them."""
+    run_assumptions = {"max_model_len": max_model_len, **PLAN_ASSUMPTIONS}
+    if spec.workload in WORKLOADS:
+        defaults = Assumptions(statistics=spec.statistics, duration_scale=spec.duration_scale)
+        plans = generate_plans(spec.workload, spec.rate, spec.span_s, spec.seed, max_model_len, defaults)
+        return plans, {**defaults.as_dict(), **run_assumptions}
+    path = None if spec.workload == TRACE_WORKLOAD else spec.workload
+    plans = replay_trace(spec.rate, spec.span_s, spec.seed, max_model_len, path, spec.duration_scale)
+    return plans, {**replay_assumptions(path, spec.duration_scale), **run_assumptions}
+
+
+def parse_rates(text: str | None, default: float) -> list[float]:
+    """The comma-separated rates of a sweep's --rates, or [default] without it."""
+    return [float(item) for item in text.split(",") if item.strip()] if text else [default]
