@@ -237,6 +237,7 @@ class Harness:
         enable_prefix_caching: bool | None = None,
         max_queue_wait_s: float = 0.0,
         pause_timeout_s: float = 0.0,
+        iteration_structure: str = "mixed",
     ) -> None:
         self.desc = executor_description(num_device_blocks, num_host_blocks, max_model_len)
         config = SchedulerConfig(
@@ -249,6 +250,7 @@ class Harness:
             enable_prefix_caching=enable_prefix_caching,
             max_queue_wait_s=max_queue_wait_s,
             pause_timeout_s=pause_timeout_s,
+            iteration_structure=iteration_structure,
         )
         self.scheduler = Scheduler(config, self.desc, tokenizer, cost_model or harness_cost_model())
         self.executor = FakeExecutor(self.desc, rule)
