@@ -141,4 +141,4 @@ paper-figure: setup
 	$(PY) -m tooling.paper_figure --jobs 2 --out results/paper_figure.json --plot results/paper_figure.png
 
 clean:
-	rm -rf $(VENV) client/infercept/v1/*_pb2*.py client/infercept/v1/*_pb2*.pyi
+	rm -rf $(VENV) client/infercept/v1/*_pb2*.py client/infercept/v1/*_pb2*.pyi client/build
