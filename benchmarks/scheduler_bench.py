@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from executor_svc.byte_tokenizer import build_byte_tokenizer
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
-from scheduler_svc.executor_client import ExecutorClient
+from scheduler_svc.executor_client import ExecutorClient, ExecutorUnavailable
 from scheduler_svc.scheduler import Scheduler
 from svc_common.logs import configure_logging
 from svc_common.wire import pack_u32
@@ -143,7 +144,12 @@ def main() -> None:
             "0",
         ]
         with run_service("executor", "127.0.0.1:0", args_, Path(logs)) as address:
-            print("\n".join(asyncio.run(round_trips(address, (1, 64, 256, 1024), repeats=20))))
+            try:
+                print("\n".join(asyncio.run(round_trips(address, (1, 64, 256, 1024), repeats=20))))
+            except ExecutorUnavailable:
+                # The log goes with the temporary directory: show why the executor went away.
+                print((Path(logs) / "executor.log").read_text()[-4000:], file=sys.stderr)
+                raise
 
 
 if __name__ == "__main__":

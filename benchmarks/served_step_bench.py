@@ -25,6 +25,7 @@ import grpc
 from benchmarks.executor_bench import BLOCK_SIZE, decode_plan, fill_plan
 from executor_svc.config import ExecutorConfig
 from executor_svc.engine import Engine
+from executor_svc.threads import serving_threads
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
 from svc_common.logs import configure_logging
@@ -94,24 +95,35 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--threads", type=int, help="compute threads, in process and served alike")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="compute threads, in process and served alike (default: the served executor's, cores - 1)",
+    )
     parser.add_argument(
         "--executor-arg", action="append", default=[], help="extra infercept-executor flag (repeatable)"
     )
     args = parser.parse_args()
     configure_logging("warning")
     batches = [int(b) for b in args.batches.split(",")]
+    num_threads = args.threads or serving_threads()
     num_blocks = max(batches) * -(-(args.context + 1) // BLOCK_SIZE)
     config = ExecutorConfig(
         model=args.model, device="cpu", block_size=BLOCK_SIZE, num_device_blocks=num_blocks, num_host_blocks=0,
-        num_threads=args.threads,
+        num_threads=num_threads,
     )  # fmt: skip
     engine = Engine(config)
     vocab_size = engine.limits.vocab_size
     executor_args = ["--model", args.model, "--device", "cpu", "--block-size", str(BLOCK_SIZE)]
-    executor_args += ["--num-device-blocks", str(num_blocks), "--num-host-blocks", "0", *args.executor_arg]
-    if args.threads:
-        executor_args += ["--threads", str(args.threads)]
+    executor_args += [
+        "--num-device-blocks",
+        str(num_blocks),
+        "--num-host-blocks",
+        "0",
+        "--threads",
+        str(num_threads),
+    ]
+    executor_args += args.executor_arg
     print(
         f"# served step vs in-process step: {args.model}, decode at context {args.context}, {args.steps} steps each"
     )

@@ -12,6 +12,7 @@ import time
 
 import structlog
 import torch
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from executor_svc import __version__
 from executor_svc.attention import create_backend
@@ -25,7 +26,7 @@ from executor_svc.loading import load_model, resolve_model_dir
 from executor_svc.model_config import LlamaConfig
 from executor_svc.plan import PlanLimits, PlanRejected, RequestState, ValidatedPlan, validate_plan
 from executor_svc.random_model import cache_dir
-from executor_svc.sampler import Draw, sample
+from executor_svc.sampler import sample
 from executor_svc.swap import SwapEngine
 from executor_svc.threads import set_compute_threads
 from infercept.v1 import executor_pb2 as pb
@@ -143,19 +144,14 @@ class Engine:
             )
         self._apply_bookkeeping(validated)
         self.swap.start(validated.swap_out, validated.swap_in)
+        result = pb.StepResult(step_id=plan.step_id, num_batched_tokens=validated.num_tokens)
         forward_began = time.perf_counter()
-        sampled = self._forward(validated)
-        forward_s = time.perf_counter() - forward_began
+        self._forward(validated, result.sampled)
+        result.forward_s = time.perf_counter() - forward_began
         swap_times = self.swap.finish()
-        return pb.StepResult(
-            step_id=plan.step_id,
-            sampled=sampled,
-            num_batched_tokens=validated.num_tokens,
-            forward_s=forward_s,
-            swap_out_s=swap_times.swap_out_s,
-            swap_in_s=swap_times.swap_in_s,
-            step_s=time.perf_counter() - began,
-        )
+        result.swap_out_s, result.swap_in_s = swap_times.swap_out_s, swap_times.swap_in_s
+        result.step_s = time.perf_counter() - began
+        return result
 
     def _apply_bookkeeping(self, plan: ValidatedPlan) -> None:
         for request_id in plan.forget_ids:
@@ -165,7 +161,11 @@ class Engine:
         for request_id, table in plan.block_tables.items():
             self.requests[request_id].block_table = table
 
-    def _forward(self, plan: ValidatedPlan) -> list[pb.SampledToken]:
+    def _forward(
+        self, plan: ValidatedPlan, sampled: RepeatedCompositeFieldContainer[pb.SampledToken]
+    ) -> None:
+        """Run the plan's work and append its sampled tokens to `sampled` (the result's own field:
+        added in place, a list of messages copied into it would cost as much again at batch 256)."""
         src, dst = (torch.from_numpy(ids).to(self.device) for ids in plan.device_copies)
         device_pool = self.pools.device
 
@@ -178,7 +178,7 @@ class Engine:
         if not plan.work:
             for layer in range(self.kv_shape.num_layers):
                 before_layer(layer)
-            return []
+            return
         batch = build_batch(plan.work, self.config.block_size, self.device)
         meta = self.backend.prepare(batch.layout)
         logits = self.loaded.model(
@@ -196,14 +196,8 @@ class Engine:
             [self.requests[step.request_id].sampling for step in steps],
             [step.context_len for step in steps],
         )
-        return [
-            self._record(step.request_id, draw, logits[row] if step.return_logits else None)
-            for row, (step, draw) in enumerate(zip(steps, draws, strict=True))
-        ]
-
-    def _record(self, request_id: int, draw: Draw, logits: torch.Tensor | None) -> pb.SampledToken:
-        self.requests[request_id].last_sampled = draw.token_id
-        packed = pack_f32(logits.cpu().numpy()) if logits is not None else b""
-        return pb.SampledToken(
-            request_id=request_id, token_id=draw.token_id, logprob=draw.logprob, logits=packed
-        )
+        add = sampled.add
+        for row, (step, draw) in enumerate(zip(steps, draws, strict=True)):
+            self.requests[step.request_id].last_sampled = draw.token_id
+            packed = pack_f32(logits[row].cpu().numpy()) if step.return_logits else b""
+            add(request_id=step.request_id, token_id=draw.token_id, logprob=draw.logprob, logits=packed)

@@ -11,6 +11,7 @@ import structlog
 from executor_svc.checkpoint import CheckpointError
 from executor_svc.config import DTYPES, ExecutorConfig
 from executor_svc.model_config import ModelConfigError
+from executor_svc.threads import serving_threads
 from infercept.auth import TokenFileError, load_tokens
 from infercept.tls import TlsConfigError
 from svc_common.logs import configure_logging
@@ -61,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads",
         type=int,
         help="compute threads for the forward (torch intra-op and the numba attention kernel); "
-        "default: torch's choice, one per core",
+        "default: one per core but one, which is left to the gRPC loop",
     )
     p.add_argument("--seed", type=int, default=0, help="seeds the sampling of requests that bring no seed")
     p.add_argument(
@@ -113,7 +114,7 @@ def config_from_args(args: argparse.Namespace) -> ExecutorConfig:
         seed=args.seed,
         attention_backend=args.attention_backend,
         max_model_len=args.max_model_len,
-        num_threads=args.threads,
+        num_threads=args.threads if args.threads is not None else serving_threads(),
     )
 
 

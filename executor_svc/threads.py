@@ -24,6 +24,21 @@ def select_numba_threading_layer() -> None:
         numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
 
+def serving_threads(num_cores: int | None = None) -> int:
+    """Compute threads for an executor that serves: every core this process may run on
+    (`num_cores`, default: its CPU affinity) but one, at least one.
+
+    Why: beside the forward, the gRPC event loop and its I/O threads move every plan and result.
+    With one compute thread per core, those threads take a core from a running parallel region,
+    which then waits for its slowest thread, and the idle compute threads spin on the cores the
+    loop needs between steps. Measured on a shared 2-core machine (tiny model, decode): one thread
+    instead of two made the served step at batch 1 ~45% shorter and left batch 256 no slower.
+    """
+    if num_cores is None:
+        num_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(num_cores - 1, 1)
+
+
 def set_compute_threads(num_threads: int) -> None:
     """Use `num_threads` threads for torch's intra-op work and, in the calling thread, for numba's
     parallel kernels (numba's setting is per calling thread: call this on the engine's thread).

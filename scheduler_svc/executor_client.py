@@ -135,7 +135,9 @@ class ExecutorClient:
         """Send one plan on the Run stream and wait for its result, at most step_timeout_s.
         ExecutorUnavailable on any failure of the link, a hung executor included."""
         try:
-            return await asyncio.wait_for(self._exchange(plan), timeout=self.step_timeout_s)
+            # asyncio.timeout, not wait_for: no task per step, the exchange runs in this one.
+            async with asyncio.timeout(self.step_timeout_s):
+                return await self._exchange(plan)
         except ExecutorUnavailable:
             await self._close_stream()
             raise

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import torch
 
 from executor_svc.config import ExecutorConfig
 from executor_svc.main import config_from_args, parse_args
-from executor_svc.threads import set_compute_threads
+from executor_svc.threads import serving_threads, set_compute_threads
 
 
 def test_help_lists_every_documented_flag() -> None:
@@ -44,9 +45,16 @@ def test_a_bad_model_path_exits_with_a_message(tmp_path: Path) -> None:
 
 def test_threads_flag_reaches_the_config_and_is_validated() -> None:
     assert config_from_args(parse_args(["--threads", "3"])).num_threads == 3
-    assert config_from_args(parse_args([])).num_threads is None
+    assert config_from_args(parse_args([])).num_threads == serving_threads()
     with pytest.raises(ValueError, match="num_threads"):
         ExecutorConfig(num_threads=0)
+
+
+def test_a_serving_executor_leaves_one_core_to_its_grpc_loop() -> None:
+    assert serving_threads(16) == 15
+    assert serving_threads(2) == 1
+    assert serving_threads(1) == 1  # never none
+    assert 1 <= serving_threads() < max(os.cpu_count() or 1, 2)
 
 
 def test_set_compute_threads_sets_torch_threads() -> None:

@@ -1,6 +1,6 @@
 """The scheduler's link to its executor (ExecutorLink): TLS, mutual TLS and the internal token,
-against an in-process stand-in serving the Executor API's Describe behind the real server
-security (svc_common.serving)."""
+against an in-process stand-in serving the Executor API's Describe, Reset and Run behind the real
+server security (svc_common.serving)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,20 @@ from tooling import launcher
 TOKEN = "internal-token"
 
 
-class DescribeOnly(executor_pb2_grpc.ExecutorServicer):
+class StandIn(executor_pb2_grpc.ExecutorServicer):
     async def Describe(
         self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
     ) -> pb.DescribeResponse:
         return pb.DescribeResponse(model=pb.ModelInfo(name="stand-in"), block_size_tokens=16)
+
+    async def Reset(self, request: pb.ResetRequest, context: grpc.aio.ServicerContext) -> pb.ResetResponse:
+        return pb.ResetResponse()
+
+    async def Run(
+        self, request_iterator: AsyncIterator[pb.StepPlan], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StepResult]:
+        async for plan in request_iterator:
+            yield pb.StepResult(step_id=plan.step_id)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +54,7 @@ async def mtls_executor(pki: Pki) -> AsyncIterator[str]:
     server, _ = serving.new_server("infercept.v1.Executor", security.interceptors())
     # The generated type stubs declare every RPC abstract; at run time the servicer base answers
     # UNIMPLEMENTED for the RPCs a stand-in leaves out, which is all it needs.
-    executor_pb2_grpc.add_ExecutorServicer_to_server(DescribeOnly(), server)  # type: ignore[abstract]
+    executor_pb2_grpc.add_ExecutorServicer_to_server(StandIn(), server)  # type: ignore[abstract]
     port = serving.bind(server, "127.0.0.1:0", security.credentials())
     await server.start()
     yield f"127.0.0.1:{port}"
@@ -72,6 +81,27 @@ async def test_without_the_token_the_executor_refuses_the_scheduler(pki: Pki, mt
     link = ExecutorLink(ClientTls(pki.ca, pki.client_cert, pki.client_key), token=None)
     with pytest.raises(ExecutorUnavailable, match="UNAUTHENTICATED"):
         await describe(link, mtls_executor)
+
+
+async def test_the_token_reaches_the_executor_on_reset_and_on_every_step_of_the_run_stream(
+    pki: Pki, mtls_executor: str
+) -> None:
+    client = ExecutorLink(ClientTls(pki.ca, pki.client_cert, pki.client_key), TOKEN).client(mtls_executor)
+    try:
+        await client.reset()
+        assert [(await client.run(pb.StepPlan(step_id=i))).step_id for i in (1, 2)] == [1, 2]
+    finally:
+        await client.close()
+    refused = ExecutorLink(ClientTls(pki.ca, pki.client_cert, pki.client_key), token=None).client(
+        mtls_executor
+    )
+    try:
+        with pytest.raises(ExecutorUnavailable, match="UNAUTHENTICATED"):
+            await refused.reset()
+        with pytest.raises(ExecutorUnavailable, match="UNAUTHENTICATED"):
+            await refused.run(pb.StepPlan(step_id=1))
+    finally:
+        await refused.close()
 
 
 async def test_without_a_client_certificate_the_executor_refuses_the_scheduler(
