@@ -151,18 +151,17 @@ def a100_40gb_gptj6b() -> CostProfile:
     weight_bytes = num_parameters * bytes_per_value
     kv_pool_bytes = gpu_memory_bytes * gpu_memory_utilization - weight_bytes - activation_reserve_bytes
     swap_s_per_token = forward_ms_per_token / swap_line_factor / 1000
-    kv_bytes_per_block = kv_bytes_per_token * block_size
     return _linear_profile(
         name="a100-40gb-gptj6b",
         forward_ms_per_token=forward_ms_per_token,
         forward_base_ms=forward_base_ms,
         saturation_tokens=saturation_tokens,
         swap_s_per_token=swap_s_per_token,
-        kv_read_s_per_token=kv_bytes_per_token / A100_40GB_HBM_BYTES_PER_S,
+        kv_bytes_per_token=kv_bytes_per_token,
         block_size=block_size,
-        num_device_blocks=math.floor(kv_pool_bytes / kv_bytes_per_block),
-        num_host_blocks=math.floor(default_host_swap_bytes / kv_bytes_per_block),
-        num_large_host_blocks=math.floor(large_host_swap_bytes / kv_bytes_per_block),
+        kv_pool_bytes=kv_pool_bytes,
+        host_swap_bytes=default_host_swap_bytes,
+        large_host_swap_bytes=large_host_swap_bytes,
         max_model_len=max_model_len,
         assumptions={
             "source": "InferCept paper (ICML 2024), A100 + GPT-J-6B fp16, with the authors' scripts "
@@ -200,7 +199,7 @@ def a100_40gb_gptj6b_reprofiled() -> CostProfile:
     forward_ms_per_token, forward_base_ms = 0.0408, 16.92
 
     def line_s(num_tokens: int) -> float:
-        return (forward_ms_per_token * num_tokens + forward_base_ms) / 1000
+        return _line_s(forward_ms_per_token, forward_base_ms, num_tokens)
 
     saturation = profile.saturation_tokens
     return dataclasses.replace(
@@ -239,18 +238,17 @@ def a100x2_vicuna13b_tp2() -> CostProfile:
     kv_bytes_per_token = 2 * num_layers * hidden_size * bytes_per_value // tensor_parallel  # per GPU
     weight_bytes = num_parameters * bytes_per_value // tensor_parallel  # per GPU
     kv_pool_bytes = gpu_memory_bytes * gpu_memory_utilization - weight_bytes - activation_reserve_bytes
-    kv_bytes_per_block = kv_bytes_per_token * block_size
     return _linear_profile(
         name="2xa100-vicuna13b-tp2",
         forward_ms_per_token=forward_ms_per_token,
         forward_base_ms=forward_base_ms,
         saturation_tokens=saturation_tokens,
         swap_s_per_token=kv_bytes_per_token / swap_bytes_per_s,
-        kv_read_s_per_token=kv_bytes_per_token / A100_40GB_HBM_BYTES_PER_S,
+        kv_bytes_per_token=kv_bytes_per_token,
         block_size=block_size,
-        num_device_blocks=math.floor(kv_pool_bytes / kv_bytes_per_block),
-        num_host_blocks=math.floor(default_host_swap_bytes / kv_bytes_per_block),
-        num_large_host_blocks=math.floor(large_host_swap_bytes / kv_bytes_per_block),
+        kv_pool_bytes=kv_pool_bytes,
+        host_swap_bytes=default_host_swap_bytes,
+        large_host_swap_bytes=large_host_swap_bytes,
         max_model_len=max_model_len,
         assumptions={
             "source": "InferCept paper (ICML 2024), Vicuna-13B fp16 on two A100s (TP2), with the "
@@ -274,6 +272,11 @@ def a100x2_vicuna13b_tp2() -> CostProfile:
     )
 
 
+def _line_s(forward_ms_per_token: float, forward_base_ms: float, num_tokens: int) -> float:
+    """Seconds of a forward pass of num_tokens on a reported line (ms per token, base ms)."""
+    return (forward_ms_per_token * num_tokens + forward_base_ms) / 1000
+
+
 def _linear_profile(
     *,
     name: str,
@@ -281,20 +284,24 @@ def _linear_profile(
     forward_base_ms: float,
     saturation_tokens: int,
     swap_s_per_token: float,
-    kv_read_s_per_token: float,
+    kv_bytes_per_token: int,
     block_size: int,
-    num_device_blocks: int,
-    num_host_blocks: int,
-    num_large_host_blocks: int,
+    kv_pool_bytes: float,
+    host_swap_bytes: float,
+    large_host_swap_bytes: float,
     max_model_len: int,
     assumptions: dict[str, object],
 ) -> CostProfile:
-    """A profile whose forward time is the reported line at every x plus the KV read (module
-    docstring), swaps at swap_s_per_token either way, and the large host pool for swap and
-    infercept."""
+    """A profile whose forward time is the reported line at every x plus the KV read at the A100's
+    HBM bandwidth (module docstring), swaps at swap_s_per_token either way, and its pools in whole
+    blocks of the given byte sizes: the large host pool for swap and infercept."""
+    kv_bytes_per_block = kv_bytes_per_token * block_size
+    num_device_blocks = math.floor(kv_pool_bytes / kv_bytes_per_block)
+    num_host_blocks = math.floor(host_swap_bytes / kv_bytes_per_block)
+    num_large_host_blocks = math.floor(large_host_swap_bytes / kv_bytes_per_block)
 
     def line_s(num_tokens: int) -> float:
-        return (forward_ms_per_token * num_tokens + forward_base_ms) / 1000
+        return _line_s(forward_ms_per_token, forward_base_ms, num_tokens)
 
     return CostProfile(
         name=name,
@@ -309,7 +316,7 @@ def _linear_profile(
         num_host_blocks=num_host_blocks,
         max_model_len=max_model_len,
         forward_curve=((1, line_s(1)), (saturation_tokens, line_s(saturation_tokens))),
-        forward_s_per_context_token=kv_read_s_per_token,
+        forward_s_per_context_token=kv_bytes_per_token / A100_40GB_HBM_BYTES_PER_S,
         num_host_blocks_by_policy=tuple((policy, num_large_host_blocks) for policy in LARGE_SWAP_POLICIES),
         assumptions={
             **assumptions,
