@@ -145,7 +145,8 @@ class IterationPlan:
         """schedule_one for a ready request, kept cheap: one pending token, context on the device."""
         rid, position = request.request_id, request.num_computed
         if position == 0:  # preempted earlier in this iteration: its context must be recomputed
-            return self.schedule_one(request, self.budget)
+            # vLLM 0.2 (prefill-first) recomputes it in a later prompt iteration, not in this one.
+            return self._table.queues.ready_includes_resumed or self.schedule_one(request, self.budget)
         if request.num_pending > 1 or layout.host:  # resumed, under prefill-first
             return self.schedule_one(request, self.budget)
         if self._blocks.enable_prefix_caching and self._blocks.num_blocks_to_copy(rid, position):
@@ -192,13 +193,14 @@ class IterationPlan:
         """Bring back what the swap budget allows of the request's host segment (blocks whose
         device copy is still cached rejoin without a copy). False if no room could be made; on
         vLLM 0.2's iterations (prefill-first) it comes back only into free blocks, whole context,
-        preempting no one."""
+        preempting no one, and only in an iteration that preempted no one."""
         rid = request.request_id
         if self._blocks.enable_prefix_caching and rid not in self._table.pending_swap_out:
             self._stats.reattached_blocks += self._blocks.reattach_cached(rid)
         count = min(len(layout.host), budget.swap_blocks)
         if self._table.queues.ready_includes_resumed:
-            if not self._blocks.can_grow(rid, len(request.token_ids)):
+            # vLLM 0.2 swaps in only in an iteration that preempted no one.
+            if self.preemption.preempted_any or not self._blocks.can_grow(rid, len(request.token_ids)):
                 return False
         elif count and not self.preemption.make_room(request, count, self.scheduled):
             return False
