@@ -31,7 +31,10 @@ class Budget:
 
     tokens: int  # tokens to compute
     seqs: int  # requests that compute
-    swap_blocks: int  # blocks still to be copied, in and out together
+    swap_blocks: int  # blocks still to be copied, in and out together (in only, if swap_out_blocks)
+    # Blocks still to be copied out when the policy limits the two directions apart
+    # (Policy.swap_limits_blocks); None: swap-outs share swap_blocks.
+    swap_out_blocks: int | None = None
 
     @property
     def exhausted(self) -> bool:
@@ -39,11 +42,20 @@ class Budget:
 
     @staticmethod
     def for_iteration(
-        max_batched_tokens: int, max_num_seqs: int, policy: Policy, num_decodes: int, others_wait: bool
+        max_batched_tokens: int,
+        max_num_seqs: int,
+        policy: Policy,
+        num_decodes: int,
+        others_wait: bool,
+        num_free_device_tokens: int = 0,
+        block_size: int = 1,
     ) -> Budget:
         """An iteration's budgets: tokens and sequences from the config, swap blocks from the
         policy for the iteration's expected size (its decodes, plus a full chunk budget if other
-        requests wait)."""
+        requests wait), or its separate limits for the free device memory it starts with."""
+        limits = policy.swap_limits_blocks(num_free_device_tokens, block_size)
+        if limits is not None:
+            return Budget(max_batched_tokens, max_num_seqs, limits[0], limits[1])
         expected_tokens = max(num_decodes, max_batched_tokens) if others_wait else num_decodes
         swap_blocks = policy.swap_budget_blocks(expected_tokens)
         return Budget(
