@@ -185,16 +185,18 @@ class Simulation:
 
     def _step(self) -> bool:
         """One iteration; False if the plan did nothing (no work fits), so time must pass."""
-        recomputed_before = self.scheduler.stats.tokens_by_kind[TokenKind.RECOMPUTE]
+        kinds = self.scheduler.stats.tokens_by_kind
+        recomputed_before, returned_before = kinds[TokenKind.RECOMPUTE], kinds[TokenKind.RETURNED]
         self._step_start_s = self.now
         plan = self.scheduler.schedule(self.now)
-        num_recomputed = self.scheduler.stats.tokens_by_kind[TokenKind.RECOMPUTE] - recomputed_before
+        num_recomputed = kinds[TokenKind.RECOMPUTE] - recomputed_before
+        num_returned = kinds[TokenKind.RETURNED] - returned_before
         is_free = self.scheduler.policy.restores_for_free
         result = self.executor.run(plan, num_free_tokens=num_recomputed if is_free else 0)
         self._forward_s += result.forward_s
         if num_recomputed and not is_free and result.num_batched_tokens:
             self._recomputed_forward_s += result.forward_s * num_recomputed / result.num_batched_tokens
-        iteration_s = self.executor.iteration_s(plan, result)
+        iteration_s = self.executor.iteration_s(plan, result, num_returned)
         end_s = self.now + iteration_s
         self._deliver(end_s)
         events = self.scheduler.update(plan, result, end_s)
