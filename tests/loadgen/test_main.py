@@ -105,13 +105,16 @@ def stats_once_idle(stack: Stack, max_polls: int = 100) -> dict[str, Any]:
     return stats
 
 
-def test_a_trace_runs_with_a_policy_label(stack: Stack, tmp_path: Path) -> None:
+def test_a_trace_runs_with_a_policy_label(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     trace = tmp_path / "trace.json"
     segments = [
         {"prompt_tokens": 30, "completion_tokens": 8, "api_time": 0.1, "api_token_length": 5},
         {"prompt_tokens": 43, "completion_tokens": 6},
     ]
-    trace.write_text(json.dumps({"r1": segments, "r2": segments[1:]}))
+    too_long = [{"prompt_tokens": 5000, "completion_tokens": 6}]  # past the server's length
+    trace.write_text(json.dumps({"r1": segments, "r2": segments[1:], "r3": too_long}))
     out = tmp_path / "results.json"
     args = ["--target", stack.scheduler_address, "--workload", str(trace), "--rate", "4", "--duration", "3"]
     args += ["--policy-label", "mine", "--out", str(out)]
@@ -119,6 +122,10 @@ def test_a_trace_runs_with_a_policy_label(stack: Stack, tmp_path: Path) -> None:
     record = json.loads(out.read_text())
     assert (record["policy"], record["workload"]) == ("mine", str(trace))
     assert record["completed"] > 0 and record["assumptions"]["trace"] == str(trace)
+    # The seeded draw has r3 a few times, cut to its prompt: counted and said, not hidden.
+    num_prompt_only = record["assumptions"]["prompt_only_requests"]
+    assert num_prompt_only > 0
+    assert f"; {num_prompt_only} of them reach it with their prompt" in capsys.readouterr().out
 
 
 def test_bad_flags_are_refused_before_connecting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
