@@ -37,6 +37,7 @@ import numpy.typing as npt
 import torch
 
 from executor_svc.attention import BACKENDS, AttentionBackend, BatchLayout
+from executor_svc.attention.selection import HeadShape
 from executor_svc.config import DTYPES
 from executor_svc.kv_cache import KVPools, KVShape
 from executor_svc.swap import SwapEngine
@@ -48,17 +49,9 @@ BlockMap = tuple[BlockIds, BlockIds]  # (src ids, dst ids)
 CALLS_PER_SAMPLE = 10
 
 
-@dataclasses.dataclass(frozen=True)
-class HeadShape:
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    block_size: int
-    dtype: torch.dtype
-
-    def kv_bytes(self, num_tokens: int) -> int:
-        """Bytes of keys and values of `num_tokens` positions in one layer."""
-        return num_tokens * 2 * self.num_kv_heads * self.head_dim * self.dtype.itemsize
+def kv_bytes(shape: HeadShape, dtype: torch.dtype, num_tokens: int) -> int:
+    """Bytes of keys and values of `num_tokens` positions in one layer."""
+    return num_tokens * 2 * shape.num_kv_heads * shape.head_dim * dtype.itemsize
 
 
 def median_cuda_s(run: Callable[[], object], repeats: int, calls: int = 1) -> float:
@@ -114,12 +107,14 @@ def decode_layout(
     )
 
 
-def bench_decode(shape: HeadShape, batches: list[int], contexts: list[int], repeats: int) -> list[str]:
+def bench_decode(
+    shape: HeadShape, dtype: torch.dtype, batches: list[int], contexts: list[int], repeats: int
+) -> list[str]:
     device = torch.device("cuda")
     max_blocks = max(batches) * -(-max(contexts) // shape.block_size)
     kv_layer = torch.empty(
         (max_blocks, 2, shape.block_size, shape.num_kv_heads, shape.head_dim),
-        dtype=shape.dtype,
+        dtype=dtype,
         device=device,
     ).normal_()
     rng = np.random.default_rng(0)
@@ -133,11 +128,11 @@ def bench_decode(shape: HeadShape, batches: list[int], contexts: list[int], repe
     for context in contexts:
         for batch in batches:
             layout = decode_layout(shape, batch, context, rng.permutation(max_blocks), device)
-            q = torch.randn((batch, shape.num_heads, shape.head_dim), dtype=shape.dtype, device=device)
+            q = torch.randn((batch, shape.num_heads, shape.head_dim), dtype=dtype, device=device)
             (torch_prepare_s, torch_s), (triton_prepare_s, triton_s) = (
                 time_backend(backends[name], q, kv_layer, layout, repeats) for name in ("torch", "triton")
             )
-            read_bytes_s = shape.kv_bytes(batch * context) / triton_s
+            read_bytes_s = kv_bytes(shape, dtype, batch * context) / triton_s
             lines.append(
                 f"{batch:>6} {context:>8} {torch_s * 1e3:>9.3f} {triton_s * 1e3:>10.3f} "
                 f"{torch_s / triton_s:>7.2f}x {read_bytes_s / 1e9:>12,.0f} {read_bytes_s / copy_bytes_s:>8.0%} "
@@ -231,10 +226,10 @@ class SwapSetup:
 
 
 def swap_setup(
-    shape: HeadShape, num_layers: int, batch: int, context: int, num_swap_blocks: int
+    shape: HeadShape, dtype: torch.dtype, num_layers: int, batch: int, context: int, num_swap_blocks: int
 ) -> SwapSetup:
     """Device blocks: [batch's context | swap-out sources | swap-in targets]; host: [out | in]."""
-    kv_shape = KVShape(num_layers, shape.block_size, shape.num_kv_heads, shape.head_dim, shape.dtype)
+    kv_shape = KVShape(num_layers, shape.block_size, shape.num_kv_heads, shape.head_dim, dtype)
     batch_blocks = batch * -(-context // shape.block_size)
     device = torch.device("cuda")
     pools = KVPools(kv_shape, batch_blocks + 2 * num_swap_blocks, 2 * num_swap_blocks, device)
@@ -251,7 +246,7 @@ def swap_setup(
     return SwapSetup(
         pools=pools,
         backend=BACKENDS["triton"](),
-        q=torch.randn((batch, shape.num_heads, shape.head_dim), dtype=shape.dtype, device=device),
+        q=torch.randn((batch, shape.num_heads, shape.head_dim), dtype=dtype, device=device),
         layout=decode_layout(shape, batch, context, rng.permutation(batch_blocks), device),
         scattered=scattered,
         contiguous=contiguous,
@@ -259,7 +254,13 @@ def swap_setup(
 
 
 def bench_swap(
-    shape: HeadShape, num_layers: int, batch: int, context: int, swap_blocks: list[int], repeats: int
+    shape: HeadShape,
+    dtype: torch.dtype,
+    num_layers: int,
+    batch: int,
+    context: int,
+    swap_blocks: list[int],
+    repeats: int,
 ) -> list[str]:
     lines = [
         f"{num_layers} layers of decode attention (triton), batch {batch}, context {context}; "
@@ -268,7 +269,7 @@ def bench_swap(
         f"{'overlap ms':>11} {'serial ms':>10} {'hidden':>7}",
     ]
     for num_blocks in swap_blocks:
-        lines += swap_rows(swap_setup(shape, num_layers, batch, context, num_blocks), repeats)
+        lines += swap_rows(swap_setup(shape, dtype, num_layers, batch, context, num_blocks), repeats)
         torch.cuda.empty_cache()  # the next setup's pools replace this one's
     return lines
 
@@ -345,14 +346,16 @@ def main() -> None:
         sys.exit("attention_bench needs a CUDA device and torch sees none: nothing was measured.")
     if "triton" not in BACKENDS:
         sys.exit("attention_bench compares against the triton backend, but triton does not import.")
-    shape = HeadShape(args.heads, args.kv_heads, args.head_dim, args.block_size, DTYPES[args.dtype])
-    print(f"# attention benchmark: {torch.cuda.get_device_name()}, torch {torch.__version__}, {shape}")
+    shape, dtype = HeadShape(args.heads, args.kv_heads, args.head_dim, args.block_size), DTYPES[args.dtype]
+    print(
+        f"# attention benchmark: {torch.cuda.get_device_name()}, torch {torch.__version__}, {shape}, {dtype}"
+    )
     print("\n## decode attention, one layer")
-    print("\n".join(bench_decode(shape, args.batches, args.contexts, args.repeats)), flush=True)
+    print("\n".join(bench_decode(shape, dtype, args.batches, args.contexts, args.repeats)), flush=True)
     torch.cuda.empty_cache()
     print("\n## swap overlap")
     lines = bench_swap(
-        shape, args.swap_layers, args.swap_batch, args.swap_context, args.swap_blocks, args.repeats
+        shape, dtype, args.swap_layers, args.swap_batch, args.swap_context, args.swap_blocks, args.repeats
     )
     print("\n".join(lines), flush=True)
 

@@ -35,7 +35,8 @@ from scheduler_svc.sim.request_plan import RequestPlan, RequestRecord
 from tooling.launcher import launch
 from tooling.loadgen.metrics import FORWARD_TOKEN_KINDS, distribution, normalized_latency_s
 from tooling.loadgen.runner import request_inputs
-from tooling.loadgen.workloads import Assumptions, generate_plans
+from tooling.loadgen.workload_spec import WorkloadSpec, plans_for
+from tooling.loadgen.workloads import STATISTICS
 
 DRAIN_TIMEOUT_S = 120.0  # the longest wait for in-flight requests after the last phase
 
@@ -49,6 +50,7 @@ class SoakConfig:
     report_every_s: float
     workload: str
     duration_scale: float  # tool durations scaled, as the demo does on a small machine
+    statistics: str  # what the drawn workload follows (the load generator's --statistics)
     max_model_len: int
     policy: str
     max_queue_wait_s: float
@@ -119,9 +121,20 @@ async def measure_saturation(client: AsyncClient, config: SoakConfig, vocab_size
     return tokens / elapsed_s / mean_tokens
 
 
+def _workload(config: SoakConfig, rate: float, span_s: float) -> WorkloadSpec:
+    return WorkloadSpec(
+        config.workload,
+        rate,
+        span_s,
+        seed=config.seed,
+        duration_scale=config.duration_scale,
+        statistics=config.statistics,
+    )
+
+
 def _plans(config: SoakConfig, rate: float, span_s: float) -> list[RequestPlan]:
-    assumptions = Assumptions(duration_scale=config.duration_scale)
-    return generate_plans(config.workload, rate, span_s, config.seed, config.max_model_len, assumptions)
+    """The load generator's plans: refused where the length does not fit the workload."""
+    return plans_for(_workload(config, rate, span_s), config.max_model_len)[0]
 
 
 def _rss_mib(pid: int) -> float:
@@ -254,6 +267,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SoakConfig:
     p.add_argument("--workload", default="mixed")
     p.add_argument("--duration-scale", type=float, default=0.05, help="tool durations scaled by this")
     p.add_argument("--max-model-len", type=int, default=512)
+    p.add_argument("--statistics", choices=STATISTICS, default="trace", help="as infercept-loadgen's")
     p.add_argument("--policy", default="infercept")
     p.add_argument("--max-queue-wait-s", type=float, default=10.0, help="the scheduler's admission bound")
     p.add_argument("--device", default="cpu")
@@ -268,6 +282,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SoakConfig:
         report_every_s=args.report_every_s,
         workload=args.workload,
         duration_scale=args.duration_scale,
+        statistics=args.statistics,
         max_model_len=args.max_model_len,
         policy=args.policy,
         max_queue_wait_s=args.max_queue_wait_s,
@@ -279,6 +294,11 @@ def parse_args(argv: Sequence[str] | None = None) -> SoakConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
+    try:  # a workload the length does not fit is refused before the stack starts
+        dataclasses.replace(_workload(config, 1.0, 60.0), max_model_len=config.max_model_len).validate()
+    except ValueError as error:
+        print(f"soak: {error}")
+        return 2
     executor = ["--model", "tiny", "--device", config.device, "--max-model-len", str(config.max_model_len)]
     executor += ["--num-device-blocks", str(config.num_device_blocks)]
     scheduler = ["--policy", config.policy, "--max-queue-wait-s", str(config.max_queue_wait_s)]

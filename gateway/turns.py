@@ -26,7 +26,7 @@ from gateway.pauses import PauseTable
 from gateway.tool_calls import OPENING_TAG, ToolCall, from_interception
 from infercept.errors import InferceptError
 from infercept.events import Finished, Intercepted, Resumed, TokenDelta
-from infercept.types import SamplingParams
+from infercept.types import RequestSpec, SamplingParams, ScriptedCall
 from infercept.v1 import generation_pb2 as pb
 from infercept.v1 import generation_pb2_grpc
 
@@ -138,17 +138,15 @@ class TurnRunner:
             stop=s.stop,
             ignore_eos=s.ignore_eos,
         )
-        return pb.GenerateRequest(
-            prompt_token_ids=list(spec.prompt_token_ids),
-            sampling=sampling.to_proto(),
-            tool_schemas_json=list(s.tool_schemas_json) if s.tool_mode == "auto" else [],
-            script=[
-                pb.ScriptedCall(
-                    after_tokens=e.after_tokens, tool=e.tool, expected_duration_s=e.expected_duration_s
-                )
-                for e in s.script
-            ],
-        )
+        # A script entry's expected duration is the hint a ScriptedCall sends as its wait_s.
+        script = [ScriptedCall(e.after_tokens, e.tool, wait_s=e.expected_duration_s) for e in s.script]
+        request = RequestSpec(
+            prompt_token_ids=spec.prompt_token_ids, sampling=sampling, script=script
+        ).to_proto()
+        if s.tool_mode == "auto":
+            # The client's tools as the HTTP body gave them: schemas without a function to run here.
+            request.tool_schemas_json.extend(s.tool_schemas_json)
+        return request
 
 
 class Turn:

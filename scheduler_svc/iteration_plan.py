@@ -31,7 +31,10 @@ class Budget:
 
     tokens: int  # tokens to compute
     seqs: int  # requests that compute
-    swap_blocks: int  # blocks still to be copied, in and out together
+    swap_blocks: int  # blocks still to be copied, in and out together (in only, if swap_out_blocks)
+    # Blocks still to be copied out when the policy limits the two directions apart
+    # (Policy.swap_limits_blocks); None: swap-outs share swap_blocks.
+    swap_out_blocks: int | None = None
 
     @property
     def exhausted(self) -> bool:
@@ -39,11 +42,20 @@ class Budget:
 
     @staticmethod
     def for_iteration(
-        max_batched_tokens: int, max_num_seqs: int, policy: Policy, num_decodes: int, others_wait: bool
+        max_batched_tokens: int,
+        max_num_seqs: int,
+        policy: Policy,
+        num_decodes: int,
+        others_wait: bool,
+        num_free_device_tokens: int = 0,
+        block_size: int = 1,
     ) -> Budget:
         """An iteration's budgets: tokens and sequences from the config, swap blocks from the
         policy for the iteration's expected size (its decodes, plus a full chunk budget if other
-        requests wait)."""
+        requests wait), or its separate limits for the free device memory it starts with."""
+        limits = policy.swap_limits_blocks(num_free_device_tokens, block_size)
+        if limits is not None:
+            return Budget(max_batched_tokens, max_num_seqs, limits[0], limits[1])
         expected_tokens = max(num_decodes, max_batched_tokens) if others_wait else num_decodes
         swap_blocks = policy.swap_budget_blocks(expected_tokens)
         return Budget(
@@ -158,7 +170,8 @@ class IterationPlan:
         """schedule_one for a ready request, kept cheap: one pending token, context on the device."""
         rid, position = request.request_id, request.num_computed
         if position == 0:  # preempted earlier in this iteration: its context must be recomputed
-            return self.schedule_one(request, self.budget)
+            # vLLM 0.2 (prefill-first) recomputes it in a later prompt iteration, not in this one.
+            return self._table.queues.ready_includes_resumed or self.schedule_one(request, self.budget)
         if request.num_pending > 1 or layout.host:  # resumed, under prefill-first
             return self.schedule_one(request, self.budget)
         if self._blocks.enable_prefix_caching and self._blocks.num_blocks_to_copy(rid, position):
@@ -205,13 +218,14 @@ class IterationPlan:
         """Bring back what the swap budget allows of the request's host segment (blocks whose
         device copy is still cached rejoin without a copy). False if no room could be made; on
         vLLM 0.2's iterations (prefill-first) it comes back only into free blocks, whole context,
-        preempting no one."""
+        preempting no one, and only in an iteration that preempted no one."""
         rid = request.request_id
         if self._blocks.enable_prefix_caching and rid not in self._table.pending_swap_out:
             self._stats.reattached_blocks += self._blocks.reattach_cached(rid)
         count = min(len(layout.host), budget.swap_blocks)
         if self._table.queues.ready_includes_resumed:
-            if not self._blocks.can_grow(rid, len(request.token_ids)):
+            # vLLM 0.2 swaps in only in an iteration that preempted no one.
+            if self.preemption.preempted_any or not self._blocks.can_grow(rid, len(request.token_ids)):
                 return False
         elif count and not self.preemption.make_room(request, count, self.scheduled):
             return False

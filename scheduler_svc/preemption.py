@@ -33,6 +33,7 @@ class Preemption:
         self._policy = policy
         self._holders: list[Request] | None = None  # candidates in queue order, built on demand
         self.room_failed = False  # a request could not get the blocks it needed this iteration
+        self.preempted_any = False  # a request lost its context for room this iteration
 
     def make_room(self, request: Request, num_blocks: int, scheduled: set[int]) -> bool:
         """Preempt newer requests (newest first, none in `scheduled`) until `num_blocks` device
@@ -47,6 +48,7 @@ class Preemption:
             rank = self._policy.evict_rank(victim, now)
             self._table.drop_context(victim, rank, self._policy.waiting_place_on_preempt)
             self._stats.preemptions += 1
+            self.preempted_any = True
             log.debug("request.preempted", request_id=victim.request_id, status=victim.status.value)
         return True
 

@@ -34,7 +34,7 @@ from scheduler_svc.detokenizer import IncrementalDecoder
 from scheduler_svc.events import Accepted, Event, Resumed
 from scheduler_svc.iteration_plan import Budget, IterationPlan
 from scheduler_svc.iteration_stats import IterationStats, tokens_since
-from scheduler_svc.paused_revisit import memory_is_short, revisit_paused
+from scheduler_svc.paused_revisit import discard_oldest_swapped, memory_is_short, revisit_paused
 from scheduler_svc.plan_builder import PlanBuilder
 from scheduler_svc.policies import Policy, create_policy
 from scheduler_svc.request import FinishReason, Request, Status, TokenKind
@@ -218,6 +218,8 @@ class Scheduler:
         builder.forget(forget)
         for pairs in swap_outs:
             builder.swap_out(pairs)
+        if self.policy.discards_swapped_when_idle:
+            discard_oldest_swapped(table, self.policy, self.stats)
         decodes = table.queues.ready()
         budget = Budget.for_iteration(
             self.config.max_batched_tokens,
@@ -225,6 +227,8 @@ class Scheduler:
             self.policy,
             len(decodes),
             table.queues.num_waiting > 0,
+            self.blocks.device.num_free * self.blocks.block_size,
+            self.blocks.block_size,
         )
         iteration = IterationPlan(table, self.stats, self.policy, builder, budget)
         if (

@@ -96,6 +96,9 @@ class Policy(abc.ABC):
     # A request short of device blocks may take those of a newer paused request (dropping its
     # context). vLLM 0.2 preempts running requests only: paused contexts are not in its running list.
     preempts_paused_contexts: ClassVar[bool] = True
+    # When no request waits, the oldest returned request whose context is still on the host is
+    # turned into a recomputation (InferCept's authors' `_active_discard`), once per iteration.
+    discards_swapped_when_idle: ClassVar[bool] = False
 
     @abc.abstractmethod
     def on_pause(self, request: Request, blocks: BlockManager, now: float) -> PauseAction:
@@ -131,4 +134,10 @@ class Policy(abc.ABC):
     def swap_budget_blocks(self, expected_tokens: int) -> int | None:
         """Blocks an iteration computing `expected_tokens` tokens may copy (in and out together);
         None for no bound."""
+        return None
+
+    def swap_limits_blocks(self, num_free_device_tokens: int, block_size: int) -> tuple[int, int] | None:
+        """Separate limits (swap-in blocks, swap-out blocks) for an iteration that starts with
+        `num_free_device_tokens` free on the device, in place of swap_budget_blocks's shared one;
+        None (the default): swap_budget_blocks bounds both directions together."""
         return None

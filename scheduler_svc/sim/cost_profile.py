@@ -11,8 +11,11 @@
     forward    = forward_fixed_s + forward_time_scale * (T_fwd(x) + T_ctx(c))
     T_out(n)   = swap_fixed_s + n * swap_out_s_per_block             for n > 0 blocks, else 0
     T_in(n)    = swap_fixed_s + n * swap_in_s_per_block              for n > 0 blocks, else 0
-    T_over(r)  = iteration_overhead_s                                per iteration of r sequences,
-                 + iteration_overhead_s_per_sequence * r             outside the executor's step
+    T_over     = iteration_overhead_s                                per iteration of r sequences
+                 + iteration_overhead_s_per_sequence * r             attending c cached context
+                 + iteration_overhead_s_per_context_token * c        tokens and bringing in n
+                 + iteration_overhead_s_per_returned_token * n       tool-returned tokens, outside
+                                                                     the executor's step
 
 x is the number of tokens computed in the iteration (all requests together), S the saturation
 point: below it the device is not compute-bound, so more tokens cost nothing (DESIGN §5). The
@@ -31,8 +34,12 @@ own costs are not small next to its forward pass:
   each wake the forward's threads, and the scheduler, the clients and the executor's gRPC
   threads share the cores with them);
 - T_over: what the real iteration loop adds to the executor's step: the scheduler's own CPU
-  time, the plan/result round trip, streaming each sequence's tokens to its client.
-The last two are measured through a live stack by the harness (`tooling/harness/calibration.py`).
+  time, the plan/result round trip, streaming each sequence's tokens to its client; for an
+  engine like vLLM 0.2 also its per-sequence Python (scheduling, incremental detokenization of
+  the whole token list, stop strings, an output object per sequence: the context term) and the
+  detokenization of every tool-returned token.
+The last two are measured through a live stack by the harness (`tooling/harness/calibration.py`)
+for our own stack; the paper's profiles take them from vLLM 0.2's own code (`profiles.py`).
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ _NONNEGATIVE_FIELDS = (
     "forward_fixed_s",
     "iteration_overhead_s",
     "iteration_overhead_s_per_sequence",
+    "iteration_overhead_s_per_context_token",
+    "iteration_overhead_s_per_returned_token",
 )
 
 
@@ -82,6 +91,8 @@ class CostProfile:
     forward_s_per_context_token: float = 0.0  # per cached token a sequence of the batch attends
     iteration_overhead_s: float = 0.0  # per iteration, outside the executor's step
     iteration_overhead_s_per_sequence: float = 0.0  # per sequence computed in the iteration
+    iteration_overhead_s_per_context_token: float = 0.0  # per cached token those sequences attend
+    iteration_overhead_s_per_returned_token: float = 0.0  # per tool-returned token computed in it
     # Host swap pools that differ by policy: (policy name, blocks); a policy not listed gets
     # num_host_blocks. The paper's scripts give Swap and InferCept 128 GiB, the others vLLM's 4 GiB.
     num_host_blocks_by_policy: tuple[tuple[str, int], ...] = ()
@@ -141,9 +152,18 @@ class CostProfile:
         (x0, t0), (x1, t1) = points[index - 1], points[index]
         return t0 + (t1 - t0) * (num_tokens - x0) / (x1 - x0)
 
-    def overhead_s(self, num_sequences: int) -> float:
-        """T_over: seconds an iteration of `num_sequences` sequences spends outside the executor."""
-        return self.iteration_overhead_s + self.iteration_overhead_s_per_sequence * num_sequences
+    def overhead_s(
+        self, num_sequences: int, num_context_tokens: float = 0, num_returned_tokens: int = 0
+    ) -> float:
+        """T_over: seconds an iteration of `num_sequences` sequences, attending `num_context_tokens`
+        cached tokens in all and computing `num_returned_tokens` tool-returned tokens, spends
+        outside the executor."""
+        return (
+            self.iteration_overhead_s
+            + self.iteration_overhead_s_per_sequence * num_sequences
+            + self.iteration_overhead_s_per_context_token * num_context_tokens
+            + self.iteration_overhead_s_per_returned_token * num_returned_tokens
+        )
 
     def swap_out_s(self, num_blocks: int) -> float:
         """Seconds to copy `num_blocks` blocks device -> host in one call (0 for none)."""

@@ -24,8 +24,10 @@ With `harness_timing`, a request's times are taken as the paper's harness takes 
 benchmark loop reads the clock once per iteration, before the step): a call lasts from the start
 of the iteration that intercepted the request to the end of the iteration during which the tool
 returned (the loop polls for results after each step), a call still running at the window's end
-is not subtracted (only returned calls are), and a finished request ends at the start of its
-last iteration. Otherwise a call lasts its drawn duration, the part inside the window for one cut
+is not subtracted (only returned calls are), a finished request ends at the start of its
+last iteration, and a request arriving at t = 0 (the harness adds the first int(rate) + 1 before
+its loop) is timed from the start of the iteration that gave its first token, which it does not
+count. Otherwise a call lasts its drawn duration, the part inside the window for one cut
 at the end, and a request ends when its last iteration does.
 
 Forward time is kept beside the scheduler's stats ("forward_s", "recomputed_forward_s"): each
@@ -64,6 +66,7 @@ class _Progress:
     request_id: int = 0  # the scheduler's id, once admitted
     num_calls: int = 0  # interceptions so far (index of the next segment's call)
     first_token_s: float | None = None
+    first_step_s: float | None = None  # when the iteration that gave its first token began
     finish_s: float | None = None
     tool_time_s: float = 0.0  # of the calls started so far, in full
     call_return_s: float = 0.0  # when the last call started returns
@@ -182,16 +185,18 @@ class Simulation:
 
     def _step(self) -> bool:
         """One iteration; False if the plan did nothing (no work fits), so time must pass."""
-        recomputed_before = self.scheduler.stats.tokens_by_kind[TokenKind.RECOMPUTE]
+        kinds = self.scheduler.stats.tokens_by_kind
+        recomputed_before, returned_before = kinds[TokenKind.RECOMPUTE], kinds[TokenKind.RETURNED]
         self._step_start_s = self.now
         plan = self.scheduler.schedule(self.now)
-        num_recomputed = self.scheduler.stats.tokens_by_kind[TokenKind.RECOMPUTE] - recomputed_before
+        num_recomputed = kinds[TokenKind.RECOMPUTE] - recomputed_before
+        num_returned = kinds[TokenKind.RETURNED] - returned_before
         is_free = self.scheduler.policy.restores_for_free
         result = self.executor.run(plan, num_free_tokens=num_recomputed if is_free else 0)
         self._forward_s += result.forward_s
         if num_recomputed and not is_free and result.num_batched_tokens:
             self._recomputed_forward_s += result.forward_s * num_recomputed / result.num_batched_tokens
-        iteration_s = self.executor.iteration_s(plan, result)
+        iteration_s = self.executor.iteration_s(plan, result, num_returned)
         end_s = self.now + iteration_s
         self._deliver(end_s)
         events = self.scheduler.update(plan, result, end_s)
@@ -251,6 +256,7 @@ class Simulation:
                     progress.num_generated += 1
                     if progress.first_token_s is None:
                         progress.first_token_s = now
+                        progress.first_step_s = self._step_start_s
                 continue
             request_id = event.request_id
             progress = self._live[request_id]
@@ -277,6 +283,10 @@ class Simulation:
     @staticmethod
     def _record(progress: _Progress, window_end_s: float, harness_timing: bool = False) -> RequestRecord:
         finish_s, usage = progress.finish_s, progress.usage
+        # The harness adds the requests arriving at t = 0 before its loop, and times them from
+        # the start of the iteration that gave their first token, counting the tokens after it.
+        timed_late = harness_timing and progress.plan.arrival_s <= 0.0 and progress.first_step_s is not None
+        timed_from_s, untimed_tokens = (progress.first_step_s, 1) if timed_late else (None, 0)
         if (finish_s is None or finish_s > window_end_s) and not progress.error:
             # Unfinished at the window's end: what it had then (a call still running counts up
             # to the end only, or, as the harness counts, not at all).
@@ -293,6 +303,8 @@ class Simulation:
                 generated_tokens=progress.num_generated,
                 returned_tokens=progress.num_returned,
                 cut_s=window_end_s,
+                timed_from_s=timed_from_s,
+                untimed_tokens=untimed_tokens,
             )
         return RequestRecord(
             index=progress.plan.index,
@@ -303,6 +315,8 @@ class Simulation:
             tool_time_s=progress.returned_call_s if harness_timing else progress.tool_time_s,
             generated_tokens=usage.generated_tokens if usage else 0,
             returned_tokens=usage.returned_tokens if usage else 0,
+            timed_from_s=timed_from_s,
+            untimed_tokens=untimed_tokens,
         )
 
 

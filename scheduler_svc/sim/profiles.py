@@ -5,9 +5,12 @@ assume; both are kept in its `assumptions`, so a results file says what it rests
 fitted to a result of the paper: every number below is reported, or derived from a reported
 shape (layers, hidden size, bytes), or a stated assumption.
 
-    a100-40gb-gptj6b      the paper's main setup as its scripts and results point to (use this)
-    a100-40gb-gptj6b-reprofiled  the same with a later re-profiling's forward line (a check)
-    2xa100-vicuna13b-tp2  the paper's Vicuna-13B setup, tensor parallel on two A100s
+    a100-40gb-gptj6b      the paper's main setup as its scripts and results point to (use this):
+                          the GPU line plus vLLM 0.2's host side
+    a100-40gb-gptj6b-gpu  the same with the GPU line alone (no host side), as before issue 12's
+                          host-side step
+    a100-40gb-gptj6b-reprofiled  the main setup with a later re-profiling's forward line (a check)
+    2xa100-vicuna13b-tp2  the paper's Vicuna-13B setup, tensor parallel on two A100s (host side too)
     a100-gptj6b           the earlier reading (80 GB card, 4 GiB host swap, flat below S, no KV
                           read cost), kept unchanged so that older results stay reproducible
 
@@ -24,6 +27,25 @@ The paper setups' iteration time (a100-40gb-gptj6b, 2xa100-vicuna13b-tp2):
                            decode iteration, the context of every sequence in the batch);
                            kv_read = KV bytes per token / HBM bandwidth, 1.555 TB/s on an A100 40 GB
                            (its datasheet figure), read once per iteration.
+
+The host side (vLLM 0.2's engine outside the CUDA events their harness puts around
+`execute_model`, which hold the model's input preparation, forward and sampler; the reported line
+is taken to be of that bracket or of the forward alone, so none of the host side is in it):
+
+    T_host = per_sequence · r + per_context_token · c + per_returned_token · n
+
+    r                      sequences in the iteration: their scheduler and block manager, a
+                           SequenceGroupMetadata, the sampled token appended, _decode_sequence
+                           (detokenize_incrementally), _check_stop with the harness's four stop
+                           strings, a RequestOutput, the harness loop's bookkeeping
+    c                      the context those sequences attend: _decode_sequence concatenates the
+                           whole token list (prompt + output) every step, and every RequestOutput
+                           copies the output so far
+    n                      tool-returned tokens: resume_request appends each and runs
+                           _decode_sequence on it
+
+Each coefficient was measured on the authors' own code (`benchmarks/vllm02_host_bench.py`); none
+is fitted to the paper's results (VLLM02_HOST_SIDE below gives the run).
 
 The scheduler's own view (CostProfile.policy_cost_model, what InferCept's waste model and swap
 budget use) keeps the flat-then-linear form with forward_base_s = T(S), which gives the reported
@@ -131,8 +153,66 @@ PAPER_ENGINE_BLOCK_SIZE = 64
 LARGE_SWAP_POLICIES = ("swap", "infercept", "infercept-authors", "lazy-swap")
 
 
+@dataclasses.dataclass(frozen=True)
+class HostSide:
+    """The host side of an engine's iteration (module docstring), seconds."""
+
+    s_per_sequence: float
+    s_per_context_token: float
+    s_per_returned_token: float
+    cpu_scale: float  # the measuring machine's CPU time -> the paper's host's
+    source: str
+
+
+# Measured by `python -m benchmarks.vllm02_host_bench --authors-git <WukLab/InferCept's git dir>`
+# (decode iterations of B = 8, 32, 64, 128, 256 sequences at L = 128, 512, 1024, 1536 tokens, the
+# fastest of 20 steps in the fastest of 3 runs, thread CPU time): 0.44-0.48 ms at B 8, 1.6-1.8 ms
+# at B 32, 6.8-8.4 ms at B 128, 14.2-16.9 ms at B 256; least squares a + b·B + c·B·L gave a < 0
+# (refitted as 0), b = 54.5 us, c = 7.1 ns; a returned token 20-29 us (L 128-1536; 22 at 1024).
+# Prompt iterations cost 0.16-0.65 us per prompt token all included (not charged: under 0.5 ms a
+# request).
+VLLM02_HOST_SIDE = HostSide(
+    s_per_sequence=54.5e-6,
+    s_per_context_token=7.1e-9,
+    s_per_returned_token=22e-6,
+    cpu_scale=1.0,
+    source="the InferCept authors' vLLM 0.2 fork (HEAD of WukLab/InferCept), its LLMEngine._schedule "
+    "(vllm/core/scheduler.py), _process_model_outputs and the harness's loop, run on the CPU without "
+    "the model by benchmarks/vllm02_host_bench.py: thread CPU time on this project's development VM "
+    "(an Intel Xeon, Python 3.11, transformers 5; SmolLM2's 49,152-token byte-level BPE with GPT-2's "
+    "one added and special token standing in for GPT-J's GPT-2 BPE; their sampler's ' dummy' token every "
+    "step, as under their harness). Scaled to the paper's host by 1.0: its CPU, Python and transformers versions are not "
+    "stated (Python 3.11 runs such code faster than the 3.8-3.10 of vLLM 0.2's time)",
+)
+
+
+def with_host_side(profile: CostProfile, host: HostSide, name: str) -> CostProfile:
+    """`profile` with the host side `host` added to every iteration, named `name`."""
+    return dataclasses.replace(
+        profile,
+        name=name,
+        iteration_overhead_s_per_sequence=host.s_per_sequence * host.cpu_scale,
+        iteration_overhead_s_per_context_token=host.s_per_context_token * host.cpu_scale,
+        iteration_overhead_s_per_returned_token=host.s_per_returned_token * host.cpu_scale,
+        assumptions={
+            **profile.assumptions,
+            "host_side": "vLLM 0.2's engine outside the CUDA events around execute_model: per sequence "
+            f"{host.s_per_sequence * 1e6:.0f} us + per attended context token {host.s_per_context_token * 1e9:.0f} ns "
+            f"+ per tool-returned token {host.s_per_returned_token * 1e6:.0f} us, times {host.cpu_scale} for "
+            "the paper's host CPU",
+            "host_side_source": host.source,
+        },
+    )
+
+
 def a100_40gb_gptj6b() -> CostProfile:
-    """GPT-J-6B fp16 on one A100 40 GB, as the paper's scripts and results point to."""
+    """GPT-J-6B fp16 on one A100 40 GB, as the paper's scripts and results point to: the GPU line
+    and vLLM 0.2's host side."""
+    return with_host_side(a100_40gb_gptj6b_gpu(), VLLM02_HOST_SIDE, "a100-40gb-gptj6b")
+
+
+def a100_40gb_gptj6b_gpu() -> CostProfile:
+    """GPT-J-6B fp16 on one A100 40 GB, the GPU line alone (no host side)."""
     # Reported (WORKLOADS.md: the paper and the authors' scripts).
     forward_ms_per_token, forward_base_ms = 0.0463, 10.0
     saturation_tokens = 384  # also InferCept's token budget per iteration in their scripts
@@ -152,7 +232,7 @@ def a100_40gb_gptj6b() -> CostProfile:
     kv_pool_bytes = gpu_memory_bytes * gpu_memory_utilization - weight_bytes - activation_reserve_bytes
     swap_s_per_token = forward_ms_per_token / swap_line_factor / 1000
     return _linear_profile(
-        name="a100-40gb-gptj6b",
+        name="a100-40gb-gptj6b-gpu",
         forward_ms_per_token=forward_ms_per_token,
         forward_base_ms=forward_base_ms,
         saturation_tokens=saturation_tokens,
@@ -218,7 +298,12 @@ def a100_40gb_gptj6b_reprofiled() -> CostProfile:
 
 def a100x2_vicuna13b_tp2() -> CostProfile:
     """Vicuna-13B fp16, tensor parallel over two A100 40 GB; the profile of one rank (each holds
-    half of every layer's KV heads, so the per-token figures are per GPU)."""
+    half of every layer's KV heads, so the per-token figures are per GPU); vLLM 0.2's host side
+    as on GPT-J-6B (its Python does not depend on the model)."""
+    return with_host_side(_a100x2_vicuna13b_tp2_gpu(), VLLM02_HOST_SIDE, "2xa100-vicuna13b-tp2")
+
+
+def _a100x2_vicuna13b_tp2_gpu() -> CostProfile:
     # Reported (WORKLOADS.md).
     forward_ms_per_token, forward_base_ms = 0.0279, 15.4
     gpu_memory_utilization = 0.90
@@ -328,6 +413,7 @@ def _linear_profile(
 
 PROFILES: dict[str, Callable[[], CostProfile]] = {
     "a100-40gb-gptj6b": a100_40gb_gptj6b,
+    "a100-40gb-gptj6b-gpu": a100_40gb_gptj6b_gpu,
     "a100-40gb-gptj6b-reprofiled": a100_40gb_gptj6b_reprofiled,
     "2xa100-vicuna13b-tp2": a100x2_vicuna13b_tp2,
     "a100-gptj6b": a100_gptj6b,

@@ -63,3 +63,9 @@ class RequestRecord:
     # Unfinished at the window's end, when the runner counts such a request with the output it
     # had then (the paper's harness does): the window's end; None otherwise.
     cut_s: float | None = None
+    # Where the runner's clock for the request starts if not at its arrival, and the output
+    # tokens before it, which the request's latency does not count: the paper's harness times the
+    # requests it adds before its loop (the first int(rate) + 1) from the start of the iteration
+    # that gave their first token, and counts tokens after that one only.
+    timed_from_s: float | None = None
+    untimed_tokens: int = 0

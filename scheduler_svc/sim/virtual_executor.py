@@ -23,7 +23,8 @@ not in its work, so they cost no compute; they are in its start position, so the
 step_s is the executor's own step, as the real executor reports it. The scheduler's loop sees
 more: iteration_s adds what a real iteration spends outside the executor (the scheduler's CPU,
 the plan/result round trip, streaming tokens to clients), profile.overhead_s of the plan's
-sequences, to every plan the real loop would send.
+sequences, the context they attend and the tool-returned tokens it computes, to every plan the
+real loop would send.
 """
 
 from __future__ import annotations
@@ -65,9 +66,16 @@ class VirtualExecutor:
         result.step_s = forward_s + max(swap_out_s + swap_in_s - hidden_s, 0.0)
         return result
 
-    def iteration_s(self, plan: pb.StepPlan, result: pb.StepResult) -> float:
-        """Seconds the scheduler's loop spends on `plan`, whose result is `result`: the executor's
-        step plus the iteration's overhead; 0 for a plan the real loop would not send."""
+    def iteration_s(self, plan: pb.StepPlan, result: pb.StepResult, num_returned_tokens: int = 0) -> float:
+        """Seconds the scheduler's loop spends on `plan`, whose result is `result` and which
+        computes `num_returned_tokens` tool-returned tokens: the executor's step plus the
+        iteration's overhead; 0 for a plan the real loop would not send."""
         if is_empty(plan):
             return 0.0
-        return result.step_s + self.profile.overhead_s(len(plan.work))
+        profile = self.profile
+        num_context_tokens = (
+            sum(work.start_position for work in plan.work)
+            if profile.iteration_overhead_s_per_context_token
+            else 0
+        )
+        return result.step_s + profile.overhead_s(len(plan.work), num_context_tokens, num_returned_tokens)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from benchmarks.soak import Outcome, _phases, report_line
+from benchmarks.soak import Outcome, _phases, main, report_line
 from scheduler_svc.sim.request_plan import RequestRecord
 
 
@@ -34,3 +34,10 @@ def test_a_report_line_counts_completions_refusals_and_errors_apart() -> None:
     assert "done 1 (0.10/s)" in line and "ttft s 0.5/0.5/0.5" in line
     assert "refused 1 in ms 4/4/4" in line and "errors 1" in line
     assert "scheduler" in line and "MiB" in line
+
+
+def test_a_workload_the_length_does_not_fit_is_refused_before_the_stack_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--workload", "math", "--max-model-len", "256"]) == 2
+    assert "end after one token without a tool call" in capsys.readouterr().out

@@ -65,6 +65,17 @@ class ProtocolPeer(generation_pb2_grpc.GenerationServicer):
         self._ids = itertools.count()
         self._counters = {"prompt_tokens": 0, "decode_tokens": 0, "returned_tokens": 0}
 
+    def wait_for_session(self, program_id: str, timeout_s: float = 5.0) -> SessionRecord:
+        """The session of the request with `program_id`, once it has arrived; a bounded wait.
+        Raises AssertionError if none arrives within timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for record in list(self.sessions.values()):
+                if record.request.program_id == program_id:
+                    return record
+            time.sleep(0.01)
+        raise AssertionError(f"no session with program_id {program_id!r}")
+
     def Session(
         self, request_iterator: Iterator[pb.ClientEvent], context: grpc.ServicerContext
     ) -> Iterator[pb.ServerEvent]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
@@ -20,7 +19,7 @@ from infercept import (
     TokenDelta,
     Tool,
 )
-from tests.client.protocol_server import ProtocolPeer, SessionRecord
+from tests.client.protocol_server import ProtocolPeer
 
 GREEDY = SamplingParams(max_tokens=10, temperature=0.0, ignore_eos=True)
 
@@ -150,7 +149,7 @@ async def test_closing_the_client_mid_request_cancels_it(peer: tuple[str, Protoc
     task = asyncio.create_task(
         client.generate(prompt="p", sampling=GREEDY, script=script, program_id="aclose")
     )
-    record = await asyncio.to_thread(_wait_for_session, peer[1], "aclose")
+    record = await asyncio.to_thread(peer[1].wait_for_session, "aclose")
     assert await asyncio.to_thread(record.tool_started.wait, 5)
     await client.close()
     with pytest.raises(InferceptError) as info:
@@ -164,18 +163,8 @@ async def test_cancelling_the_task_cancels_the_request(slow_peer: tuple[str, Pro
         task = asyncio.create_task(
             client.generate(prompt="p", sampling=SamplingParams(max_tokens=1000), program_id="t")
         )
-        record = await asyncio.to_thread(_wait_for_session, slow_peer[1], "t")
+        record = await asyncio.to_thread(slow_peer[1].wait_for_session, "t")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert await asyncio.to_thread(record.cancelled.wait, 5)
-
-
-def _wait_for_session(peer: ProtocolPeer, program_id: str) -> SessionRecord:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for record in list(peer.sessions.values()):
-            if record.request.program_id == program_id:
-                return record
-        time.sleep(0.01)
-    raise AssertionError(f"no session with program_id {program_id!r}")

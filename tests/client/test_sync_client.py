@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -219,7 +218,7 @@ def test_closing_the_client_mid_request_cancels_it(peer: tuple[str, ProtocolPeer
 
     thread = threading.Thread(target=run)
     thread.start()
-    record = _wait_for_session(peer[1], program_id)
+    record = peer[1].wait_for_session(program_id)
     assert record.tool_started.wait(5)
     client.close()
     thread.join(5)  # a bounded wait: the 30 s call is still running unless close() cut it short
@@ -228,13 +227,3 @@ def test_closing_the_client_mid_request_cancels_it(peer: tuple[str, ProtocolPeer
     assert record.cancelled.wait(5), "the server saw the stream cancelled"
     with pytest.raises(InferceptError, match="CANCELLED: the client is closed"):
         client.stream(prompt="p")
-
-
-def _wait_for_session(peer: ProtocolPeer, program_id: str) -> SessionRecord:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for record in list(peer.sessions.values()):
-            if record.request.program_id == program_id:
-                return record
-        time.sleep(0.01)
-    raise AssertionError(f"no session with program_id {program_id!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +24,18 @@ def stack_args(policy: str, max_batched_tokens: int = 256) -> tuple[list[str], l
     return executor, scheduler
 
 
+@contextlib.contextmanager
+def launched(tmp_path_factory: pytest.TempPathFactory, policy: str, *scheduler_flags: str) -> Iterator[Stack]:
+    """The stack of stack_args(policy), the scheduler given `scheduler_flags` too, its logs in a
+    fresh temporary folder."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    executor_args, scheduler_args = stack_args(policy)
+    logs: Path = tmp_path_factory.mktemp("stack")
+    with launch(executor_args, [*scheduler_args, *scheduler_flags], log_dir=logs) as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    executor_args, scheduler_args = stack_args("swap")
-    logs: Path = tmp_path_factory.mktemp("stack")
-    with launch(executor_args, scheduler_args, log_dir=logs) as running:
+    with launched(tmp_path_factory, "swap") as running:
         yield running

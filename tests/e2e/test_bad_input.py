@@ -6,7 +6,6 @@ frees whatever its request held (GetStats shows every block free).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from infercept.channel import MAX_MESSAGE_BYTES
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.admission import MAX_NAME_CHARS, PROMPT_BYTES_PER_TOKEN_BOUND
-from tests.e2e.conftest import BLOCK_SIZE, NUM_DEVICE_BLOCKS, stack_args
+from tests.e2e.conftest import BLOCK_SIZE, NUM_DEVICE_BLOCKS, launched, stack_args
 from tests.e2e.raw_session import RawSession, generate_event
 from tests.e2e.test_disconnect import _wait_until_idle
 from tooling.launcher import Stack, launch
@@ -29,11 +28,7 @@ PAUSE_TIMEOUT_S = 2.0
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The shared stack, with a short pause timeout so that an unanswered interception expires."""
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    executor_args, scheduler_args = stack_args("swap")
-    scheduler_args += ["--pause-timeout-s", str(PAUSE_TIMEOUT_S)]
-    logs: Path = tmp_path_factory.mktemp("stack")
-    with launch(executor_args, scheduler_args, log_dir=logs) as running:
+    with launched(tmp_path_factory, "swap", "--pause-timeout-s", str(PAUSE_TIMEOUT_S)) as running:
         yield running
 
 

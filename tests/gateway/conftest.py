@@ -3,17 +3,15 @@ from a thread of the test process, shared by the package; the official `openai` 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
 
 from gateway.background import serve_in_thread
 from gateway.config import GatewayConfig
-from tests.e2e.conftest import stack_args
-from tooling.launcher import Stack, launch
+from tests.e2e.conftest import launched
+from tooling.launcher import Stack
 
 # Short enough for the expiry test to wait for, long enough for a test's follow-up.
 PAUSE_TTL_S = 30.0
@@ -21,10 +19,7 @@ PAUSE_TTL_S = 30.0
 
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    executor_args, scheduler_args = stack_args("preserve")
-    logs: Path = tmp_path_factory.mktemp("stack")
-    with launch(executor_args, scheduler_args, log_dir=logs) as running:
+    with launched(tmp_path_factory, "preserve") as running:
         yield running
 
 

@@ -15,11 +15,13 @@ from gateway.errors import GatewayError
 from gateway.holdback import releasable_length
 from gateway.main import parse_args
 from gateway.model_assets import ModelAssets
+from gateway.openai_schema import ScriptEntry
 from gateway.pauses import PauseTable
 from gateway.tool_calls import from_interception
 from gateway.turns import GenerationSettings, TextPiece, Turn, TurnEnd, TurnRunner, TurnSpec
 from infercept.errors import InferceptError, StatusError
 from infercept.events import Finished, Intercepted, TokenDelta, Usage
+from infercept.types import RequestSpec, SamplingParams, ScriptedCall
 from scheduler_svc.admission import RequestError
 
 
@@ -159,6 +161,28 @@ async def test_a_malformed_call_is_text_and_the_turn_ends_with_it_keeping_no_pau
     assert end.content == "<tool_call>not json</tool_call>"
     assert "".join(p.text for p in pieces if isinstance(p, TextPiece)) == end.content
     assert len(pauses) == 0
+
+
+@pytest.mark.parametrize(("tool_mode", "num_schemas"), [("auto", 1), ("none", 0)])
+def test_a_fresh_turns_request_is_the_client_librarys_with_the_bodys_tool_schemas(
+    tool_mode: str, num_schemas: int
+) -> None:
+    schema = json.dumps({"type": "function", "function": {"name": "calc", "parameters": {}}})
+    script = (ScriptEntry(after_tokens=8, tool="lookup", expected_duration_s=2.5),)
+    settings = GenerationSettings(0.5, 0.9, 7, ("END",), True, tool_mode, script, (schema,))  # type: ignore[arg-type]
+    runner = TurnRunner(None, assets(), PauseTable(60.0), is_resume_enabled=True, event_timeout_s=5.0)  # type: ignore[arg-type]
+    request = runner._request(TurnSpec((7, 8, 9), settings, 16))
+    sampling = SamplingParams(runner.assets.max_model_len, 0.5, 0.9, seed=7, stop=("END",), ignore_eos=True)
+    expected = RequestSpec(
+        prompt_token_ids=(7, 8, 9), sampling=sampling, script=[ScriptedCall(8, "lookup", wait_s=2.5)]
+    ).to_proto()
+    expected.tool_schemas_json.extend([schema][:num_schemas])
+    assert request == expected
+    # A turn that may pause takes the model's length; each turn's max_tokens is the gateway's.
+    assert (request.sampling.max_tokens, request.script[0].expected_duration_s) == (
+        runner.assets.max_model_len,
+        2.5,
+    )
 
 
 @pytest.mark.parametrize(

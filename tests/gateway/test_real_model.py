@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
 from gateway.background import serve_in_thread
 from gateway.config import GatewayConfig
 from gateway.demo import FEW_SHOT, TOOLS, calculator
+from tests.gateway.resumption import assert_resumed_in_place, stats
 from tooling.launcher import launch
 
 MAX_TOKENS = 40  # the call turn writes about 30 tokens, the answer about 10
@@ -48,11 +48,6 @@ def real_gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         serve_in_thread(GatewayConfig(scheduler_address=stack.scheduler_address, chat_template="")) as url,
     ):
         yield url
-
-
-def stats(gateway_url: str) -> dict[str, Any]:
-    answer: dict[str, Any] = httpx.get(f"{gateway_url}/v1/infercept/stats", timeout=10.0).json()
-    return answer
 
 
 def test_the_real_models_call_pauses_and_the_follow_up_resumes_it_answering_as_a_fresh_request(
@@ -84,16 +79,9 @@ def test_the_real_models_call_pauses_and_the_follow_up_resumes_it_answering_as_a
         before = stats(real_gateway_url)
 
         resumed = client.chat.completions.create(messages=conversation, **ask)
-        after = stats(real_gateway_url)
-        assert after["gateway"]["resumed_turns"] == before["gateway"]["resumed_turns"] + 1
-        assert resumed.usage is not None and resumed.usage.prompt_tokens_details is not None
-        assert resumed.usage.prompt_tokens_details.cached_tokens == context_tokens
         # Nothing computed again: no prompt prefilled, no context recomputed, only the tool turn added.
-        server_before, server_after = before["scheduler"], after["scheduler"]
-        assert server_after["recomputed_tokens"] == server_before["recomputed_tokens"]
-        assert server_after["prompt_tokens"] == server_before["prompt_tokens"]
-        suffix = resumed.usage.prompt_tokens - context_tokens
-        assert server_after["returned_tokens"] - server_before["returned_tokens"] == suffix > 0
+        after = stats(real_gateway_url)
+        assert_resumed_in_place(before, after, resumed, context_tokens)
         answer = resumed.choices[0].message.content or ""
         print(f"SmolLM2 answered {answer!r} after calculator({call.function.arguments})")
         assert "408" in answer and resumed.choices[0].finish_reason == "stop"

@@ -67,6 +67,8 @@ def test_a_sweep_over_two_policies_on_fresh_stacks(tmp_path: Path, capsys: Any) 
         "math",
         "--rates",
         "2,4",
+        "--statistics",
+        "table1",
     ]
     args += ["--policies", "vllm,swap", "--duration", "2", "--warmup", "0", "--max-model-len", "128"]
     args += ["--out", str(out), "--plot", str(plot), "--log-dir", str(tmp_path / "logs")]

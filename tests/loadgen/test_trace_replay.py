@@ -17,6 +17,7 @@ from tooling.loadgen.trace_replay import (
     replay_trace,
     truncate,
 )
+from tooling.loadgen.truncation import count_prompt_only
 
 # The traces README's table (after truncation at 2048; means): prompt, calls, generated before a
 # call, returned per call, call duration (s), final context.
@@ -88,6 +89,15 @@ def test_generation_stops_where_the_context_reaches_the_model_length() -> None:
     # The call's result is cut to leave room for one more generated token.
     assert truncate(100, segments, 113) == (100, [Segment(10, "t", 1.0, 2), Segment(1)])
     assert truncate(500, segments, 300) == (299, [Segment(1)])  # a prompt past the length
+
+
+def test_requests_left_only_their_prompt_are_counted() -> None:
+    segments = [Segment(10, "t", 1.0, 5), Segment(10)]
+    truncated = [truncate(prompt, segments, 300) for prompt in (500, 300, 299, 298, 100)]
+    plans = [RequestPlan(i, 0.0, "t", prompt, tuple(kept)) for i, (prompt, kept) in enumerate(truncated)]
+    # 500 and 300 are cut to 299, and 299 fits only one token: three end after it. 298 generates 2.
+    assert count_prompt_only(plans, 300) == 3
+    assert count_prompt_only(plans, 2048) == 0  # at another length they are whole requests
 
 
 def test_truncation_makes_the_calls_the_authors_2048_file_keeps() -> None:

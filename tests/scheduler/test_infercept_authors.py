@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from scheduler_svc.policies import create_policy
 from scheduler_svc.policies.infercept_authors import InferceptAuthorsPolicy
-from tests.scheduler.harness import Harness
+from scheduler_svc.sim.profiles import a100_40gb_gptj6b
+from tests.scheduler.harness import Harness, ids
 from tests.scheduler.test_infercept import quiet_logs, scripted
 
 __all__ = ["quiet_logs"]  # the autouse fixture, applied here too
@@ -50,3 +51,32 @@ def test_it_takes_the_infercept_options() -> None:
     assert isinstance(policy, InferceptAuthorsPolicy)
     assert policy.revisits_paused_always and policy.options.estimator == "elapsed"
     assert not policy.options.swap_budget
+
+
+def test_a_returned_request_still_swapped_out_is_recomputed_when_nothing_waits() -> None:
+    h = Harness("infercept-authors", num_device_blocks=24, estimator="oracle")
+    large, _, _ = pause_three(h)
+    h.add(scripted(40, "calc", 1.0, first=3))
+    for _ in range(3):
+        h.step()
+    assert h.scheduler.blocks.layouts[large].host and not h.scheduler.table.queues.num_waiting
+    preemptions = h.scheduler.stats.preemptions
+    h.resume(large, [9])
+    plan = h.step()
+    # Their `_active_discard`: nothing waits, so the oldest swapped request recomputes instead.
+    assert not h.scheduler.blocks.layouts[large].host and h.scheduler.stats.preemptions > preemptions
+    assert not ids(plan.swap_in.src_block_ids)
+    work = h.work(plan, large)
+    assert work is not None and work.start_position == 0
+
+
+def test_its_swap_limits_split_the_budget_at_m_by_the_free_device_memory() -> None:
+    policy = create_policy("infercept-authors", estimator="oracle")
+    profile = a100_40gb_gptj6b()
+    policy.bind_cost_model(profile.policy_cost_model())
+    block = profile.block_size_tokens  # 64
+    # GPT-J-6B: in = 110.76 + free/2, out = 494.76 - free/2 tokens (their sed-in constants).
+    assert policy.swap_limits_blocks(0, block) == (110 // block, 494 // block)
+    assert policy.swap_limits_blocks(640, block) == ((110 + 320) // block, (494 - 320) // block)
+    assert policy.swap_limits_blocks(100_000, block) == (50_110 // block, 0)
+    assert create_policy("infercept").swap_limits_blocks(0, block) is None

@@ -9,6 +9,7 @@ from infercept.v1 import executor_pb2 as pb
 from scheduler_svc.sim.cost_profile import CostProfile, from_profile_response
 from scheduler_svc.sim.profiles import (
     PROFILES,
+    VLLM02_HOST_SIDE,
     a100_40gb_gptj6b,
     a100_gptj6b,
     a100x2_vicuna13b_tp2,
@@ -85,6 +86,7 @@ def test_profiles_are_found_by_name() -> None:
     assert sorted(PROFILES) == [
         "2xa100-vicuna13b-tp2",
         "a100-40gb-gptj6b",
+        "a100-40gb-gptj6b-gpu",
         "a100-40gb-gptj6b-reprofiled",
         "a100-gptj6b",
     ]
@@ -117,6 +119,30 @@ def test_the_40gb_gptj_profile_is_built_from_the_stated_figures() -> None:
     assert profile.policy_cost_model().forward_s(384) == pytest.approx(profile.forward_s(384))
     assert profile.swap_budget_tokens(384) == pytest.approx(605, abs=1)
     assert profile.assumptions["gpu_memory"].startswith("A100 40 GB")
+
+
+def test_the_paper_profile_adds_vllm_0_2s_measured_host_side_to_the_gpu_line() -> None:
+    profile, gpu = a100_40gb_gptj6b(), load_profile("a100-40gb-gptj6b-gpu")
+    assert gpu.overhead_s(256, 300_000, 100) == 0.0  # the line alone
+    assert (
+        dataclasses.replace(
+            profile,
+            name=gpu.name,
+            iteration_overhead_s_per_sequence=0.0,
+            iteration_overhead_s_per_context_token=0.0,
+            iteration_overhead_s_per_returned_token=0.0,
+        )
+        == gpu
+    )  # field for field the GPU profile but for the host side
+    host = VLLM02_HOST_SIDE
+    # 100 sequences attending 60,000 context tokens, 20 returned tokens: 5.45 + 0.426 + 0.44 ms.
+    expected_s = (
+        100 * host.s_per_sequence + 60_000 * host.s_per_context_token + 20 * host.s_per_returned_token
+    )
+    assert profile.overhead_s(100, 60_000, 20) == pytest.approx(expected_s * host.cpu_scale)
+    assert profile.overhead_s(100, 60_000, 20) == pytest.approx(5.45e-3 + 0.426e-3 + 0.44e-3)
+    assert "benchmarks/vllm02_host_bench.py" in profile.assumptions["host_side_source"]
+    assert a100x2_vicuna13b_tp2().iteration_overhead_s_per_sequence == host.s_per_sequence
 
 
 def test_the_vicuna_profile_is_per_gpu_of_two() -> None:
@@ -192,7 +218,11 @@ def test_cached_context_and_the_iteration_overhead_add_their_terms() -> None:
     assert profile.forward_s(10, num_context_tokens=1000) == pytest.approx(profile.forward_s(10) + 0.001)
     assert profile.forward_s(0, num_context_tokens=1000) == 0.0
     assert profile.overhead_s(4) == pytest.approx(0.002 + 4 * 5e-4)
-    assert tiny_profile().overhead_s(4) == 0.0  # the defaults add nothing
+    assert tiny_profile().overhead_s(4, 1000, 10) == 0.0  # the defaults add nothing
+    host = tiny_profile(
+        iteration_overhead_s_per_context_token=1e-8, iteration_overhead_s_per_returned_token=1e-5
+    )
+    assert host.overhead_s(4, 1000, 10) == pytest.approx(1000 * 1e-8 + 10 * 1e-5)
 
 
 def test_a_served_step_is_a_fixed_part_plus_the_profiled_forward_scaled() -> None:
@@ -213,6 +243,8 @@ def test_a_profile_saved_before_the_extra_terms_still_loads(tmp_path: Path) -> N
         "forward_s_per_context_token",
         "iteration_overhead_s",
         "iteration_overhead_s_per_sequence",
+        "iteration_overhead_s_per_context_token",
+        "iteration_overhead_s_per_returned_token",
     ):
         del values[key]
     assert CostProfile.from_dict(values) == tiny_profile()

@@ -43,6 +43,18 @@ def test_the_iteration_overhead_lengthens_every_iteration(policy: str) -> None:
     assert record.finish_s == pytest.approx(5 * (FORWARD_S + overhead_s) + 0.5)
 
 
+def test_the_iteration_that_computes_returned_tokens_pays_their_host_side() -> None:
+    # preserve: the 4 returned tokens compute in the iteration after the call, which alone takes
+    # 4 * 1 ms longer; every other iteration is unchanged.
+    config = SchedulerConfig(policy="preserve", max_batched_tokens=SATURATION)
+    plain, host = (
+        simulate([one_call_plan()], profile, config, warmup_s=0.0, duration_s=LONG_S).records[0]
+        for profile in (tiny_profile(), tiny_profile(iteration_overhead_s_per_returned_token=0.001))
+    )
+    assert host.first_token_s == plain.first_token_s
+    assert plain.finish_s is not None and host.finish_s == pytest.approx(plain.finish_s + 4 * 0.001)
+
+
 def test_swap_stalls_only_for_its_copy_back() -> None:
     # The swap-out of 3 blocks (12 computed tokens) runs while the tool does; the swap-in does not.
     profile = tiny_profile()

@@ -18,6 +18,7 @@ from scheduler_svc.sim.virtual_executor import VirtualExecutor
 from scheduler_svc.stats_render import stats_proto
 from tests.scheduler.harness import FakeExecutor, executor_description, generate_request, ids
 from tests.sim.helpers import FORWARD_S, SATURATION, one_call_plan, tiny_profile
+from tooling.loadgen.metrics import normalized_latency_s
 
 LONG_S = 1e6
 
@@ -143,6 +144,29 @@ def test_prefill_first_swaps_a_request_back_last_and_only_into_free_blocks() -> 
     assert len(blocks.layout(swapped).host) == 3 and len(blocks.layout(big).device) == 3
 
 
+def test_prefill_first_swaps_in_only_in_an_iteration_that_preempted_no_one() -> None:
+    # Seven blocks of 4 tokens. `running` opens a block when none is free and preempts `newest`;
+    # vLLM 0.2 then neither recomputes `newest` in that decode iteration (it waits for a prompt
+    # iteration) nor swaps `swapped` back into the freed blocks: that waits for the next one.
+    core = Core("prefill-first", policy="swap", num_device_blocks=7)
+    swapped = core.add(8, max_tokens=6, pause_after=2)
+    running = core.add(8, max_tokens=20)
+    core.step()
+    core.step()  # `swapped` is intercepted after its second token
+    core.step()  # its three blocks go out
+    newest = core.add(11, max_tokens=20)
+    core.step()  # its prompt
+    core.resume(swapped, 1)
+    core.step()
+    core.step()  # every block taken
+    assert core.step() == {running: (12, 1)}
+    assert stats_proto(core.scheduler).preemptions == 1 and not ids(core.plan.swap_in.src_block_ids)
+    assert core.scheduler.blocks.device.num_free == 3
+    assert core.step() == {running: (13, 1), swapped: (9, 2)}
+    assert len(ids(core.plan.swap_in.src_block_ids)) == 3
+    assert newest in {r.request_id for r in core.scheduler.table.queues.waiting()}
+
+
 def test_prefill_first_makes_a_prompt_that_does_not_fit_whole_wait_without_preempting() -> None:
     # Four blocks of 4 tokens: `running` holds two, so the 12-token prompt (three blocks) waits,
     # neither computed in part nor taking the older request's blocks, until memory frees up.
@@ -260,3 +284,23 @@ def test_harness_timing_does_not_subtract_a_call_still_running_at_the_windows_en
     )
     [record] = result.records
     assert not record.completed and record.tool_time_s == 0.0 and record.generated_tokens == 3
+
+
+def test_harness_timing_times_a_request_added_before_the_loop_from_its_first_tokens_iteration() -> None:
+    config = SchedulerConfig(policy="preserve", max_batched_tokens=SATURATION)
+    # Two prompts of 40 tokens at t = 0: the first iteration (64 tokens, FORWARD_S) computes the
+    # first and part of the second, whose first token comes from the second iteration. The
+    # harness adds both before its loop and starts their clocks at the iteration that gave their
+    # first token, not counting that token; a request arriving later is timed from its arrival.
+    plans = [one_call_plan(prompt_tokens=40, index=i) for i in range(2)]
+    plans.append(one_call_plan(arrival_s=0.001, index=2))
+    first, second, later = simulate(plans, tiny_profile(), config, 0.0, LONG_S, harness_timing=True).records
+    assert first.timed_from_s == 0.0 and second.timed_from_s == pytest.approx(FORWARD_S)
+    assert first.untimed_tokens == second.untimed_tokens == 1
+    assert later.timed_from_s is None and later.untimed_tokens == 0
+    tokens = second.generated_tokens + second.returned_tokens - 1
+    assert second.finish_s is not None
+    expected_s = (second.finish_s - FORWARD_S - second.tool_time_s) / tokens
+    assert normalized_latency_s(second) == pytest.approx(expected_s)
+    exact = simulate(plans, tiny_profile(), config, 0.0, LONG_S).records[1]
+    assert exact.timed_from_s is None and exact.untimed_tokens == 0

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from infercept.v1 import executor_pb2 as pb
@@ -68,6 +70,15 @@ def test_cached_context_adds_to_the_forward_and_overhead_to_the_iteration() -> N
     assert result.forward_s == pytest.approx(profile.forward_s(32) + 150 * 1e-5)
     assert result.step_s == result.forward_s  # the executor's own step: no overhead in it
     assert executor.iteration_s(plan, result) == pytest.approx(result.step_s + 0.002 + 3 * 0.001)
+    # The host side per attended context token (150 here) and per tool-returned token.
+    host = VirtualExecutor(
+        dataclasses.replace(
+            profile, iteration_overhead_s_per_context_token=1e-6, iteration_overhead_s_per_returned_token=1e-4
+        )
+    )
+    assert host.iteration_s(plan, result, num_returned_tokens=5) == pytest.approx(
+        result.step_s + 0.002 + 3 * 0.001 + 150 * 1e-6 + 5 * 1e-4
+    )
 
 
 def test_a_plan_the_loop_would_not_send_costs_no_overhead_but_a_forget_only_plan_does() -> None:

@@ -12,7 +12,14 @@ import pytest
 from tooling import simulate
 from tooling.harness import fidelity
 from tooling.loadgen import main as loadgen
-from tooling.loadgen.workload_spec import WorkloadSpec, add_workload_flags, parse_rates, workload_from_flags
+from tooling.loadgen.truncation import count_prompt_only
+from tooling.loadgen.workload_spec import (
+    WorkloadSpec,
+    add_workload_flags,
+    parse_rates,
+    plans_for,
+    workload_from_flags,
+)
 from tooling.stack_spec import StackSpec, add_stack_flags, stack_from_flags
 
 
@@ -80,6 +87,44 @@ def test_a_workload_no_run_can_take_is_refused(change: dict[str, object]) -> Non
     WorkloadSpec().validate()
     with pytest.raises(ValueError):
         dataclasses.replace(WorkloadSpec(), **change).validate()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("workload", ["math", "qa", "ve", "mixed"])
+def test_a_workload_whose_prompts_mostly_do_not_fit_the_length_is_refused_with_what_to_do(
+    workload: str,
+) -> None:
+    """math's prompts average 405 tokens: at 256 every request would be cut to its prompt and end
+    after one token, without a call, under the name of math (the reported bug)."""
+    spec = WorkloadSpec(workload=workload, rate=2.0, duration_s=30.0, max_model_len=256)
+    with pytest.raises(ValueError, match=r"end after one token without a tool call.*--statistics table1"):
+        spec.validate()
+    with pytest.raises(ValueError, match="model length 256"):
+        plans_for(spec, 256)
+
+
+def test_the_trace_replayed_at_a_length_its_prompts_do_not_fit_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match=r"requests of trace do not fit the model length 256.*raise --max-model-len$"
+    ):
+        plans_for(WorkloadSpec(workload="trace", rate=2.0, duration_s=30.0), 256)
+
+
+@pytest.mark.parametrize("workload", ["math", "qa", "ve", "mixed"])
+def test_table1_draws_fit_a_short_length_with_their_calls(workload: str) -> None:
+    spec = WorkloadSpec(workload=workload, rate=2.0, duration_s=30.0, statistics="table1", max_model_len=256)
+    spec.validate()
+    plans, assumptions = plans_for(spec, 256)
+    assert assumptions["prompt_only_requests"] == 0
+    assert all(len(plan.segments) > 1 for plan in plans)  # every request makes a call
+
+
+@pytest.mark.parametrize(("workload", "max_model_len"), [("chatbot", 256), ("mixed", 512), ("trace", 512)])
+def test_a_few_requests_left_only_their_prompt_are_counted_not_refused(
+    workload: str, max_model_len: int
+) -> None:
+    plans, assumptions = plans_for(WorkloadSpec(workload=workload, rate=2.0, duration_s=30.0), max_model_len)
+    assert 0 < assumptions["prompt_only_requests"] <= len(plans) / 2  # type: ignore[operator]
+    assert assumptions["prompt_only_requests"] == count_prompt_only(plans, max_model_len)
 
 
 def test_the_services_command_lines_come_from_the_stack_spec(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import dataclasses
 from infercept.async_client import AsyncClient
 from tooling.loadgen.metrics import run_record
 from tooling.loadgen.runner import RunResult, run_plans
+from tooling.loadgen.truncation import count_prompt_only
 from tooling.loadgen.workload_spec import WorkloadSpec, plans_for
 from tooling.run_record import Distribution, RunRecord
 
@@ -32,10 +33,11 @@ async def run_load(target: Target, workload: WorkloadSpec, policy_label: str | N
         info = await client.server_info(timeout_s=SERVER_INFO_TIMEOUT_S)
         max_model_len = workload.max_model_len or info.max_model_len
         plans, plan_assumptions = plans_for(workload, max_model_len)
+        note = _prompt_only_note(count_prompt_only(plans, max_model_len))
         print(
             f"infercept-loadgen: {len(plans)} requests of {workload.workload} at {workload.rate:g}/s, "
             f"warm-up {workload.warmup_s:g} s, window {workload.duration_s:g} s, against {target.address} "
-            f"({info.model}, policy {info.policy}, max length {max_model_len})",
+            f"({info.model}, policy {info.policy}, max length {max_model_len}){note}",
             flush=True,
         )
         result = await run_plans(
@@ -52,6 +54,13 @@ async def run_load(target: Target, workload: WorkloadSpec, policy_label: str | N
     record = run_record("loadgen", policy, workload, result.records, stats, assumptions)
     print(format_summary(record, result))
     return record
+
+
+def _prompt_only_note(num_prompt_only: int) -> str:
+    """The header's word on the requests truncation left only their prompt; none: nothing."""
+    if not num_prompt_only:
+        return ""
+    return f"; {num_prompt_only} of them reach it with their prompt (one token each, no call)"
 
 
 def format_summary(record: RunRecord, result: RunResult) -> str:

@@ -3,7 +3,8 @@ the RunRecord (tooling/run_record.py) that the load generator and the simulator 
 
 Definitions (DESIGN.md §6), over the requests that completed inside the window:
     normalized latency  (finish − arrival − time inside tool calls) / (generated + returned
-                        tokens), s/token
+                        tokens), s/token; from timed_from_s over the tokens after untimed_tokens
+                        for a record that says so (the paper's harness, its first requests)
     TTFT                first generated token − arrival, s
     completed_per_s     completed requests / window length
     output_tokens_per_s tokens the model generated for completed requests / window length (tool-
@@ -32,8 +33,9 @@ def normalized_latency_s(record: RequestRecord) -> float:
     end_s = record.finish_s if record.finish_s is not None else record.cut_s
     if end_s is None:
         raise ValueError(f"request {record.index} has no finish time")
-    num_tokens = max(record.generated_tokens + record.returned_tokens, 1)
-    return (end_s - record.arrival_s - record.tool_time_s) / num_tokens
+    start_s = record.arrival_s if record.timed_from_s is None else record.timed_from_s
+    num_tokens = max(record.generated_tokens + record.returned_tokens - record.untimed_tokens, 1)
+    return (end_s - start_s - record.tool_time_s) / num_tokens
 
 
 def distribution(values: Sequence[float]) -> Distribution:

@@ -9,11 +9,17 @@ so the final context is at most L. (The harness, on vLLM 0.2, stops a sequence o
 than L, so its contexts reach L + 1 where ours reach L; a token in 2048.) A prompt of L tokens
 or more is cut to L - 1, generating one token. A call whose returned tokens end the context
 within the length is kept, even at the very end (the trace's last segment generates after it).
+
+Such a prompt-only request (L - 1 prompt tokens, one generated, no call) is what truncation leaves
+of a request whose prompt does not fit: at the paper's 2048 a rare chatbot prompt, at a short length
+most of a workload (math's prompts average 405 tokens); `count_prompt_only` counts them.
 """
 
 from __future__ import annotations
 
-from scheduler_svc.sim.request_plan import Segment
+from collections.abc import Sequence
+
+from scheduler_svc.sim.request_plan import RequestPlan, Segment
 
 
 def truncate(prompt: int, segments: list[Segment], max_model_len: int) -> tuple[int, list[Segment]]:
@@ -43,3 +49,9 @@ def truncate(prompt: int, segments: list[Segment], max_model_len: int) -> tuple[
         context += segment.returned_tokens
         kept.append(segment)
     return prompt, kept
+
+
+def count_prompt_only(plans: Sequence[RequestPlan], max_model_len: int) -> int:
+    """How many of `plans` truncation at `max_model_len` left only their prompt: L - 1 prompt
+    tokens and one generated token, without a call (the request ends after its first token)."""
+    return sum(p.prompt_tokens == max_model_len - 1 and p.segments == (Segment(1),) for p in plans)
