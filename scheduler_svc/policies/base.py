@@ -84,6 +84,9 @@ class Policy(abc.ABC):
     prefix_caching: ClassVar[bool] = False
     # manage_paused is called every iteration with paused contexts, not only when memory is short.
     revisits_paused_always: ClassVar[bool] = False
+    # manage_paused also sees contexts wholly on the host (to discard them); False: only those
+    # holding device blocks (cheaper: most paused contexts may be on the host).
+    revisits_host_contexts: ClassVar[bool] = True
     # Only the simulator can run it (the real server refuses it): e.g. `ideal`, whose restored
     # contexts cost nothing.
     simulator_only: ClassVar[bool] = False

@@ -93,6 +93,7 @@ class LazySwapPolicy(Policy):
     )
     manages_paused: ClassVar[bool] = True
     revisits_paused_always: ClassVar[bool] = True  # copies go out while memory is not yet short
+    revisits_host_contexts: ClassVar[bool] = False  # only what holds device blocks is copied or released
     prefix_caching: ClassVar[bool] = True
     pipelines_swaps = True
 
@@ -162,15 +163,24 @@ class LazySwapPolicy(Policy):
         """Copy out what the budget and the host allow, furthest expected return first; when memory
         is short, release the rest (unpinned, or pinned past their TTL) into the prefix cache."""
         now = view.now_s
-        live = {c.request.request_id for c in paused}
+        # Only what holds device blocks can be copied out or released; the rest (most of the
+        # paused, once copied out) is not looked at: this runs every iteration.
+        holders = [c for c in paused if c.num_device_blocks]
+        live = {c.request.request_id for c in holders}
         self._pinned_until_s = {r: t for r, t in self._pinned_until_s.items() if r in live and t > now}
-        order = sorted(paused, key=lambda c: (-self.remaining_s(c.request, now), c.request.request_id))
+        self._swapping_out = {}
+        short = view.memory_is_short
         swap_left, host_free = view.swap_out_budget_blocks, view.host_free_blocks
-        decisions, self._swapping_out = [], {}
+        if not short:  # only copies: of the unpinned, if the link and the host have room
+            holders = [c for c in holders if c.request.request_id not in self._pinned_until_s]
+            if not (self.options.opportunistic_swap and swap_left > 0 and host_free > 0):
+                return []
+        order = sorted(holders, key=lambda c: (-self.remaining_s(c.request, now), c.request.request_id))
+        decisions: list[PausedDecision] = []
         for context in order:
+            if not short and (swap_left <= 0 or host_free <= 0):
+                break
             rid = context.request.request_id
-            if not context.num_device_blocks or (rid in self._pinned_until_s and not view.memory_is_short):
-                continue
             count = min(context.num_device_blocks, swap_left, host_free)
             stretch = self._copy_stretch(context, now)
             if count > 0 and stretch is not None:

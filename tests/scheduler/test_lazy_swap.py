@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler_svc.paused_revisit import paused_context
 from scheduler_svc.policies import create_policy
 from scheduler_svc.policies.lazy_swap import LazySwapPolicy
 from scheduler_svc.policies.spec import parse_policy_spec
@@ -62,6 +63,11 @@ def test_a_paused_context_is_copied_out_and_taken_back_from_the_cache_without_a_
     layout = h.scheduler.blocks.layouts[a]
     assert len(ids(plan.swap_out.src_block_ids)) == 5 and not layout.device and len(layout.host) == 5
     assert stats_proto(h.scheduler).device_blocks_cached == 4  # the full blocks; the partial one is free
+    # Wholly on the host now: lazy-swap's revisit no longer looks at it (other policies still do).
+    request = h.scheduler.requests[a]
+    assert not LazySwapPolicy.revisits_host_contexts
+    assert paused_context(request, h.scheduler.blocks, with_host_only=False) is None
+    assert paused_context(request, h.scheduler.blocks) is not None
     h.resume(a, [7])
     plan = h.step()
     assert len(ids(plan.swap_in.src_block_ids)) == 1  # only the partial block comes from the host
