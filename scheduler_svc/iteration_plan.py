@@ -96,7 +96,8 @@ class IterationPlan:
         if not self._table.queues.num_waiting:
             return
         decode_ids = {r.request_id for r in decodes}  # preempted ones move to waiting: seen already
-        reserve_blocks = self._policy.admission_reserve_blocks(self._blocks.device.num_total)
+        now = self._table.paused.last_now or 0.0
+        reserve_blocks = self._policy.admission_reserve_blocks(self._blocks.device.num_total, now)
         for request in self._table.queues.waiting():
             if request.request_id in decode_ids:
                 continue

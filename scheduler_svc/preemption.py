@@ -47,6 +47,7 @@ class Preemption:
             now = self._table.paused.last_now or 0.0
             rank = self._policy.evict_rank(victim, now)
             self._table.drop_context(victim, rank, self._policy.waiting_place_on_preempt)
+            self._policy.preempted(victim, now)
             self._stats.preemptions += 1
             self.preempted_any = True
             log.debug("request.preempted", request_id=victim.request_id, status=victim.status.value)

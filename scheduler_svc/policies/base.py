@@ -125,11 +125,14 @@ class Policy(abc.ABC):
         LRU (the default)."""
         return None
 
-    def admission_reserve_blocks(self, num_device_blocks: int) -> int:
+    def admission_reserve_blocks(self, num_device_blocks: int, now: float) -> int:
         """Device blocks (of `num_device_blocks`) that a request starting from nothing must leave
-        free or evictable, else it waits: room kept for the running batch to grow without
+        free or evictable at `now`, else it waits: room kept for the running batch to grow without
         preempting anyone (decode-first iterations). 0: none (the default)."""
         return 0
+
+    def preempted(self, request: Request, now: float) -> None:  # noqa: B027 (optional hook)
+        """`request` was preempted for memory at `now` (its context dropped)."""
 
     def bind_cost_model(self, cost: CostModel | None) -> None:  # noqa: B027 (optional hook)
         """The cost model of the executor this policy schedules for (None if not profiled)."""

@@ -59,6 +59,9 @@ LAZY_SWAP_TECHNIQUES = (
 )
 
 MAX_HOST_COPY_STRETCH = 100.0  # bound on the rank's stretch for blocks with a host copy
+# The admission reserve holds for this long after the last preemption (s): memory that ran out
+# once runs out again while the load lasts; a pool that never runs out holds no one back.
+RESERVE_HOLD_S = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +111,7 @@ class LazySwapPolicy(Policy):
         # This iteration's swap-outs -> recompute time / copy-back time (read by evict_rank).
         self._swapping_out: dict[int, float] = {}
         self._pool_tokens = 0  # the device pool's capacity, tokens (known from the first pause)
+        self._preempted_at_s: float | None = None  # the last preemption for memory
 
     def bind_cost_model(self, cost: CostModel | None) -> None:
         if cost is None:
@@ -127,11 +131,18 @@ class LazySwapPolicy(Policy):
         # Kept until the link copies it out or memory runs short (manage_paused).
         return PauseAction.PRESERVE
 
-    def admission_reserve_blocks(self, num_device_blocks: int) -> int:
-        """A share of the pool kept for the running batch's growth (`admission-reserve`): a new
-        request starts only if its context leaves it free, so that running requests' new blocks
-        preempt (and recompute) no one. Off: none."""
-        return round(self.options.reserve_share * num_device_blocks) if self.options.admission_reserve else 0
+    def admission_reserve_blocks(self, num_device_blocks: int, now: float) -> int:
+        """A share of the pool kept for the running batch's growth (`admission-reserve`) while
+        preemption has been happening (within RESERVE_HOLD_S): a new request starts only if its
+        context leaves it free, so that running requests' new blocks preempt (and recompute) no
+        one. Where memory never runs out (the CPU stack's pool), it holds no one back. Off: none."""
+        last_s = self._preempted_at_s
+        if not self.options.admission_reserve or last_s is None or now - last_s > RESERVE_HOLD_S:
+            return 0
+        return round(self.options.reserve_share * num_device_blocks)
+
+    def preempted(self, request: Request, now: float) -> None:
+        self._preempted_at_s = now
 
     def arrival_on_resume(self, request: Request, now: float) -> float:
         return request.arrival_s if self.options.program_order else now

@@ -10,7 +10,7 @@ import pytest
 
 from scheduler_svc.paused_revisit import paused_context
 from scheduler_svc.policies import create_policy
-from scheduler_svc.policies.lazy_swap import LazySwapPolicy
+from scheduler_svc.policies.lazy_swap import RESERVE_HOLD_S, LazySwapPolicy
 from scheduler_svc.policies.spec import parse_policy_spec
 from scheduler_svc.prefix_cache import CachingBlockPool
 from scheduler_svc.stats_render import stats_proto
@@ -165,10 +165,14 @@ def a_running_request_and_a_new_one_that_would_take_its_reserve(h: Harness) -> t
     return a, b
 
 
-def test_a_new_request_waits_while_its_context_would_take_the_running_batchs_reserve() -> None:
+def test_after_a_preemption_a_new_request_waits_while_it_would_take_the_running_batchs_reserve() -> None:
     h = lazy_harness(num_device_blocks=20)
-    assert h.scheduler.policy.admission_reserve_blocks(20) == 2
+    policy = h.scheduler.policy
+    assert policy.admission_reserve_blocks(20, h.now) == 0  # memory has not run out yet
     a, b = a_running_request_and_a_new_one_that_would_take_its_reserve(h)
+    policy.preempted(h.scheduler.requests[a], h.now)  # as if memory had just run out
+    assert policy.admission_reserve_blocks(20, h.now) == 2
+    assert policy.admission_reserve_blocks(20, h.now + RESERVE_HOLD_S + 1) == 0  # not for ever
     for _ in range(3):
         plan = h.step()
         assert h.work(plan, a) is not None and h.work(plan, b) is None  # a decodes alone
@@ -177,10 +181,15 @@ def test_a_new_request_waits_while_its_context_would_take_the_running_batchs_res
     assert h.finished(a).usage.recomputed_tokens == 0
 
 
-def test_without_the_reserve_the_new_request_starts_at_once() -> None:
-    h = lazy_harness(num_device_blocks=20, disabled_techniques=("admission-reserve",))
-    assert h.scheduler.policy.admission_reserve_blocks(20) == 0
+@pytest.mark.parametrize("disabled", [(), ("admission-reserve",)])
+def test_without_a_preemption_or_the_reserve_the_new_request_starts_at_once(
+    disabled: tuple[str, ...],
+) -> None:
+    h = lazy_harness(num_device_blocks=20, disabled_techniques=disabled)
     a, b = a_running_request_and_a_new_one_that_would_take_its_reserve(h)
+    if disabled:
+        h.scheduler.policy.preempted(h.scheduler.requests[a], h.now)
+        assert h.scheduler.policy.admission_reserve_blocks(20, h.now) == 0
     plan = h.step()
     assert h.work(plan, a) is not None and h.work(plan, b) is not None
     h.run()
@@ -189,6 +198,8 @@ def test_without_the_reserve_the_new_request_starts_at_once() -> None:
 
 def test_the_reserve_holds_back_no_request_when_nothing_else_computes() -> None:
     h = lazy_harness(num_device_blocks=20)
+    h.scheduler.policy.preempted(h.scheduler.requests[h.add(generate_request([1], max_tokens=1))], h.now)
+    h.run()
     a = h.add(generate_request(list(range(1, 19 * BLOCK_SIZE + 1)), max_tokens=2))  # 19 of 20 blocks
     assert h.work(h.step(), a) is not None
     h.run()
