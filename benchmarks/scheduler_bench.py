@@ -26,7 +26,7 @@ from scheduler_svc.config import ExecutorDescription, SchedulerConfig
 from scheduler_svc.executor_client import ExecutorClient, ExecutorUnavailable
 from scheduler_svc.scheduler import Scheduler
 from svc_common.logs import configure_logging
-from svc_common.wire import pack_u32
+from svc_common.step_wire import TableUpdate, Work, pack_table_updates, pack_work
 from tooling.launcher import run_service
 
 CONTEXT_TOKENS = 256
@@ -34,13 +34,20 @@ REQUEST_COUNTS = (64, 256, 1024)
 
 
 def fabricated_result(plan: pb.StepPlan) -> pb.StepResult:
-    result = pb.StepResult(step_id=plan.step_id)
-    for work in plan.work:
-        if work.sample:
-            result.sampled.add(
-                request_id=work.request_id, token_id=(work.request_id * 7 + work.start_position) % 256
-            )
-    return result
+    """A token for every sampling request, as the executor would answer (its cost is not the
+    scheduler's: time_iterations builds it outside the timed spans)."""
+    work = plan.work
+    rows = [
+        (rid, (rid * 7 + start) % 256)
+        for rid, start, sample in zip(work.request_ids, work.start_positions, work.sample, strict=True)
+        if sample
+    ]
+    sampled = pb.SampledTokens(
+        request_ids=[rid for rid, _ in rows],
+        token_ids=[token for _, token in rows],
+        logprobs=[0.0] * len(rows),
+    )
+    return pb.StepResult(step_id=plan.step_id, sampled=sampled)
 
 
 def decoding_scheduler(num_requests: int) -> Scheduler:
@@ -77,9 +84,11 @@ def time_iterations(scheduler: Scheduler, iterations: int) -> tuple[float, float
         began = time.process_time()
         plan = scheduler.schedule(float(i))
         scheduled = time.process_time()
-        scheduler.update(plan, fabricated_result(plan), float(i))
+        result = fabricated_result(plan)
+        updating = time.process_time()
+        scheduler.update(plan, result, float(i))
         schedule_s.append(scheduled - began)
-        update_s.append(time.process_time() - scheduled)
+        update_s.append(time.process_time() - updating)
         size = plan.ByteSize()
     return statistics.median(schedule_s), statistics.median(update_s), size
 
@@ -93,18 +102,24 @@ async def round_trips(address: str, batch_sizes: tuple[int, ...], repeats: int) 
     for batch in batch_sizes:
         await client.reset()
         step_id += 1
-        plan = pb.StepPlan(step_id=step_id)
-        for rid in range(batch):
-            plan.new_requests.add(request_id=rid)
-            plan.block_table_updates.add(request_id=rid, appended_block_ids=pack_u32([rid]))
-            plan.work.add(request_id=rid, token_ids=pack_u32([1]), sample=True)
+        plan = pb.StepPlan(
+            step_id=step_id,
+            new_requests=[pb.NewRequest(request_id=rid) for rid in range(batch)],
+            block_table_updates=pack_table_updates(TableUpdate(rid, 0, [rid]) for rid in range(batch)),
+            work=pack_work(Work(rid, 0, [1], sample=True) for rid in range(batch)),
+        )
         await client.run(plan)
         walls, steps = [], []
+        decode_work = pack_work(Work(rid, 1, [2], sample=True) for rid in range(batch))
         for _ in range(repeats):
             step_id += 1
+            # As the scheduler sends it: a fresh plan each step, built from lists (plan_builder.py).
             decode = pb.StepPlan(step_id=step_id)
-            for rid in range(batch):
-                decode.work.add(request_id=rid, start_position=1, token_ids=pack_u32([2]), sample=True)
+            decode.work.request_ids.extend(list(decode_work.request_ids))
+            decode.work.start_positions.extend(list(decode_work.start_positions))
+            decode.work.num_tokens.extend(list(decode_work.num_tokens))
+            decode.work.token_ids = decode_work.token_ids
+            decode.work.sample.extend(list(decode_work.sample))
             began = time.perf_counter()
             result = await client.run(decode)
             walls.append(time.perf_counter() - began)

@@ -22,6 +22,7 @@ from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
 from scheduler_svc.config import ExecutorDescription
 from svc_common import serving
+from svc_common.step_wire import WIRE_VERSION
 
 # The executor's metadata key for the client id (executor_svc/lease.py, not imported: no torch here).
 CLIENT_ID_KEY = "infercept-client-id"
@@ -31,6 +32,10 @@ log = structlog.get_logger(__name__)
 
 class ExecutorUnavailable(RuntimeError):
     """The executor cannot be reached, or its Run stream broke."""
+
+
+class WireVersionMismatch(ExecutorUnavailable):
+    """The executor reads and writes plans in another wire form than this scheduler."""
 
 
 PROFILE_TIMEOUT_S = 600.0  # a first measurement of a large model takes minutes
@@ -88,10 +93,17 @@ class ExecutorClient:
         )
 
     async def describe(self) -> tuple[ExecutorDescription, pb.DescribeResponse]:
+        """What the executor serves; WireVersionMismatch if it speaks another plan wire form (its
+        plans would be misread, not refused), ExecutorUnavailable if it does not answer."""
         try:
             response = await self._stub.Describe(pb.DescribeRequest(), timeout=30.0)
         except grpc.aio.AioRpcError as error:
             raise ExecutorUnavailable(f"Describe failed: {error.code().name}: {error.details()}") from error
+        if response.wire_version != WIRE_VERSION:
+            raise WireVersionMismatch(
+                f"the executor at {self.address} (version {response.version or '?'}) speaks plan wire "
+                f"version {response.wire_version}, this scheduler {WIRE_VERSION}: run both from one release"
+            )
         return executor_description(response), response
 
     async def profile(self, timeout_s: float = PROFILE_TIMEOUT_S) -> pb.ProfileResponse:

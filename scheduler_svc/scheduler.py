@@ -256,9 +256,10 @@ class Scheduler:
         plan = builder.build()
         if self.config.check_invariants:
             self.blocks.check_invariants()
-            for work in plan.work:  # a shared block is never written
-                start = work.start_position
-                self.blocks.check_writable(work.request_id, start, start + len(work.token_ids) // 4)
+            for rid, start, num_tokens in zip(  # a shared block is never written
+                builder.work_request_ids, builder.work_start_positions, builder.work_num_tokens, strict=True
+            ):
+                self.blocks.check_writable(rid, start, start + num_tokens)
         tokens = tokens_since(self.stats.tokens_by_kind, kinds_before)
         num_out, num_in = self._swapped_blocks
         self._iteration = IterationStats(
@@ -267,7 +268,7 @@ class Scheduler:
             decode_tokens=tokens[TokenKind.DECODE],
             returned_tokens=tokens[TokenKind.RETURNED],
             recomputed_tokens=tokens[TokenKind.RECOMPUTE],
-            num_requests=len(plan.work),
+            num_requests=len(builder.work_request_ids),
             swap_out_blocks=num_out,
             swap_in_blocks=num_in,
             paused_device_blocks=table.paused.num_held_blocks,
@@ -286,7 +287,8 @@ class Scheduler:
         self._record_iteration(result)
         if self.admission.is_enabled:
             self.admission.completed(now, self._iteration.prompt_tokens)
-        events = self.output.apply(result.sampled, now)
+        sampled = result.sampled
+        events = self.output.apply(list(sampled.request_ids), list(sampled.token_ids), now)
         # A decode leaves its request ready (unless it paused or finished); a chunk may make it so.
         for request in self._chunked:
             self.table.requeue(request)

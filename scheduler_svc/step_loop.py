@@ -37,7 +37,10 @@ SessionItem = SessionEvent | RequestError
 
 def is_empty(plan: pb.StepPlan) -> bool:
     return not (
-        plan.work or plan.forget_request_ids or plan.swap_out.src_block_ids or plan.swap_in.src_block_ids
+        plan.work.request_ids
+        or plan.forget_request_ids
+        or plan.swap_out.src_block_ids
+        or plan.swap_in.src_block_ids
     )
 
 

@@ -12,7 +12,8 @@ import pytest
 from scheduler_svc.policies import POLICIES
 from scheduler_svc.request import TokenKind
 from scheduler_svc.stats_render import stats_proto
-from tests.scheduler.harness import Harness, generate_request, ids
+from svc_common.step_wire import unpack_work
+from tests.scheduler.harness import Harness, generate_request
 
 MAX_BATCHED_TOKENS = 16
 NUM_DEVICE_BLOCKS, NUM_HOST_BLOCKS = 20, 8  # 80 device token slots > max_model_len
@@ -75,7 +76,7 @@ def simulate(
             continue
         plan = h.schedule()
         if not POLICIES[policy].restores_for_free:  # ideal restores whole contexts, free, past it
-            assert sum(len(ids(w.token_ids)) for w in plan.work) <= token_budget
+            assert sum(len(w.token_ids) for w in unpack_work(plan.work)) <= token_budget
         for rid, event in h.update(plan):
             if event.HasField("intercepted"):
                 index = event.intercepted.index
@@ -91,7 +92,7 @@ def simulate(
     assert not h.scheduler.blocks.layouts
     # One more plan carries the last forgets: then the executor holds nothing either, and no request
     # was forgotten twice or without being known (the fake executor asserts that).
-    assert not h.step().work
+    assert not h.step().work.request_ids
     assert not h.executor.tables and not h.scheduler.has_work()
     # Every prompt token was computed once as a prompt token (later computations are recomputes),
     # or found in the prefix cache the first time it was needed.
