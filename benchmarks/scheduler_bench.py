@@ -6,7 +6,9 @@
 The core is driven with fabricated executor results (every sampled request gets a token), so the
 figures are the scheduler's cost alone: block tables, budgets, plan building, packing, token
 appends, detokenizing and trigger checks. The round trip is measured against a real executor
-process: wall time of one plan on the stream minus the executor's own step time.
+process: wall time of one plan on the stream minus the executor's own step time, and pipelined as
+the step loop runs decodes planned ahead (the next plan sent while one computes): wall time per
+step over the run minus the mean step time, what the executor waits per step.
 """
 
 from __future__ import annotations
@@ -93,11 +95,27 @@ def time_iterations(scheduler: Scheduler, iterations: int) -> tuple[float, float
     return statistics.median(schedule_s), statistics.median(update_s), size
 
 
+def decode_plan(step_id: int, work: pb.WorkBatch) -> pb.StepPlan:
+    """`work` as the scheduler sends it: a fresh plan each step, built from lists (plan_builder.py)."""
+    plan = pb.StepPlan(step_id=step_id)
+    plan.work.request_ids.extend(list(work.request_ids))
+    plan.work.start_positions.extend(list(work.start_positions))
+    plan.work.num_tokens.extend(list(work.num_tokens))
+    plan.work.token_ids = work.token_ids
+    plan.work.sample.extend(list(work.sample))
+    return plan
+
+
 async def round_trips(address: str, batch_sizes: tuple[int, ...], repeats: int) -> list[str]:
+    """Per batch size: one plan at a time (wall time of each exchange minus the executor's own
+    step), and pipelined as the step loop runs planned-ahead decodes (the next plan sent while one
+    computes: wall time per step over a run minus the mean step, the executor's wait per step)."""
     client = ExecutorClient(address)
     await client.wait_until_serving(60.0)
     await client.reset()
-    lines = [f"{'requests':>9} {'round trip ms':>14} {'executor step ms':>17} {'overhead ms':>12}"]
+    lines = [
+        f"{'requests':>9} {'round trip ms':>14} {'executor step ms':>17} {'overhead ms':>12} {'pipelined overhead ms':>22}"
+    ]
     step_id = 0
     for batch in batch_sizes:
         await client.reset()
@@ -109,23 +127,29 @@ async def round_trips(address: str, batch_sizes: tuple[int, ...], repeats: int) 
             work=pack_work(Work(rid, 0, [1], sample=True) for rid in range(batch)),
         )
         await client.run(plan)
-        walls, steps = [], []
         decode_work = pack_work(Work(rid, 1, [2], sample=True) for rid in range(batch))
+        walls, steps = [], []
         for _ in range(repeats):
             step_id += 1
-            # As the scheduler sends it: a fresh plan each step, built from lists (plan_builder.py).
-            decode = pb.StepPlan(step_id=step_id)
-            decode.work.request_ids.extend(list(decode_work.request_ids))
-            decode.work.start_positions.extend(list(decode_work.start_positions))
-            decode.work.num_tokens.extend(list(decode_work.num_tokens))
-            decode.work.token_ids = decode_work.token_ids
-            decode.work.sample.extend(list(decode_work.sample))
+            decode = decode_plan(step_id, decode_work)
             began = time.perf_counter()
             result = await client.run(decode)
             walls.append(time.perf_counter() - began)
             steps.append(result.step_s)
         wall, step = statistics.median(walls), statistics.median(steps)
-        lines.append(f"{batch:>9} {wall * 1e3:>14.2f} {step * 1e3:>17.2f} {(wall - step) * 1e3:>12.2f}")
+        pipelined_steps = []
+        plans = [decode_plan(step_id + 1 + i, decode_work) for i in range(repeats)]
+        step_id += repeats
+        began = time.perf_counter()
+        await client.send(plans[0])
+        for i, running in enumerate(plans):
+            if i + 1 < len(plans):
+                await client.send(plans[i + 1])
+            pipelined_steps.append((await client.receive(running)).step_s)
+        pipelined_wait = (time.perf_counter() - began) / repeats - statistics.mean(pipelined_steps)
+        lines.append(
+            f"{batch:>9} {wall * 1e3:>14.2f} {step * 1e3:>17.2f} {(wall - step) * 1e3:>12.2f} {pipelined_wait * 1e3:>22.2f}"
+        )
     await client.close()
     return lines
 

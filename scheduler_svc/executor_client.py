@@ -10,8 +10,10 @@ id, with which the executor's lease tells it from any other scheduler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 import structlog
@@ -146,10 +148,39 @@ class ExecutorClient:
     async def run(self, plan: pb.StepPlan) -> pb.StepResult:
         """Send one plan on the Run stream and wait for its result, at most step_timeout_s.
         ExecutorUnavailable on any failure of the link, a hung executor included."""
-        try:
-            # asyncio.timeout, not wait_for: no task per step, the exchange runs in this one.
+        await self.send(plan)
+        return await self.receive(plan)
+
+    async def send(self, plan: pb.StepPlan) -> None:
+        """Write one plan on the Run stream, within step_timeout_s; `receive` gives the results in
+        the order sent (a plan sent while another computes waits in the stream, so the executor
+        finds it at once). ExecutorUnavailable on any failure of the link."""
+        async with self._link_errors(plan), asyncio.timeout(self.step_timeout_s):
+            if self._call is None:
+                self._call = self._stub.Run(metadata=self.metadata())  # type: ignore[call-arg]
+            await self._call.write(plan)
+
+    async def receive(self, plan: pb.StepPlan) -> pb.StepResult:
+        """The result of `plan`, the oldest plan sent and not yet answered, within step_timeout_s.
+        ExecutorUnavailable on any failure of the link, a hung executor included."""
+        async with self._link_errors(plan):
+            # asyncio.timeout, not wait_for: no task per step, the read runs in this one.
             async with asyncio.timeout(self.step_timeout_s):
-                return await self._exchange(plan)
+                if self._call is None:
+                    raise ExecutorUnavailable("no Run stream is open")
+                result = await self._call.read()
+            if result is grpc.aio.EOF:  # type: ignore[attr-defined]
+                raise ExecutorUnavailable("the executor closed the Run stream")
+            assert isinstance(result, pb.StepResult)
+            if result.step_id != plan.step_id:
+                raise ExecutorUnavailable(f"result of step {result.step_id} where {plan.step_id} was due")
+            return result
+
+    @contextlib.asynccontextmanager
+    async def _link_errors(self, plan: pb.StepPlan) -> AsyncIterator[None]:
+        """Every failure inside as ExecutorUnavailable, the stream closed (it may be broken)."""
+        try:
+            yield
         except ExecutorUnavailable:
             await self._close_stream()
             raise
@@ -164,16 +195,6 @@ class ExecutorClient:
         except Exception as error:  # e.g. InvalidStateError: a write to a stream that already ended
             await self._close_stream()
             raise ExecutorUnavailable(f"Run stream failed: {error!r}") from error
-
-    async def _exchange(self, plan: pb.StepPlan) -> pb.StepResult:
-        if self._call is None:
-            self._call = self._stub.Run(metadata=self.metadata())  # type: ignore[call-arg]
-        await self._call.write(plan)
-        result = await self._call.read()
-        if result is grpc.aio.EOF:  # type: ignore[attr-defined]
-            raise ExecutorUnavailable("the executor closed the Run stream")
-        assert isinstance(result, pb.StepResult)
-        return result
 
     async def _close_stream(self) -> None:
         """Cancel the Run stream, if any; never raises (the stream may be broken already)."""

@@ -15,6 +15,16 @@ from svc_common.wire import pack_u32
 BlockPairs = list[tuple[int, int]]
 
 
+def is_empty(plan: pb.StepPlan) -> bool:
+    """Whether `plan` tells the executor nothing to do (the step loop does not send it)."""
+    return not (
+        plan.work.request_ids
+        or plan.forget_request_ids
+        or plan.swap_out.src_block_ids
+        or plan.swap_in.src_block_ids
+    )
+
+
 class PlanBuilder:
     def __init__(self, step_id: int) -> None:
         self.plan = pb.StepPlan(step_id=step_id)
@@ -27,6 +37,9 @@ class PlanBuilder:
         self.work_num_tokens: list[int] = []
         self._work_token_ids: list[int] = []
         self._work_sample: list[bool] = []
+        self.work_use_last_rows: list[int] = []  # the entries with use_last_sampled set
+        # Per sampling entry, in order: the request's length once its sampled token is appended.
+        self.sample_positions: list[int] = []
         # The block-table changes (BlockTableUpdates' fields).
         self._table_request_ids: list[int] = []
         self._table_num_kept: list[int] = []
@@ -51,8 +64,18 @@ class PlanBuilder:
         """Blocks copied (device -> host, host -> device) by the plan so far."""
         return len(self._swap_out), len(self._swap_in)
 
-    def add_work(self, request: Request, start: int, end: int, sample: bool, layout: BlockLayout) -> None:
-        """Compute positions [start, end) of `request`; register it and sync its table first."""
+    def add_work(
+        self,
+        request: Request,
+        start: int,
+        end: int,
+        sample: bool,
+        layout: BlockLayout,
+        use_last_sampled: bool = False,
+    ) -> None:
+        """Compute positions [start, end) of `request`; register it and sync its table first.
+        `use_last_sampled`: position `start` holds the token the executor sampled last for the
+        request, which is not known here yet (a decode planned ahead); [start + 1, end) follow."""
         rid = request.request_id
         if not request.executor_known:
             s = request.sampling
@@ -71,12 +94,17 @@ class PlanBuilder:
             layout.num_synced = len(device)
         self.work_request_ids.append(rid)
         self.work_start_positions.append(start)
+        if use_last_sampled:
+            self.work_use_last_rows.append(len(self._work_sample))
+            start += 1
         self.work_num_tokens.append(end - start)
         if end - start == 1:  # a decode step, the common case
             self._work_token_ids.append(request.token_ids[start])
         else:
             self._work_token_ids += request.token_ids[start:end]
         self._work_sample.append(sample)
+        if sample:
+            self.sample_positions.append(end + 1)
 
     def build(self) -> pb.StepPlan:
         maps = [(self.plan.swap_out, self._swap_out), (self.plan.swap_in, self._swap_in)]
@@ -97,4 +125,9 @@ class PlanBuilder:
         work.num_tokens.extend(self.work_num_tokens)
         work.token_ids = pack_u32(self._work_token_ids)
         work.sample.extend(self._work_sample)
+        if self.work_use_last_rows:
+            use_last = [False] * len(self._work_sample)
+            for row in self.work_use_last_rows:
+                use_last[row] = True
+            work.use_last_sampled.extend(use_last)
         return self.plan

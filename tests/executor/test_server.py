@@ -131,6 +131,26 @@ def test_bad_plans_are_refused_in_band_and_the_stream_keeps_serving(
     stream.close()
 
 
+def test_plans_sent_ahead_run_in_order_each_after_the_last(stub: executor_pb2_grpc.ExecutorStub) -> None:
+    """A decode sent before the result of the step that samples its token computes that token."""
+
+    def decode(step_id: int, request_id: int, position: int) -> pb.StepPlan:
+        work = [Work(request_id, position, use_last_sampled=True, sample=True)]
+        return pb.StepPlan(step_id=step_id, work=pack_work(work))
+
+    stream = RunStream(stub)
+    one_by_one = [stream.step(_prefill_plan(1, 21, [4, 5, 6], [0]))]
+    one_by_one += [stream.step(decode(2 + i, 21, 3 + i)) for i in range(3)]
+    stream.send(_prefill_plan(5, 22, [4, 5, 6], [1]))
+    for i in range(3):
+        stream.send(decode(6 + i, 22, 3 + i))
+    ahead = [stream.receive() for _ in range(4)]
+    assert [r.step_id for r in ahead] == [5, 6, 7, 8]
+    assert [list(r.sampled.token_ids) for r in ahead] == [list(r.sampled.token_ids) for r in one_by_one]
+    stream.close()
+    stub.Reset(pb.ResetRequest())
+
+
 def test_one_run_stream_at_a_time(stub: executor_pb2_grpc.ExecutorStub) -> None:
     first = RunStream(stub)
     assert not first.step(pb.StepPlan(step_id=1)).HasField("error")

@@ -100,11 +100,14 @@ class FakeExecutor:
         self.truth: dict[int, dict[int, int]] = defaultdict(dict)
         self._digests: dict[int, list[int]] = defaultdict(list)  # request -> digest at each position
         self.num_device_copies = 0
+        self.last_sampled: dict[int, int] = {}  # request -> the token it sampled last
+        self.num_last_sampled_used = 0  # work items that computed the last sampled token
 
     def run(self, plan: pb.StepPlan) -> pb.StepResult:
         for rid in plan.forget_request_ids:
             assert rid in self.tables, f"forget of unknown request {rid}"
             del self.tables[rid]
+            self.last_sampled.pop(rid, None)
         for new in plan.new_requests:
             assert new.request_id not in self.tables, f"request {new.request_id} registered twice"
             self.tables[new.request_id] = []
@@ -144,12 +147,17 @@ class FakeExecutor:
                 rid, position = work.request_id, work.end_position
                 token = self.rule(rid, position)
                 self.truth[rid].setdefault(position, token)
+                self.last_sampled[rid] = token
                 sampled.append(Sampled(rid, token))
         result.sampled.CopyFrom(pack_sampled(sampled))
         return result
 
     def _compute(self, work: Work, written: set[int]) -> int:
         rid, start, tokens = work.request_id, work.start_position, list(work.token_ids)
+        if work.use_last_sampled:
+            assert rid in self.last_sampled, f"request {rid}: use_last_sampled before any sample"
+            tokens.insert(0, self.last_sampled[rid])
+            self.num_last_sampled_used += 1
         table, truth = self.tables[rid], self.truth[rid]
         assert tokens, f"request {rid}: empty work"
         assert len(table) * self.block_size >= start + len(tokens), f"request {rid}: table {table} too short"
@@ -239,8 +247,12 @@ class Harness:
         max_queue_wait_s: float = 0.0,
         pause_timeout_s: float = 0.0,
         iteration_structure: str = "mixed",
+        plan_ahead: bool = False,
     ) -> None:
+        """`plan_ahead`: `iterate` plans the next iteration ahead, as the step loop does."""
         self.desc = executor_description(num_device_blocks, num_host_blocks, max_model_len)
+        self.plan_ahead = plan_ahead
+        self.ahead: pb.StepPlan | None = None  # planned ahead, runs next
         config = SchedulerConfig(
             policy=policy,
             max_batched_tokens=max_batched_tokens,
@@ -273,12 +285,31 @@ class Harness:
 
     def update(self, plan: pb.StepPlan) -> list[tuple[int, gen.ServerEvent]]:
         """Apply the fake executor's result of `plan`; the events as the sessions see them."""
-        return self._record(self.scheduler.update(plan, self.executor.run(plan), self.now))
+        return self.apply(plan, self.executor.run(plan))
+
+    def apply(self, plan: pb.StepPlan, result: pb.StepResult) -> list[tuple[int, gen.ServerEvent]]:
+        """Apply `result`, computed already, of `plan`; the events as the sessions see them."""
+        return self._record(self.scheduler.update(plan, result, self.now))
 
     def step(self, dt: float = 1.0) -> pb.StepPlan:
         plan = self.schedule(dt)
         self.update(plan)
         return plan
+
+    def iterate(self, dt: float = 1.0) -> tuple[pb.StepPlan, list[tuple[int, gen.ServerEvent]]]:
+        """One iteration as the step loop runs it: the plan (the one planned ahead, if any), and,
+        with plan_ahead, the next one planned before this result is applied; the events."""
+        if self.ahead is None:
+            plan = self.schedule(dt)
+        else:
+            plan, self.ahead = self.ahead, None
+            self.now += dt
+        result = self.executor.run(plan)
+        if self.plan_ahead:
+            self.ahead = self.scheduler.schedule_ahead(self.now)
+            if self.ahead is not None:
+                self.plans.append(self.ahead)
+        return plan, self.apply(plan, result)
 
     def resume(self, request_id: int, returned_ids: list[int]) -> None:
         request = self.scheduler.requests.get(request_id)
