@@ -4,6 +4,8 @@ and a token dropped where its request no longer waits for it."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from infercept.v1 import generation_pb2 as gen
 from svc_common.step_wire import Work, unpack_work
 from tests.scheduler.harness import Harness, generate_request
@@ -78,3 +80,12 @@ def test_a_token_planned_ahead_is_dropped_for_a_request_that_paused_and_resumed_
     h.run()
     assert h.tokens(rid) == reference.tokens(rid)
     assert h.finished(rid).finish_reason == reference.finished(rid).finish_reason
+
+
+def test_planning_ahead_can_be_turned_off() -> None:
+    h = Harness()
+    h.scheduler.config = dataclasses.replace(h.scheduler.config, plan_ahead=False)
+    h.add(generate_request(PROMPT, max_tokens=6))
+    h.step()
+    h.schedule()
+    assert h.scheduler.schedule_ahead(h.now) is None
