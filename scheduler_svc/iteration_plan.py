@@ -97,11 +97,24 @@ class IterationPlan:
         if not self._table.queues.num_waiting:
             return
         decode_ids = {r.request_id for r in decodes}  # preempted ones move to waiting: seen already
+        reserve_blocks = self._policy.admission_reserve_blocks(self._blocks.device.num_total)
         for request in self._table.queues.waiting():
             if request.request_id in decode_ids:
                 continue
+            if reserve_blocks and self.scheduled and not self._admits(request, reserve_blocks):
+                break
             if self.budget.exhausted or not self.schedule_one(request, self.budget):
                 break
+
+    def _admits(self, request: Request, reserve_blocks: int) -> bool:
+        """Whether `request` may start while others compute: one that has computed before may;
+        a new one only if its whole context leaves `reserve_blocks` free (or evictable) for the
+        running batch to grow. One held back waits (first come, first served) without counting
+        as memory running out: paused contexts are not released for it."""
+        if request.max_computed:
+            return True
+        num_needed = self._blocks.blocks_for(len(request.token_ids))
+        return self._blocks.device.num_free - num_needed >= reserve_blocks
 
     def prefill_first(self, decodes: list[Request], prefill_token_budget: int) -> None:
         """vLLM 0.2's iteration (iteration_structure "prefill-first"): if prompts or discarded

@@ -32,10 +32,13 @@ def memory_is_short(blocks: BlockManager, room_failed: bool) -> bool:
     return room_failed or device.num_free < LOW_MEMORY_SHARE * device.num_total
 
 
-def paused_context(request: Request, blocks: BlockManager) -> PausedContext | None:
-    """The paused request as the policy sees it, or None if it holds no blocks."""
+def paused_context(
+    request: Request, blocks: BlockManager, with_host_only: bool = True
+) -> PausedContext | None:
+    """The paused request as the policy sees it, or None if it holds no blocks (no device
+    blocks, unless `with_host_only`)."""
     layout = blocks.layouts[request.request_id]
-    if not (layout.device or layout.host):
+    if not (layout.device or (with_host_only and layout.host)):
         return None
     return PausedContext(
         request=request,
@@ -61,7 +64,8 @@ def revisit_paused(
     spending `budget.swap_blocks`) and to the table (discards). `decodes`: the iteration's ready
     requests; `room_failed`: whether the last iteration ran out of device blocks."""
     blocks = table.blocks
-    contexts = [c for c in (paused_context(r, blocks) for r in table.paused) if c is not None]
+    with_host_only = policy.revisits_host_contexts
+    contexts = [c for c in (paused_context(r, blocks, with_host_only) for r in table.paused) if c is not None]
     if not contexts:
         return
     swap_in_demand = sum(len(blocks.layouts[rid].host) for rid in table.swapping_in)

@@ -3,7 +3,8 @@
 Victim order: the newest request (queue order, `queues.queue_key`) holding device blocks that is
 newer than the request in need and does not compute in this iteration; newest first, until
 enough blocks are free. Paused contexts are victims only if the policy says so
-(`preempts_paused_contexts`: vLLM 0.2's baselines preempt running requests only), and a victim
+(`preempts_paused_contexts`: vLLM 0.2's baselines preempt running requests only), a victim's
+blocks stay in the prefix cache (where it is on) at the policy's `evict_rank`, and a victim
 waits at the policy's `waiting_place_on_preempt`. A request never preempts an older one: when no victim is left, the
 request waits (first come, first served), and the iteration remembers that memory ran out
 (`room_failed`), which tells a policy that memory is short.
@@ -43,7 +44,9 @@ class Preemption:
             if victim is None:
                 self.room_failed = True
                 return False
-            self._table.drop_context(victim, waiting_place=self._policy.waiting_place_on_preempt)
+            now = self._table.paused.last_now or 0.0
+            rank = self._policy.evict_rank(victim, now)
+            self._table.drop_context(victim, rank, self._policy.waiting_place_on_preempt)
             self._stats.preemptions += 1
             self.preempted_any = True
             log.debug("request.preempted", request_id=victim.request_id, status=victim.status.value)

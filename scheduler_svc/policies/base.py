@@ -84,6 +84,9 @@ class Policy(abc.ABC):
     prefix_caching: ClassVar[bool] = False
     # manage_paused is called every iteration with paused contexts, not only when memory is short.
     revisits_paused_always: ClassVar[bool] = False
+    # manage_paused also sees contexts wholly on the host (to discard them); False: only those
+    # holding device blocks (cheaper: most paused contexts may be on the host).
+    revisits_host_contexts: ClassVar[bool] = True
     # Only the simulator can run it (the real server refuses it): e.g. `ideal`, whose restored
     # contexts cost nothing.
     simulator_only: ClassVar[bool] = False
@@ -117,9 +120,16 @@ class Policy(abc.ABC):
 
     def evict_rank(self, request: Request, now: float) -> float | None:
         """The eviction rank of the device blocks a paused `request` releases now (discard or
-        swap-out) while they stay in the prefix cache: ranked blocks are evicted after the
-        unranked (LRU) ones, highest rank first. None: plain LRU (the default)."""
+        swap-out), or a running one preempted for memory, while they stay in the prefix cache:
+        ranked blocks are evicted after the unranked (LRU) ones, highest rank first. None: plain
+        LRU (the default)."""
         return None
+
+    def admission_reserve_blocks(self, num_device_blocks: int) -> int:
+        """Device blocks (of `num_device_blocks`) that a request starting from nothing must leave
+        free or evictable, else it waits: room kept for the running batch to grow without
+        preempting anyone (decode-first iterations). 0: none (the default)."""
+        return 0
 
     def bind_cost_model(self, cost: CostModel | None) -> None:  # noqa: B027 (optional hook)
         """The cost model of the executor this policy schedules for (None if not profiled)."""

@@ -119,3 +119,13 @@ def test_the_replay_scales_call_durations_when_asked() -> None:
     assert [s.duration_s * 0.5 for p in plans for s in p.segments] == pytest.approx(
         [s.duration_s for p in scaled for s in p.segments]
     )
+
+
+def test_the_replay_draws_only_the_augmentations_asked_for() -> None:
+    plans = replay_trace(2.0, 300.0, 0, 2048, augmentations=("math",))
+    assert plans and {p.workload for p in plans} == {"math"}
+    mixed = Counter(p.workload for p in replay_trace(2.0, 300.0, 0, 2048, augmentations=("chatbot", "image")))
+    assert set(mixed) == {"chatbot", "image"}  # both, in their equal proportions in the file
+    assert len(replay_trace(2.0, 300.0, 0, 2048)) == len(plans)  # the same arrivals
+    with pytest.raises(ValueError, match="no requests of"):
+        replay_trace(1.0, 60.0, 0, 2048, augmentations=("nope",))

@@ -1,12 +1,14 @@
 """The lazy-swap policy and the prefix cache's eviction rank, with fabricated executor results
 (the fake executor checks every KV read): ranked blocks go after the LRU ones, highest rank first;
 a paused context is copied out while memory is free and taken back from the cache with no copy;
-memory pressure releases the furthest expected return first; techniques switch off."""
+memory pressure releases the furthest expected return first; a preempted context is evicted last;
+a new request leaves the running batch its reserve; techniques switch off."""
 
 from __future__ import annotations
 
 import pytest
 
+from scheduler_svc.paused_revisit import paused_context
 from scheduler_svc.policies import create_policy
 from scheduler_svc.policies.lazy_swap import LazySwapPolicy
 from scheduler_svc.policies.spec import parse_policy_spec
@@ -61,6 +63,11 @@ def test_a_paused_context_is_copied_out_and_taken_back_from_the_cache_without_a_
     layout = h.scheduler.blocks.layouts[a]
     assert len(ids(plan.swap_out.src_block_ids)) == 5 and not layout.device and len(layout.host) == 5
     assert stats_proto(h.scheduler).device_blocks_cached == 4  # the full blocks; the partial one is free
+    # Wholly on the host now: lazy-swap's revisit no longer looks at it (other policies still do).
+    request = h.scheduler.requests[a]
+    assert not LazySwapPolicy.revisits_host_contexts
+    assert paused_context(request, h.scheduler.blocks, with_host_only=False) is None
+    assert paused_context(request, h.scheduler.blocks) is not None
     h.resume(a, [7])
     plan = h.step()
     assert len(ids(plan.swap_in.src_block_ids)) == 1  # only the partial block comes from the host
@@ -146,3 +153,50 @@ def test_techniques_switch_off_by_name_and_unknown_ones_are_refused() -> None:
     assert h.scheduler.requests[a].arrival_s == 40.0  # the back of the queue
     with pytest.raises(ValueError, match="unknown technique"):
         create_policy("lazy-swap", disabled=("min-waste",))
+
+
+def a_running_request_and_a_new_one_that_would_take_its_reserve(h: Harness) -> tuple[int, int]:
+    """In a pool of 20 blocks (a reserve of 2), a running request, then a new one whose prompt
+    would leave one block free."""
+    a = h.add(generate_request(list(range(1, 41)), max_tokens=12))
+    h.step()
+    free = h.scheduler.blocks.device.num_free
+    b = h.add(generate_request(list(range(50, 50 + (free - 1) * BLOCK_SIZE)), max_tokens=2))
+    return a, b
+
+
+def test_a_new_request_waits_while_its_context_would_take_the_running_batchs_reserve() -> None:
+    h = lazy_harness(num_device_blocks=20)
+    assert h.scheduler.policy.admission_reserve_blocks(20) == 2
+    a, b = a_running_request_and_a_new_one_that_would_take_its_reserve(h)
+    for _ in range(3):
+        plan = h.step()
+        assert h.work(plan, a) is not None and h.work(plan, b) is None  # a decodes alone
+    h.run()
+    assert h.finished(b).finish_reason == "length" and h.scheduler.stats.preemptions == 0
+    assert h.finished(a).usage.recomputed_tokens == 0
+
+
+def test_without_the_reserve_the_new_request_starts_at_once() -> None:
+    h = lazy_harness(num_device_blocks=20, disabled_techniques=("admission-reserve",))
+    assert h.scheduler.policy.admission_reserve_blocks(20) == 0
+    a, b = a_running_request_and_a_new_one_that_would_take_its_reserve(h)
+    plan = h.step()
+    assert h.work(plan, a) is not None and h.work(plan, b) is not None
+    h.run()
+    assert h.finished(b).finish_reason == "length"
+
+
+def test_the_reserve_holds_back_no_request_when_nothing_else_computes() -> None:
+    h = lazy_harness(num_device_blocks=20)
+    a = h.add(generate_request(list(range(1, 19 * BLOCK_SIZE + 1)), max_tokens=2))  # 19 of 20 blocks
+    assert h.work(h.step(), a) is not None
+    h.run()
+    assert h.finished(a).finish_reason == "length"
+
+
+def test_a_preempted_context_is_ranked_to_be_evicted_last_it_comes_back_first() -> None:
+    h = lazy_harness()
+    a = h.add(generate_request(list(range(1, 9)), max_tokens=4))
+    h.step()
+    assert h.scheduler.policy.evict_rank(h.scheduler.requests[a], h.now) == h.now  # no call: now

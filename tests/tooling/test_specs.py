@@ -64,6 +64,8 @@ def test_flags_are_parsed_into_the_spec() -> None:
     ]
     spec = workload_from_flags(parser.parse_args(args))
     assert spec == WorkloadSpec("qa", 2.5, 30.0, 5.0, 7, 0.1, 256, "table1", True)
+    trace = workload_from_flags(parser.parse_args(["--workload", "trace", "--augmentations", "math, qa"]))
+    assert trace.augmentations == ("math", "qa")
     assert spec.span_s == 35.0 and spec.at_rate(4.0).rate == 4.0
     assert parse_rates("1, 2,3", 9.0) == [1.0, 2.0, 3.0] and parse_rates(None, 9.0) == [9.0]
 
@@ -78,6 +80,7 @@ def test_flags_are_parsed_into_the_spec() -> None:
         {"statistics": "other"},
         {"workload": "no-such-workload"},
         {"max_model_len": 0},
+        {"augmentations": ("math",)},  # a drawn workload (mixed) has no trace to filter
     ],
 )
 def test_a_workload_no_run_can_take_is_refused(change: dict[str, object]) -> None:

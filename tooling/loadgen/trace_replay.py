@@ -62,6 +62,18 @@ def read_keyed_trace(path: str | Path) -> dict[str, tuple[int, list[Segment]]]:
     }
 
 
+def trace_keys(requests: dict[str, tuple[int, list[Segment]]], augmentations: tuple[str, ...]) -> list[str]:
+    """The trace's keys in file order, only those of `augmentations` if any are given; ValueError
+    naming an augmentation the trace does not have."""
+    if not augmentations:
+        return list(requests)
+    present = {augmentation_of(key) for key in requests}
+    missing = sorted(set(augmentations) - present)
+    if missing:
+        raise ValueError(f"the trace has no requests of {missing}; it has {sorted(present)}")
+    return [key for key in requests if augmentation_of(key) in augmentations]
+
+
 def harness_arrivals(rate: float, duration_s: float, rng: np.random.Generator) -> list[float]:
     """Arrival offsets (s) within [0, duration_s): int(rate) + 1 at t = 0, then Poisson at `rate`."""
     if duration_s <= 0:
@@ -77,15 +89,18 @@ def replay_trace(
     max_model_len: int,
     path: str | Path | None = None,
     duration_scale: float = 1.0,
+    augmentations: tuple[str, ...] = (),
 ) -> list[RequestPlan]:
     """Plans of the harness's replay of the trace at `path` (the packaged one by default) over
     [0, duration_s), in arrival order; each plan's workload is its augmentation, each call's
-    duration is multiplied by `duration_scale` (1: the trace's). The same arguments give the same
-    plans. Raises ValueError (bad trace or argument) or OSError."""
+    duration is multiplied by `duration_scale` (1: the trace's). With `augmentations`, only the
+    requests of those are drawn (in their proportions in the file). The same arguments give the
+    same plans. Raises ValueError (bad trace or argument, an augmentation the trace lacks) or
+    OSError."""
     if not duration_scale > 0:
         raise ValueError(f"duration_scale must be > 0, got {duration_scale}")
     requests = read_keyed_trace(path or packaged_trace_path())
-    keys = list(requests)
+    keys = trace_keys(requests, augmentations)
     arrivals = harness_arrivals(rate, duration_s, np.random.default_rng([seed, 0]))
     picks = np.random.default_rng([seed, 1]).integers(len(keys), size=len(arrivals))
     plans = []
@@ -98,10 +113,13 @@ def replay_trace(
     return plans
 
 
-def replay_assumptions(path: str | Path | None, duration_scale: float = 1.0) -> dict[str, object]:
+def replay_assumptions(
+    path: str | Path | None, duration_scale: float = 1.0, augmentations: tuple[str, ...] = ()
+) -> dict[str, object]:
     """How the plans were made, for the results' "assumptions" field."""
     return {
         "duration_scale": duration_scale,
+        "augmentations": list(augmentations) or "all",
         "trace": str(path) if path else f"packaged {PACKAGED_TRACE} (the InferCept authors' trace)",
         "trace_order": "keys drawn uniformly with replacement (the file's mix), seeded",
         "arrivals": "int(rate) + 1 at t = 0, then Poisson at the rate",

@@ -49,6 +49,8 @@ class WorkloadSpec:
     # Count requests unfinished at the window's end in the latency, with the output they had (the
     # paper's harness does).
     count_unfinished: bool = False
+    # A replayed trace's augmentations to draw from (e.g. ("math",)); empty: all of them.
+    augmentations: tuple[str, ...] = ()
 
     @property
     def span_s(self) -> float:
@@ -66,6 +68,8 @@ class WorkloadSpec:
             raise ValueError("--duration-scale must be >= 0 and --max-model-len >= 1")
         if self.statistics not in STATISTICS:
             raise ValueError(f"--statistics must be one of {STATISTICS}, got {self.statistics!r}")
+        if self.augmentations and self.workload in WORKLOADS:
+            raise ValueError("--augmentations filters a replayed trace, not a drawn workload")
         if self.workload not in (*WORKLOADS, TRACE_WORKLOAD) and not Path(self.workload).is_file():
             raise ValueError(
                 f"{self.workload!r} is neither a workload ({', '.join((*WORKLOADS, TRACE_WORKLOAD))}) "
@@ -78,13 +82,19 @@ class WorkloadSpec:
 def add_workload_flags(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: WorkloadSpec
 ) -> None:
-    """--workload, --rate, --duration, --warmup, --seed, --duration-scale, --max-model-len,
-    --statistics, --count-unfinished, defaulting to `defaults`."""
+    """--workload, --augmentations, --rate, --duration, --warmup, --seed, --duration-scale,
+    --max-model-len, --statistics, --count-unfinished, defaulting to `defaults`."""
     parser.add_argument(
         "--workload",
         default=defaults.workload,
         help=f"{TRACE_WORKLOAD} (the authors' trace, replayed as their harness does), one of "
         f"{', '.join(WORKLOADS)} (drawn), or a trace .json file (replayed like {TRACE_WORKLOAD})",
+    )
+    parser.add_argument(
+        "--augmentations",
+        default=",".join(defaults.augmentations),
+        help="a replayed trace's augmentations to draw from, comma-separated (e.g. math or "
+        "chatbot,image); default: all",
     )
     parser.add_argument(
         "--rate", type=float, default=defaults.rate, help="arrival rate, requests/s (Poisson)"
@@ -141,6 +151,7 @@ def workload_from_flags(args: argparse.Namespace) -> WorkloadSpec:
         max_model_len=args.max_model_len,
         statistics=args.statistics,
         count_unfinished=args.count_unfinished,
+        augmentations=tuple(a.strip() for a in args.augmentations.split(",") if a.strip()),
     )
 
 
@@ -178,8 +189,10 @@ def _plans(spec: WorkloadSpec, max_model_len: int) -> tuple[list[RequestPlan], d
         plans = generate_plans(spec.workload, spec.rate, spec.span_s, spec.seed, max_model_len, defaults)
         return plans, {**defaults.as_dict(), **run_assumptions}
     path = None if spec.workload == TRACE_WORKLOAD else spec.workload
-    plans = replay_trace(spec.rate, spec.span_s, spec.seed, max_model_len, path, spec.duration_scale)
-    return plans, {**replay_assumptions(path, spec.duration_scale), **run_assumptions}
+    plans = replay_trace(
+        spec.rate, spec.span_s, spec.seed, max_model_len, path, spec.duration_scale, spec.augmentations
+    )
+    return plans, {**replay_assumptions(path, spec.duration_scale, spec.augmentations), **run_assumptions}
 
 
 def parse_rates(text: str | None, default: float) -> list[float]:
