@@ -129,7 +129,7 @@ class StepOutput:
     ) -> Intercepted:
         rid = request.request_id
         # Set first: a policy may decide by the call (continuum learns per tool).
-        request.pending_call = PendingCall(tool, call_text, now, expected_s, context_action="")
+        request.pending_call = PendingCall(tool, call_text, now, expected_s)
         action = self._policy.on_pause(request, self._table.blocks, now)
         num_device = len(self._table.blocks.layouts[rid].device)
         if action is PauseAction.SWAP and not (num_device and self._table.blocks.can_swap_out(num_device)):
@@ -138,7 +138,7 @@ class StepOutput:
             self._stats.swap_out_blocks += num_device
         rank = self._policy.evict_rank(request, now) if action is PauseAction.DISCARD else None
         self._table.pause(request, action, rank)
-        request.pending_call.context_action = action.value
+        request.pending_call.context_action = action
         request.num_interceptions += 1
         self._stats.count_interception(tool)
         return Intercepted(
