@@ -33,7 +33,7 @@ from executor_svc.model_config import LlamaConfig
 from executor_svc.random_model import write_random_model
 from executor_svc.threads import set_compute_threads
 from infercept.v1 import executor_pb2 as pb
-from svc_common.wire import pack_u32
+from svc_common.step_wire import TableUpdate, Work, pack_table_updates, pack_work
 
 LARGE_CONFIG = LlamaConfig(
     vocab_size=4096, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
@@ -87,24 +87,20 @@ def fill_plan(batch: int, context: int, vocab_size: int) -> pb.StepPlan:
     """Requests 0..batch-1, each with a table of consecutive blocks for `context` + 1 tokens,
     computing only the token at position context - 1 (see Bench.fill)."""
     blocks_each = -(-(context + 1) // BLOCK_SIZE)
-    plan = pb.StepPlan()
-    rng = np.random.default_rng(0)
-    for i in range(batch):
-        plan.new_requests.add(request_id=i)
-        plan.block_table_updates.add(
-            request_id=i, appended_block_ids=pack_u32(range(i * blocks_each, (i + 1) * blocks_each))
-        )
-        token = rng.integers(0, vocab_size, 1)
-        plan.work.add(request_id=i, start_position=context - 1, token_ids=pack_u32(token), sample=True)
-    return plan
+    tokens = np.random.default_rng(0).integers(0, vocab_size, batch).tolist()
+    return pb.StepPlan(
+        new_requests=[pb.NewRequest(request_id=i) for i in range(batch)],
+        block_table_updates=pack_table_updates(
+            TableUpdate(i, 0, range(i * blocks_each, (i + 1) * blocks_each)) for i in range(batch)
+        ),
+        work=pack_work(Work(i, context - 1, [tokens[i]], sample=True) for i in range(batch)),
+    )
 
 
 def decode_plan(batch: int, context: int) -> pb.StepPlan:
     """Requests 0..batch-1 each decode their last sampled token at position `context`."""
-    plan = pb.StepPlan()
-    for i in range(batch):
-        plan.work.add(request_id=i, start_position=context, use_last_sampled=True, sample=True)
-    return plan
+    work = [Work(i, context, use_last_sampled=True, sample=True) for i in range(batch)]
+    return pb.StepPlan(work=pack_work(work))
 
 
 class Bench:
@@ -138,11 +134,11 @@ class Bench:
 
     def prefill(self, num_tokens: int) -> None:
         self.engine.reset()
-        plan = pb.StepPlan(new_requests=[pb.NewRequest(request_id=0)])
-        plan.block_table_updates.add(
-            request_id=0, appended_block_ids=pack_u32(range(-(-num_tokens // BLOCK_SIZE)))
+        plan = pb.StepPlan(
+            new_requests=[pb.NewRequest(request_id=0)],
+            block_table_updates=pack_table_updates([TableUpdate(0, 0, range(-(-num_tokens // BLOCK_SIZE)))]),
+            work=pack_work([Work(0, 0, (np.arange(num_tokens) % 200).tolist(), sample=True)]),
         )
-        plan.work.add(request_id=0, token_ids=pack_u32(np.arange(num_tokens) % 200), sample=True)
         self.step(plan)
 
 

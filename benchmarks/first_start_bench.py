@@ -52,7 +52,7 @@ def main() -> None:
         step = engine.step
 
         def counting_step(plan: pb.StepPlan) -> pb.StepResult:
-            num_tokens[0] += sum(len(unpack_u32(work.token_ids)) for work in plan.work)
+            num_tokens[0] += len(unpack_u32(plan.work.token_ids))
             return step(plan)
 
         engine.step = counting_step  # type: ignore[method-assign]

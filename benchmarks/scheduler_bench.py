@@ -6,7 +6,9 @@
 The core is driven with fabricated executor results (every sampled request gets a token), so the
 figures are the scheduler's cost alone: block tables, budgets, plan building, packing, token
 appends, detokenizing and trigger checks. The round trip is measured against a real executor
-process: wall time of one plan on the stream minus the executor's own step time.
+process: wall time of one plan on the stream minus the executor's own step time, and pipelined as
+the step loop runs decodes planned ahead (the next plan sent while one computes): wall time per
+step over the run minus the mean step time, what the executor waits per step.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from scheduler_svc.config import ExecutorDescription, SchedulerConfig
 from scheduler_svc.executor_client import ExecutorClient, ExecutorUnavailable
 from scheduler_svc.scheduler import Scheduler
 from svc_common.logs import configure_logging
-from svc_common.wire import pack_u32
+from svc_common.step_wire import TableUpdate, Work, pack_table_updates, pack_work
 from tooling.launcher import run_service
 
 CONTEXT_TOKENS = 256
@@ -34,13 +36,20 @@ REQUEST_COUNTS = (64, 256, 1024)
 
 
 def fabricated_result(plan: pb.StepPlan) -> pb.StepResult:
-    result = pb.StepResult(step_id=plan.step_id)
-    for work in plan.work:
-        if work.sample:
-            result.sampled.add(
-                request_id=work.request_id, token_id=(work.request_id * 7 + work.start_position) % 256
-            )
-    return result
+    """A token for every sampling request, as the executor would answer (its cost is not the
+    scheduler's: time_iterations builds it outside the timed spans)."""
+    work = plan.work
+    rows = [
+        (rid, (rid * 7 + start) % 256)
+        for rid, start, sample in zip(work.request_ids, work.start_positions, work.sample, strict=True)
+        if sample
+    ]
+    sampled = pb.SampledTokens(
+        request_ids=[rid for rid, _ in rows],
+        token_ids=[token for _, token in rows],
+        logprobs=[0.0] * len(rows),
+    )
+    return pb.StepResult(step_id=plan.step_id, sampled=sampled)
 
 
 def decoding_scheduler(num_requests: int) -> Scheduler:
@@ -77,40 +86,70 @@ def time_iterations(scheduler: Scheduler, iterations: int) -> tuple[float, float
         began = time.process_time()
         plan = scheduler.schedule(float(i))
         scheduled = time.process_time()
-        scheduler.update(plan, fabricated_result(plan), float(i))
+        result = fabricated_result(plan)
+        updating = time.process_time()
+        scheduler.update(plan, result, float(i))
         schedule_s.append(scheduled - began)
-        update_s.append(time.process_time() - scheduled)
+        update_s.append(time.process_time() - updating)
         size = plan.ByteSize()
     return statistics.median(schedule_s), statistics.median(update_s), size
 
 
+def decode_plan(step_id: int, work: pb.WorkBatch) -> pb.StepPlan:
+    """`work` as the scheduler sends it: a fresh plan each step, built from lists (plan_builder.py)."""
+    plan = pb.StepPlan(step_id=step_id)
+    plan.work.request_ids.extend(list(work.request_ids))
+    plan.work.start_positions.extend(list(work.start_positions))
+    plan.work.num_tokens.extend(list(work.num_tokens))
+    plan.work.token_ids = work.token_ids
+    plan.work.sample.extend(list(work.sample))
+    return plan
+
+
 async def round_trips(address: str, batch_sizes: tuple[int, ...], repeats: int) -> list[str]:
+    """Per batch size: one plan at a time (wall time of each exchange minus the executor's own
+    step), and pipelined as the step loop runs planned-ahead decodes (the next plan sent while one
+    computes: wall time per step over a run minus the mean step, the executor's wait per step)."""
     client = ExecutorClient(address)
     await client.wait_until_serving(60.0)
     await client.reset()
-    lines = [f"{'requests':>9} {'round trip ms':>14} {'executor step ms':>17} {'overhead ms':>12}"]
+    lines = [
+        f"{'requests':>9} {'round trip ms':>14} {'executor step ms':>17} {'overhead ms':>12} {'pipelined overhead ms':>22}"
+    ]
     step_id = 0
     for batch in batch_sizes:
         await client.reset()
         step_id += 1
-        plan = pb.StepPlan(step_id=step_id)
-        for rid in range(batch):
-            plan.new_requests.add(request_id=rid)
-            plan.block_table_updates.add(request_id=rid, appended_block_ids=pack_u32([rid]))
-            plan.work.add(request_id=rid, token_ids=pack_u32([1]), sample=True)
+        plan = pb.StepPlan(
+            step_id=step_id,
+            new_requests=[pb.NewRequest(request_id=rid) for rid in range(batch)],
+            block_table_updates=pack_table_updates(TableUpdate(rid, 0, [rid]) for rid in range(batch)),
+            work=pack_work(Work(rid, 0, [1], sample=True) for rid in range(batch)),
+        )
         await client.run(plan)
+        decode_work = pack_work(Work(rid, 1, [2], sample=True) for rid in range(batch))
         walls, steps = [], []
         for _ in range(repeats):
             step_id += 1
-            decode = pb.StepPlan(step_id=step_id)
-            for rid in range(batch):
-                decode.work.add(request_id=rid, start_position=1, token_ids=pack_u32([2]), sample=True)
+            decode = decode_plan(step_id, decode_work)
             began = time.perf_counter()
             result = await client.run(decode)
             walls.append(time.perf_counter() - began)
             steps.append(result.step_s)
         wall, step = statistics.median(walls), statistics.median(steps)
-        lines.append(f"{batch:>9} {wall * 1e3:>14.2f} {step * 1e3:>17.2f} {(wall - step) * 1e3:>12.2f}")
+        pipelined_steps = []
+        plans = [decode_plan(step_id + 1 + i, decode_work) for i in range(repeats)]
+        step_id += repeats
+        began = time.perf_counter()
+        await client.send(plans[0])
+        for i, running in enumerate(plans):
+            if i + 1 < len(plans):
+                await client.send(plans[i + 1])
+            pipelined_steps.append((await client.receive(running)).step_s)
+        pipelined_wait = (time.perf_counter() - began) / repeats - statistics.mean(pipelined_steps)
+        lines.append(
+            f"{batch:>9} {wall * 1e3:>14.2f} {step * 1e3:>17.2f} {(wall - step) * 1e3:>12.2f} {pipelined_wait * 1e3:>22.2f}"
+        )
     await client.close()
     return lines
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import torch
 
 from executor_svc.attention.base import BatchLayout
-from executor_svc.plan import SequenceStep
+from executor_svc.plan import PlannedWork
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,36 +18,47 @@ class ForwardBatch:
     positions: torch.Tensor  # (N,) absolute position of each
     layout: BatchLayout
     logit_indices: torch.Tensor  # (S,) rows whose next token is sampled
-    sampling_steps: list[SequenceStep]  # (S,) the sequences those rows belong to
+    sampling_rows: list[int]  # (S,) the sequences those rows belong to (indexes into the work)
 
     @property
     def num_tokens(self) -> int:
         return int(self.input_ids.numel())
 
 
-def build_batch(work: list[SequenceStep], block_size: int, device: torch.device) -> ForwardBatch:
-    """Token ids, positions, KV slots and sampling rows for `work` (non-empty), in plan order."""
-    positions = [np.arange(step.start_position, step.context_len) for step in work]
-    slot_blocks = [
-        np.asarray(step.block_table)[p // block_size] for step, p in zip(work, positions, strict=True)
-    ]
-    query_starts = np.concatenate(([0], np.cumsum([len(step.token_ids) for step in work]))).tolist()
-    sampling = [i for i, step in enumerate(work) if step.sample]
-    flat_positions = np.concatenate(positions)
+def build_batch(work: PlannedWork, block_size: int, device: torch.device) -> ForwardBatch:
+    """Token ids, positions, KV slots and sampling rows for `work` (non-empty), in plan order,
+    computed over the whole batch at once."""
+    query_lens = work.query_lens
+    query_ends = np.cumsum(query_lens)
+    query_starts = query_ends - query_lens
+    # Token j of the batch belongs to sequence s: its position is start_s + (j - query_start_s).
+    positions = np.repeat(work.start_positions - query_starts, query_lens) + np.arange(work.num_tokens)
+    # Its block is table_s[position // block_size]: index the concatenation of the blocks each
+    # sequence writes (those from its first computed position's to its last's).
+    tables = work.block_tables
+    first_blocks = work.start_positions // block_size
+    end_blocks = -(-work.context_lens // block_size)
+    spans = end_blocks - first_blocks
+    span_offsets = np.cumsum(spans) - spans
+    written = itertools.chain.from_iterable(
+        table[first:end]
+        for table, first, end in zip(tables, first_blocks.tolist(), end_blocks.tolist(), strict=True)
+    )
+    written_blocks = np.fromiter(written, dtype=np.int64, count=int(spans.sum()))
+    slot_blocks = written_blocks[np.repeat(span_offsets - first_blocks, query_lens) + positions // block_size]
     layout = BatchLayout(
         block_size=block_size,
-        query_starts=query_starts,
-        context_lens=[step.context_len for step in work],
-        block_tables=[step.block_table for step in work],
-        slot_blocks=torch.from_numpy(np.concatenate(slot_blocks)).to(device),
-        slot_offsets=torch.from_numpy(flat_positions % block_size).to(device),
+        query_starts=[0, *query_ends.tolist()],
+        context_lens=work.context_lens.tolist(),
+        block_tables=tables,
+        slot_blocks=torch.from_numpy(slot_blocks).to(device),
+        slot_offsets=torch.from_numpy(positions % block_size).to(device),
     )
+    sampling_rows = np.flatnonzero(work.sample)
     return ForwardBatch(
-        input_ids=torch.from_numpy(np.concatenate([step.token_ids for step in work])).to(device),
-        positions=torch.from_numpy(flat_positions).to(device),
+        input_ids=torch.from_numpy(work.token_ids).to(device),
+        positions=torch.from_numpy(positions).to(device),
         layout=layout,
-        logit_indices=torch.tensor(
-            [query_starts[i + 1] - 1 for i in sampling], dtype=torch.long, device=device
-        ),
-        sampling_steps=[work[i] for i in sampling],
+        logit_indices=torch.from_numpy(query_ends[sampling_rows] - 1).to(device),
+        sampling_rows=sampling_rows.tolist(),
     )

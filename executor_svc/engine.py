@@ -12,7 +12,6 @@ import time
 
 import structlog
 import torch
-from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from executor_svc import __version__
 from executor_svc.attention import create_backend
@@ -30,6 +29,7 @@ from executor_svc.sampler import sample
 from executor_svc.swap import SwapEngine
 from executor_svc.threads import set_compute_threads
 from infercept.v1 import executor_pb2 as pb
+from svc_common.step_wire import WIRE_VERSION
 from svc_common.wire import pack_f32
 
 log = structlog.get_logger(__name__)
@@ -123,6 +123,7 @@ class Engine:
             chat_template=self.loaded.chat_template,
             chat_template_tokens=self.loaded.chat_template_tokens,
             version=__version__,
+            wire_version=WIRE_VERSION,
         )
 
     def reset(self) -> int:
@@ -161,11 +162,9 @@ class Engine:
         for request_id, table in plan.block_tables.items():
             self.requests[request_id].block_table = table
 
-    def _forward(
-        self, plan: ValidatedPlan, sampled: RepeatedCompositeFieldContainer[pb.SampledToken]
-    ) -> None:
-        """Run the plan's work and append its sampled tokens to `sampled` (the result's own field:
-        added in place, a list of messages copied into it would cost as much again at batch 256)."""
+    def _forward(self, plan: ValidatedPlan, sampled: pb.SampledTokens) -> None:
+        """Run the plan's work and fill `sampled` (the result's own field, filled in place) with its
+        sampled tokens, column by column."""
         src, dst = (torch.from_numpy(ids).to(self.device) for ids in plan.device_copies)
         device_pool = self.pools.device
 
@@ -175,11 +174,12 @@ class Engine:
             if len(src):
                 copy_blocks(device_pool[layer], device_pool[layer], src, dst)
 
-        if not plan.work:
+        work = plan.work
+        if not work.num_seqs:
             for layer in range(self.kv_shape.num_layers):
                 before_layer(layer)
             return
-        batch = build_batch(plan.work, self.config.block_size, self.device)
+        batch = build_batch(work, self.config.block_size, self.device)
         meta = self.backend.prepare(batch.layout)
         logits = self.loaded.model(
             batch.input_ids,
@@ -190,14 +190,18 @@ class Engine:
             batch.logit_indices,
             before_layer,
         )
-        steps = batch.sampling_steps
-        draws = sample(
-            logits,
-            [self.requests[step.request_id].sampling for step in steps],
-            [step.context_len for step in steps],
-        )
-        add = sampled.add
-        for row, (step, draw) in enumerate(zip(steps, draws, strict=True)):
-            self.requests[step.request_id].last_sampled = draw.token_id
-            packed = pack_f32(logits[row].cpu().numpy()) if step.return_logits else b""
-            add(request_id=step.request_id, token_id=draw.token_id, logprob=draw.logprob, logits=packed)
+        rows = batch.sampling_rows
+        request_ids = [work.request_ids[row] for row in rows]
+        states = [self.requests[rid] for rid in request_ids]
+        context_lens = work.context_lens[rows].tolist()
+        draws = sample(logits, [state.sampling for state in states], context_lens)
+        token_ids = [draw.token_id for draw in draws]
+        for state, token_id in zip(states, token_ids, strict=True):
+            state.last_sampled = token_id
+        sampled.request_ids.extend(request_ids)
+        sampled.token_ids.extend(token_ids)
+        sampled.logprobs.extend([draw.logprob for draw in draws])
+        with_logits = work.return_logits[rows]
+        if with_logits.any():
+            sampled.has_logits.extend(with_logits.tolist())
+            sampled.logits = pack_f32(logits[torch.from_numpy(with_logits).to(logits.device)].cpu().numpy())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sized
 
 import numpy as np
 import numpy.typing as npt
@@ -49,19 +50,30 @@ class PlanLimits:
 
 
 @dataclasses.dataclass(frozen=True)
-class SequenceStep:
-    """One request's work, resolved: the exact tokens, positions and block table to use."""
+class PlannedWork:
+    """The plan's batch, resolved: B requests in plan order computing N tokens together, the
+    exact tokens (each use_last_sampled token in place), positions and block tables to use."""
 
-    request_id: int
-    start_position: int
-    token_ids: npt.NDArray[np.int64]
-    sample: bool
-    return_logits: bool
-    block_table: list[int]
+    request_ids: list[int]  # (B,)
+    start_positions: npt.NDArray[np.int64]  # (B,) position of each request's first computed token
+    query_lens: npt.NDArray[np.int64]  # (B,) tokens each request computes
+    token_ids: npt.NDArray[np.int64]  # (N,) every computed token, requests back to back
+    sample: npt.NDArray[np.bool_]  # (B,) sample after the request's last token
+    return_logits: npt.NDArray[np.bool_]  # (B,) return the sampled row's logits
+    block_tables: list[list[int]]  # (B, *) each request's device blocks after this plan's updates
 
     @property
-    def context_len(self) -> int:
-        return self.start_position + len(self.token_ids)
+    def num_seqs(self) -> int:
+        return len(self.request_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def context_lens(self) -> npt.NDArray[np.int64]:
+        """(B,) tokens each request attends to, its own chunk included."""
+        return self.start_positions + self.query_lens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +85,11 @@ class ValidatedPlan:
     swap_out: tuple[BlockIds, BlockIds]  # device -> host
     swap_in: tuple[BlockIds, BlockIds]  # host -> device
     device_copies: tuple[BlockIds, BlockIds]
-    work: list[SequenceStep]
+    work: PlannedWork
 
     @property
     def num_tokens(self) -> int:
-        return sum(len(step.token_ids) for step in self.work)
+        return self.work.num_tokens
 
 
 def validate_plan(plan: pb.StepPlan, requests: dict[int, RequestState], limits: PlanLimits) -> ValidatedPlan:
@@ -132,22 +144,36 @@ def _block_tables(
     new_ids: set[int],
     limits: PlanLimits,
 ) -> dict[int, list[int]]:
+    updates = plan.block_table_updates
+    request_ids, num_kept, num_appended = (
+        list(updates.request_ids),
+        list(updates.num_kept_blocks),
+        list(updates.num_appended_blocks),
+    )
+    _check_lengths("block_table_updates", request_ids, num_kept, num_appended)
+    appended = _unpack("block_table_updates.appended_block_ids", updates.appended_block_ids)
+    if sum(num_appended) != len(appended):
+        raise PlanRejected(
+            "INVALID_ARGUMENT",
+            f"block_table_updates: num_appended_blocks add up to {sum(num_appended)}, "
+            f"appended_block_ids holds {len(appended)}",
+        )
+    _check_range("block_table_updates.appended_block_ids", appended, limits.num_device_blocks, "device")
+    appended_ids = appended.tolist()
     tables: dict[int, list[int]] = {}
-    for update in plan.block_table_updates:
-        rid = update.request_id
+    begin = 0
+    for rid, kept, count in zip(request_ids, num_kept, num_appended, strict=True):
         if rid not in live:
             raise PlanRejected("NOT_FOUND", f"block_table_updates: unknown request {rid}")
         if rid in tables:
             raise PlanRejected("INVALID_ARGUMENT", f"block_table_updates: request {rid} updated twice")
         old = [] if rid in new_ids else requests[rid].block_table
-        if update.num_kept_blocks > len(old):
+        if kept > len(old):
             raise PlanRejected(
-                "INVALID_ARGUMENT",
-                f"request {rid}: keeps {update.num_kept_blocks} blocks but its table has {len(old)}",
+                "INVALID_ARGUMENT", f"request {rid}: keeps {kept} blocks but its table has {len(old)}"
             )
-        appended = _unpack(f"request {rid} appended_block_ids", update.appended_block_ids)
-        _check_range(f"request {rid} appended_block_ids", appended, limits.num_device_blocks, "device")
-        table = old[: update.num_kept_blocks] + appended.tolist()
+        table = old[:kept] + appended_ids[begin : begin + count]
+        begin += count
         if len(set(table)) != len(table):
             raise PlanRejected("INVALID_ARGUMENT", f"request {rid}: block table {table} repeats a block")
         tables[rid] = table
@@ -190,68 +216,133 @@ def _work(
     new_ids: set[int],
     tables: dict[int, list[int]],
     limits: PlanLimits,
-) -> list[SequenceStep]:
-    steps: list[SequenceStep] = []
-    written_blocks: dict[int, int] = {}  # device block -> request writing it this step
-    for work in plan.work:
-        rid = work.request_id
-        if rid not in live:
-            raise PlanRejected("NOT_FOUND", f"work: unknown request {rid}")
-        if any(step.request_id == rid for step in steps):
-            raise PlanRejected("INVALID_ARGUMENT", f"work: request {rid} appears twice")
-        state = None if rid in new_ids else requests[rid]
-        table = tables.get(rid, state.block_table if state else [])
-        tokens = _tokens(work, state, limits)
-        step = SequenceStep(rid, work.start_position, tokens, work.sample, work.return_logits, table)
-        _check_context(step, limits)
-        for block in table[
-            step.start_position // limits.block_size : -(-step.context_len // limits.block_size)
-        ]:
-            if written_blocks.setdefault(block, rid) != rid:
-                raise PlanRejected(
-                    "INVALID_ARGUMENT",
-                    f"work: requests {written_blocks[block]} and {rid} both write device block {block}",
-                )
-        steps.append(step)
-    return steps
-
-
-def _tokens(work: pb.SequenceWork, state: RequestState | None, limits: PlanLimits) -> npt.NDArray[np.int64]:
-    rid = work.request_id
-    tokens = _unpack(f"request {rid} token_ids", work.token_ids)
-    if work.use_last_sampled:
-        if state is None or state.last_sampled is None:
-            raise PlanRejected(
-                "FAILED_PRECONDITION",
-                f"request {rid}: use_last_sampled but nothing was sampled yet",
-            )
-        tokens = np.concatenate(([state.last_sampled], tokens))
-    if not len(tokens):
-        raise PlanRejected("INVALID_ARGUMENT", f"request {rid}: no tokens to compute")
-    if tokens.max() >= limits.vocab_size:
+) -> PlannedWork:
+    """The packed batch read into arrays and checked as a whole; the loops left over requests
+    are the membership and table look-ups."""
+    batch = plan.work
+    request_ids = list(batch.request_ids)
+    num = len(request_ids)
+    starts = np.array(batch.start_positions, dtype=np.int64)
+    counts = np.array(batch.num_tokens, dtype=np.int64)
+    sample = np.array(batch.sample, dtype=bool)
+    use_last = np.array(batch.use_last_sampled or [False] * num, dtype=bool)
+    return_logits = np.array(batch.return_logits or [False] * num, dtype=bool)
+    _check_lengths("work", request_ids, starts, counts, sample, use_last, return_logits)
+    tokens = _unpack("work.token_ids", batch.token_ids)
+    if int(counts.sum()) != len(tokens):
         raise PlanRejected(
             "INVALID_ARGUMENT",
-            f"request {rid}: token id {int(tokens.max())} is outside the vocabulary [0, {limits.vocab_size})",
+            f"work: num_tokens add up to {int(counts.sum())}, token_ids holds {len(tokens)}",
         )
-    if work.return_logits and not work.sample:
+    if len(set(request_ids)) != num:
+        twice = next(rid for i, rid in enumerate(request_ids) if rid in request_ids[:i])
+        raise PlanRejected("INVALID_ARGUMENT", f"work: request {twice} appears twice")
+    unknown = [rid for rid in request_ids if rid not in live]
+    if unknown:
+        raise PlanRejected("NOT_FOUND", f"work: unknown request {unknown[0]}")
+    _check_flags(request_ids, counts, use_last, sample, return_logits)
+    if len(tokens) and tokens.max() >= limits.vocab_size:
+        row = int(np.searchsorted(np.cumsum(counts), int(tokens.argmax()), side="right"))
+        raise PlanRejected(
+            "INVALID_ARGUMENT",
+            f"request {request_ids[row]}: token id {int(tokens.max())} is outside the vocabulary "
+            f"[0, {limits.vocab_size})",
+        )
+    if use_last.any():
+        tokens = _insert_last_sampled(tokens, request_ids, counts, use_last, requests, new_ids)
+    block_tables = [
+        tables[rid] if rid in tables else [] if rid in new_ids else requests[rid].block_table
+        for rid in request_ids
+    ]
+    work = PlannedWork(request_ids, starts, counts + use_last, tokens, sample, return_logits, block_tables)
+    _check_contexts(work, limits)
+    return work
+
+
+def _check_flags(
+    request_ids: list[int],
+    counts: npt.NDArray[np.int64],
+    use_last: npt.NDArray[np.bool_],
+    sample: npt.NDArray[np.bool_],
+    return_logits: npt.NDArray[np.bool_],
+) -> None:
+    empty = (counts == 0) & ~use_last
+    if empty.any():
+        raise PlanRejected(
+            "INVALID_ARGUMENT", f"request {request_ids[int(empty.argmax())]}: no tokens to compute"
+        )
+    unsampled = return_logits & ~sample
+    if unsampled.any():
+        rid = request_ids[int(unsampled.argmax())]
         raise PlanRejected("INVALID_ARGUMENT", f"request {rid}: return_logits needs sample")
-    return tokens
 
 
-def _check_context(step: SequenceStep, limits: PlanLimits) -> None:
-    rid = step.request_id
-    if step.context_len > limits.max_model_len:
+def _insert_last_sampled(
+    tokens: npt.NDArray[np.int64],
+    request_ids: list[int],
+    counts: npt.NDArray[np.int64],
+    use_last: npt.NDArray[np.bool_],
+    requests: dict[int, RequestState],
+    new_ids: set[int],
+) -> npt.NDArray[np.int64]:
+    """`tokens` with each use_last_sampled request's last sampled token before its own."""
+    last: list[int] = []
+    for row in np.flatnonzero(use_last).tolist():
+        rid = request_ids[row]
+        state = None if rid in new_ids else requests[rid]
+        if state is None or state.last_sampled is None:
+            raise PlanRejected(
+                "FAILED_PRECONDITION", f"request {rid}: use_last_sampled but nothing was sampled yet"
+            )
+        last.append(state.last_sampled)
+    offsets = np.cumsum(counts) - counts  # where each request's own tokens begin
+    return np.insert(tokens, offsets[use_last], last)
+
+
+def _check_contexts(work: PlannedWork, limits: PlanLimits) -> None:
+    """Every context within max_model_len and covered by its table, and no device block written
+    by two requests."""
+    context_lens = work.context_lens
+    if len(context_lens) and context_lens.max() > limits.max_model_len:
+        row = int(context_lens.argmax())
         raise PlanRejected(
             "OUT_OF_RANGE",
-            f"request {rid}: positions up to {step.context_len} exceed max_model_len {limits.max_model_len}",
+            f"request {work.request_ids[row]}: positions up to {int(context_lens[row])} exceed "
+            f"max_model_len {limits.max_model_len}",
         )
-    needed_blocks = -(-step.context_len // limits.block_size)
-    if len(step.block_table) < needed_blocks:
+    needed = -(-context_lens // limits.block_size)
+    table_lens = np.array([len(table) for table in work.block_tables], dtype=np.int64)
+    short = table_lens < needed
+    if short.any():
+        row = int(short.argmax())
         raise PlanRejected(
             "FAILED_PRECONDITION",
-            f"request {rid}: context of {step.context_len} tokens needs {needed_blocks} device blocks, "
-            f"its table has {len(step.block_table)}",
+            f"request {work.request_ids[row]}: context of {int(context_lens[row])} tokens needs "
+            f"{int(needed[row])} device blocks, its table has {int(table_lens[row])}",
         )
+    firsts = (work.start_positions // limits.block_size).tolist()
+    written = [
+        block
+        for table, first, end in zip(work.block_tables, firsts, needed.tolist(), strict=True)
+        for block in table[first:end]
+    ]
+    if len(set(written)) != len(written):
+        writers: dict[int, int] = {}
+        for rid, table, first, end in zip(
+            work.request_ids, work.block_tables, firsts, needed.tolist(), strict=True
+        ):
+            for block in table[first:end]:
+                if writers.setdefault(block, rid) != rid:
+                    raise PlanRejected(
+                        "INVALID_ARGUMENT",
+                        f"work: requests {writers[block]} and {rid} both write device block {block}",
+                    )
+
+
+def _check_lengths(name: str, *fields: Sized) -> None:
+    lengths = [len(field) for field in fields]
+    if len(set(lengths)) > 1:
+        raise PlanRejected("INVALID_ARGUMENT", f"{name}: its per-request fields differ in length {lengths}")
 
 
 def _unpack(name: str, data: bytes) -> npt.NDArray[np.int64]:

@@ -26,7 +26,7 @@ from google.protobuf import json_format
 from executor_svc.engine import Engine
 from executor_svc.random_model import cache_dir
 from infercept.v1 import executor_pb2 as pb
-from svc_common.wire import pack_u32
+from svc_common.step_wire import TableUpdate, Work, pack_table_updates, pack_work
 
 log = structlog.get_logger(__name__)
 
@@ -156,17 +156,21 @@ def _run_batch(engine: Engine, num_requests: int, chunk: int, context: int) -> N
     borrowed requests; new ones get tables of consecutive device blocks for all of them."""
     block_size = engine.config.block_size
     blocks_each = -(-(context + chunk) // block_size)
-    plan = pb.StepPlan(step_id=0)
+    new_ids, tables, work = [], [], []
+    tokens = (np.arange(chunk) % engine.limits.vocab_size).tolist()
     for index in range(num_requests):
         request_id = _PROFILE_REQUEST_BASE + index
         if request_id not in engine.requests:
-            plan.new_requests.add(request_id=request_id)
+            new_ids.append(request_id)
             first = index * blocks_each
-            plan.block_table_updates.add(
-                request_id=request_id, appended_block_ids=pack_u32(range(first, first + blocks_each))
-            )
-        tokens = np.arange(chunk) % engine.limits.vocab_size
-        plan.work.add(request_id=request_id, start_position=context, token_ids=pack_u32(tokens), sample=True)
+            tables.append(TableUpdate(request_id, 0, range(first, first + blocks_each)))
+        work.append(Work(request_id, context, tokens, sample=True))
+    plan = pb.StepPlan(
+        step_id=0,
+        new_requests=[pb.NewRequest(request_id=rid) for rid in new_ids],
+        block_table_updates=pack_table_updates(tables),
+        work=pack_work(work),
+    )
     result = engine.step(plan)
     assert not result.HasField("error"), f"profiling plan refused: {result.error.message}"
 

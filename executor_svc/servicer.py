@@ -74,12 +74,34 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(held))
             raise
         log.info("run.stream_opened", peer=peer)
+        # Plans are handed to the engine thread as they arrive, so that one sent while another
+        # computes (a scheduler planning ahead) starts the moment the engine is free, without a
+        # turn of this loop between the two steps; results go back in order.
+        steps: asyncio.Queue[asyncio.Future[pb.StepResult] | None] = asyncio.Queue()
+        reader = asyncio.create_task(self._submit_steps(request_iterator, steps))
         try:
-            async for plan in request_iterator:
-                yield await self._on_engine_thread(self._step, plan)
+            while (step := await steps.get()) is not None:
+                yield await step
+            await reader  # the stream's end, or its failure
         finally:
+            reader.cancel()
+            while not steps.empty():  # plans of a stream that ended: those not started do not run
+                pending = steps.get_nowait()
+                if pending is not None:
+                    pending.cancel()
             self._lease.close_stream(client)
             log.info("run.stream_closed", peer=peer)
+
+    async def _submit_steps(
+        self, plans: AsyncIterator[pb.StepPlan], steps: asyncio.Queue[asyncio.Future[pb.StepResult] | None]
+    ) -> None:
+        """Each plan of the stream to the engine thread at once, its future to `steps`; None at
+        the end (also if reading fails, which then raises here)."""
+        try:
+            async for plan in plans:
+                steps.put_nowait(self._on_engine_thread(self._step, plan))
+        finally:
+            steps.put_nowait(None)
 
     def _step(self, plan: pb.StepPlan) -> pb.StepResult:
         """engine.step, except that a failure inside it is reported in-band, not by dying."""
@@ -94,8 +116,9 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
         self._metrics.observe_step(result)
         return result
 
-    async def _on_engine_thread(self, fn, *args):  # type: ignore[no-untyped-def]
-        return await asyncio.get_running_loop().run_in_executor(self._engine_thread, fn, *args)
+    def _on_engine_thread(self, fn, *args):  # type: ignore[no-untyped-def]
+        """`fn(*args)` queued on the engine thread: a future of its value."""
+        return asyncio.get_running_loop().run_in_executor(self._engine_thread, fn, *args)
 
     def close(self) -> None:
         self._engine_thread.shutdown(wait=True)

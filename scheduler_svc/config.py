@@ -39,6 +39,10 @@ class SchedulerConfig:
     # which defaults to max(max_model_len, 2048) (2048 at the paper's model length; the authors'
     # fork keeps that default and their 6B scripts do not set it).
     prefill_token_budget: int = 2048
+    # Plan the next iteration while the executor computes the current one where that plan cannot
+    # depend on its result but through the sampled tokens (Scheduler.schedule_ahead); the real
+    # step loop only: the simulator and tests drive schedule and update in turn.
+    plan_ahead: bool = True
 
     def __post_init__(self) -> None:
         create_policy(self.policy, self.estimator, self.disabled_techniques)  # ValueError if invalid

@@ -10,8 +10,10 @@ id, with which the executor's lease tells it from any other scheduler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 import structlog
@@ -22,6 +24,7 @@ from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
 from scheduler_svc.config import ExecutorDescription
 from svc_common import serving
+from svc_common.step_wire import WIRE_VERSION
 
 # The executor's metadata key for the client id (executor_svc/lease.py, not imported: no torch here).
 CLIENT_ID_KEY = "infercept-client-id"
@@ -31,6 +34,10 @@ log = structlog.get_logger(__name__)
 
 class ExecutorUnavailable(RuntimeError):
     """The executor cannot be reached, or its Run stream broke."""
+
+
+class WireVersionMismatch(ExecutorUnavailable):
+    """The executor reads and writes plans in another wire form than this scheduler."""
 
 
 PROFILE_TIMEOUT_S = 600.0  # a first measurement of a large model takes minutes
@@ -88,10 +95,17 @@ class ExecutorClient:
         )
 
     async def describe(self) -> tuple[ExecutorDescription, pb.DescribeResponse]:
+        """What the executor serves; WireVersionMismatch if it speaks another plan wire form (its
+        plans would be misread, not refused), ExecutorUnavailable if it does not answer."""
         try:
             response = await self._stub.Describe(pb.DescribeRequest(), timeout=30.0)
         except grpc.aio.AioRpcError as error:
             raise ExecutorUnavailable(f"Describe failed: {error.code().name}: {error.details()}") from error
+        if response.wire_version != WIRE_VERSION:
+            raise WireVersionMismatch(
+                f"the executor at {self.address} (version {response.version or '?'}) speaks plan wire "
+                f"version {response.wire_version}, this scheduler {WIRE_VERSION}: run both from one release"
+            )
         return executor_description(response), response
 
     async def profile(self, timeout_s: float = PROFILE_TIMEOUT_S) -> pb.ProfileResponse:
@@ -134,10 +148,39 @@ class ExecutorClient:
     async def run(self, plan: pb.StepPlan) -> pb.StepResult:
         """Send one plan on the Run stream and wait for its result, at most step_timeout_s.
         ExecutorUnavailable on any failure of the link, a hung executor included."""
-        try:
-            # asyncio.timeout, not wait_for: no task per step, the exchange runs in this one.
+        await self.send(plan)
+        return await self.receive(plan)
+
+    async def send(self, plan: pb.StepPlan) -> None:
+        """Write one plan on the Run stream, within step_timeout_s; `receive` gives the results in
+        the order sent (a plan sent while another computes waits in the stream, so the executor
+        finds it at once). ExecutorUnavailable on any failure of the link."""
+        async with self._link_errors(plan), asyncio.timeout(self.step_timeout_s):
+            if self._call is None:
+                self._call = self._stub.Run(metadata=self.metadata())  # type: ignore[call-arg]
+            await self._call.write(plan)
+
+    async def receive(self, plan: pb.StepPlan) -> pb.StepResult:
+        """The result of `plan`, the oldest plan sent and not yet answered, within step_timeout_s.
+        ExecutorUnavailable on any failure of the link, a hung executor included."""
+        async with self._link_errors(plan):
+            # asyncio.timeout, not wait_for: no task per step, the read runs in this one.
             async with asyncio.timeout(self.step_timeout_s):
-                return await self._exchange(plan)
+                if self._call is None:
+                    raise ExecutorUnavailable("no Run stream is open")
+                result = await self._call.read()
+            if result is grpc.aio.EOF:  # type: ignore[attr-defined]
+                raise ExecutorUnavailable("the executor closed the Run stream")
+            assert isinstance(result, pb.StepResult)
+            if result.step_id != plan.step_id:
+                raise ExecutorUnavailable(f"result of step {result.step_id} where {plan.step_id} was due")
+            return result
+
+    @contextlib.asynccontextmanager
+    async def _link_errors(self, plan: pb.StepPlan) -> AsyncIterator[None]:
+        """Every failure inside as ExecutorUnavailable, the stream closed (it may be broken)."""
+        try:
+            yield
         except ExecutorUnavailable:
             await self._close_stream()
             raise
@@ -152,16 +195,6 @@ class ExecutorClient:
         except Exception as error:  # e.g. InvalidStateError: a write to a stream that already ended
             await self._close_stream()
             raise ExecutorUnavailable(f"Run stream failed: {error!r}") from error
-
-    async def _exchange(self, plan: pb.StepPlan) -> pb.StepResult:
-        if self._call is None:
-            self._call = self._stub.Run(metadata=self.metadata())  # type: ignore[call-arg]
-        await self._call.write(plan)
-        result = await self._call.read()
-        if result is grpc.aio.EOF:  # type: ignore[attr-defined]
-            raise ExecutorUnavailable("the executor closed the Run stream")
-        assert isinstance(result, pb.StepResult)
-        return result
 
     async def _close_stream(self) -> None:
         """Cancel the Run stream, if any; never raises (the stream may be broken already)."""

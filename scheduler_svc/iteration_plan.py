@@ -14,6 +14,7 @@ request's progress; a plain decode takes its fast branch.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from scheduler_svc.block_manager import BlockLayout, BlockManager
 from scheduler_svc.cost_model import UNLIMITED_BLOCKS
@@ -258,15 +259,19 @@ class IterationPlan:
         layout: BlockLayout,
         budget: Budget,
         kind: TokenKind | None = None,
+        use_last_sampled: bool = False,
     ) -> None:
         """Positions [start, end) of `request` compute in this plan (its blocks cover them): the
         work item (sampling if it reaches the last token), the blocks they fill named for the
         prefix cache, their token kinds counted, the request's progress, the budget spent.
         `kind`: the kind of every position, if the caller knows it (a plain decode: the fast
-        branch, counted once per iteration)."""
+        branch, counted once per iteration). `use_last_sampled`: a decode planned ahead, whose
+        token at `start` the executor sampled in the plan still computing (it fills no block)."""
         rid, token_ids = request.request_id, request.token_ids
-        self.builder.add_work(request, start, end, end == len(token_ids), layout)
+        sample = use_last_sampled or end == len(token_ids)
+        self.builder.add_work(request, start, end, sample, layout, use_last_sampled)
         if self._caching and start // self._block_size != end // self._block_size:
+            assert not use_last_sampled, f"request {rid}: a block named before its last token is known"
             self._blocks.register_computed(rid, token_ids, start, end)
         if kind is TokenKind.DECODE:
             self.num_decode_tokens += end - start
@@ -281,6 +286,35 @@ class IterationPlan:
         budget.tokens -= end - start
         budget.seqs -= 1
         self.scheduled.add(rid)
+
+    # ----- planning ahead -----
+
+    def decodes_ahead(self, decodes: list[Request], ends_at_next_token: Callable[[Request], bool]) -> None:
+        """The ready requests' decodes while the last plan computes, in queue order, each at
+        most one token, with free blocks for all (Scheduler.schedule_ahead checked that, and
+        that nothing else wants planning): a request whose token is known decodes it as usual; one
+        whose token the last plan is sampling decodes the executor's last sampled token, unless
+        `ends_at_next_token` says that token ends it or, with prefix caching, the token completes
+        a block (which is named by its content); those wait for the result."""
+        layouts, block_size, budget = self._blocks.layouts, self._block_size, self.budget
+        device = self._blocks.device
+        for request in decodes:
+            if budget.tokens <= 0 or budget.seqs <= 0:
+                break
+            position = request.num_computed
+            in_flight = position == len(request.token_ids)
+            if in_flight and (
+                ends_at_next_token(request) or (self._caching and (position + 1) % block_size == 0)
+            ):
+                continue
+            layout = layouts[request.request_id]
+            if position == len(layout.device) * block_size:  # the token opens a new block
+                layout.device += device.allocate(1)  # the caller checked that all fit
+            if in_flight:
+                self.commit(request, position, position + 1, layout, budget, TokenKind.DECODE, True)
+            else:
+                kind = TokenKind.DECODE if request.kind_at(position) is TokenKind.DECODE else None
+                self.commit(request, position, position + 1, layout, budget, kind)
 
     def finish(self) -> None:
         """Count the fast branch's decode tokens (call once, after planning)."""

@@ -111,6 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--check-invariants", action="store_true", help="assert the block invariant every iteration"
     )
     p.add_argument(
+        "--no-plan-ahead",
+        dest="plan_ahead",
+        action="store_false",
+        help="plan each iteration only once the last one's result is in (default: decodes are planned "
+        "while the executor computes, where their plan cannot depend on its result)",
+    )
+    p.add_argument(
         "--iteration-log", help="write each iteration's statistics to this file as JSON lines (benchmarks)"
     )
     security = p.add_argument_group("security (default: plaintext, no token; keep --listen on loopback)")
@@ -179,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             pause_timeout_s=args.pause_timeout_s,
             check_invariants=args.check_invariants,
             enable_prefix_caching=args.prefix_caching,
+            plan_ahead=args.plan_ahead,
         )
         security, executor_link = security_from_args(args)
         metrics_endpoint = MetricsEndpoint(args.metrics_host, args.metrics_port)

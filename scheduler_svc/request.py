@@ -5,10 +5,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections import deque
+from typing import TYPE_CHECKING
 
 from scheduler_svc.chat_template import Conversation
 from scheduler_svc.detokenizer import IncrementalDecoder
 from scheduler_svc.interception import CallDetector, ScriptedStop
+
+if TYPE_CHECKING:  # policies import requests: a runtime import would be a cycle
+    from scheduler_svc.policies.base import PauseAction
 
 
 class TokenKind(enum.StrEnum):
@@ -56,7 +60,9 @@ class PendingCall:
     call_text: str
     paused_at_s: float
     expected_duration_s: float  # 0 = unknown
-    context_action: str  # what was done with the context at the pause
+    context_action: PauseAction | None = (
+        None  # what was done with the context at the pause (None: not decided yet)
+    )
 
 
 @dataclasses.dataclass(eq=False)

@@ -4,6 +4,11 @@
     result = executor.run(plan)
     events = scheduler.update(plan, result, now)  # append tokens, finish, intercept
 
+While a plan computes, `schedule_ahead` may plan the next one before its result is applied, where
+that plan cannot depend on the result but through the sampled tokens themselves (decodes only,
+each token still out taken by the executor from its own last sample); results are applied in
+order, each to its own plan, and a token is appended only where its request still waits for it.
+
 Between iterations the server feeds it new requests (add), tool progress (tool_started, resume)
 and aborts. It never touches tensors; it holds every token, so a lost executor costs only
 recomputation (reset_executor_state). It speaks in domain events (`events.py`); the service edge
@@ -18,6 +23,7 @@ bookkeeping (`paused_requests.py`), one iteration's planning and its commit help
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable
 
 from tokenizers import Tokenizer
@@ -35,13 +41,38 @@ from scheduler_svc.events import Accepted, Event, Resumed
 from scheduler_svc.iteration_plan import Budget, IterationPlan
 from scheduler_svc.iteration_stats import IterationStats, tokens_since
 from scheduler_svc.paused_revisit import discard_oldest_swapped, memory_is_short, revisit_paused
-from scheduler_svc.plan_builder import PlanBuilder
+from scheduler_svc.plan_builder import PlanBuilder, is_empty
 from scheduler_svc.policies import Policy, create_policy
 from scheduler_svc.request import FinishReason, Request, Status, TokenKind
 from scheduler_svc.request_table import RequestTable
 from scheduler_svc.resume import effective_seed, replay
 from scheduler_svc.stats import SchedulerStats
 from scheduler_svc.step_output import StepOutput
+
+
+@dataclasses.dataclass
+class PlanRecord:
+    """What the scheduler keeps of a plan until `update` applies its result."""
+
+    chunked: list[Request]  # requests that computed more than a decode (their queue place may change)
+    swapped_blocks: tuple[int, int]  # (out, in), for the cost model
+    iteration: IterationStats  # completed by the result
+    # Per sampled token, in order: the length its request has once the token is appended; a
+    # request that has another length by then (paused and resumed meanwhile) does not take it.
+    sample_positions: list[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanDraft:
+    """A plan being built: its builder, its iteration's planning, the ready requests, and the
+    counters before it (for its statistics)."""
+
+    builder: PlanBuilder
+    iteration: IterationPlan
+    decodes: list[Request]
+    kinds_before: Counter[TokenKind]
+    discards_before: int
+    hits_before: int
 
 
 class Scheduler:
@@ -79,10 +110,8 @@ class Scheduler:
         self.output = StepOutput(self.table, self.policy, self.stats, self.executor, self.admission)
         self._next_request_id = 1
         self._step_id = 0
-        self._chunked: list[Request] = []  # the last plan's requests that computed more than a decode
         self._room_failed = False  # the last plan could not give a request the blocks it needed
-        self._swapped_blocks = (0, 0)  # (out, in) in the last plan, for the cost model
-        self._iteration = IterationStats()  # the last plan's, completed by its result
+        self._outstanding: dict[int, PlanRecord] = {}  # by step id: plans whose result is not applied
         # Called with each iteration's statistics once its result is in (the iteration log).
         self.on_iteration: Callable[[IterationStats], None] | None = None
 
@@ -209,33 +238,9 @@ class Scheduler:
         """Plan one iteration at `now`: the diffs owed to the executor, then the paused contexts
         revisited (policies that manage them), then decodes and chunks within the budgets."""
         table = self.table
-        table.paused.advance_clock(now)
-        kinds_before, discards_before = self.stats.tokens_by_kind.copy(), self.stats.paused_discards
-        hits_before = sum(self.stats.prefix_hit_tokens_by_kind.values())
-        self._step_id += 1
-        builder = PlanBuilder(self._step_id)
-        forget, swap_outs = table.take_plan_diffs()
-        builder.forget(forget)
-        for pairs in swap_outs:
-            builder.swap_out(pairs)
-        if self.policy.discards_swapped_when_idle:
-            discard_oldest_swapped(table, self.policy, self.stats)
-        decodes = table.queues.ready()
-        budget = Budget.for_iteration(
-            self.config.max_batched_tokens,
-            self.config.max_num_seqs,
-            self.policy,
-            len(decodes),
-            table.queues.num_waiting > 0,
-            self.blocks.device.num_free * self.blocks.block_size,
-            self.blocks.block_size,
-        )
-        iteration = IterationPlan(table, self.stats, self.policy, builder, budget)
-        if (
-            self.policy.manages_paused
-            and table.paused
-            and (self.policy.revisits_paused_always or memory_is_short(self.blocks, self._room_failed))
-        ):
+        draft = self._open_plan(now, self.config.max_batched_tokens)
+        builder, iteration, decodes = draft.builder, draft.iteration, draft.decodes
+        if self.policy.manages_paused and table.paused and self._revisits_paused():
             revisit_paused(
                 table,
                 self.policy,
@@ -251,63 +256,187 @@ class Scheduler:
             iteration.prefill_first(decodes, self.config.prefill_token_budget)
         else:
             iteration.decode_first(decodes)
-        iteration.finish()
-        self._chunked, self._room_failed = iteration.chunked, iteration.preemption.room_failed
-        self._swapped_blocks = builder.num_swapped_blocks
-        if self.admission.is_enabled:
-            self.admission.scheduled(now, *self._work_ahead())  # O(live): only when enabled
-        self.blocks.end_iteration()
-        plan = builder.build()
-        if self.config.check_invariants:
-            self.blocks.check_invariants()
-            for work in plan.work:  # a shared block is never written
-                start = work.start_position
-                self.blocks.check_writable(work.request_id, start, start + len(work.token_ids) // 4)
-        tokens = tokens_since(self.stats.tokens_by_kind, kinds_before)
-        num_out, num_in = self._swapped_blocks
-        self._iteration = IterationStats(
-            step_id=plan.step_id,
-            prompt_tokens=tokens[TokenKind.PROMPT],
-            decode_tokens=tokens[TokenKind.DECODE],
-            returned_tokens=tokens[TokenKind.RETURNED],
-            recomputed_tokens=tokens[TokenKind.RECOMPUTE],
-            num_requests=len(plan.work),
-            swap_out_blocks=num_out,
-            swap_in_blocks=num_in,
-            paused_device_blocks=table.paused.num_held_blocks,
-            paused_discards=self.stats.paused_discards - discards_before,
-            prefix_hit_tokens=sum(self.stats.prefix_hit_tokens_by_kind.values()) - hits_before,
+        self._room_failed = iteration.preemption.room_failed
+        return self._close_plan(draft, now)
+
+    def schedule_ahead(self, now: float) -> pb.StepPlan | None:
+        """Plan the next iteration while the last plan computes, before its result is applied:
+        the ready requests' decodes, a request whose token that plan is sampling computing the
+        executor's last sampled token (use_last_sampled). None where the result could change the
+        plan otherwise, or where there is nothing to plan: waiting requests (prompts, recomputes,
+        the chunks of the last plan), swaps, paused contexts the policy revisits now, a ready
+        request wanting more than a decode or a copy-on-write; then `update` first, then
+        `schedule`. Exactly one plan may be outstanding; its tokens are identical either way."""
+        assert len(self._outstanding) == 1, f"{len(self._outstanding)} plans outstanding"
+        table = self.table
+        (last,) = self._outstanding.values()
+        if (
+            not self.config.plan_ahead
+            or last.chunked
+            or table.queues.num_waiting
+            or table.pending_swap_out
+            or table.swapping_in
+            or (self.policy.manages_paused and table.paused and self._revisits_paused())
+        ):
+            return None
+        decodes = table.queues.ready()
+        if not decodes or not self._can_decode_ahead(decodes):
+            return None
+        budget = (
+            self.config.prefill_token_budget
+            if self.config.iteration_structure == "prefill-first"
+            else self.config.max_batched_tokens
         )
+        draft = self._open_plan(now, budget)
+        draft.iteration.decodes_ahead(draft.decodes, self._ends_at_next_token)
+        plan = self._close_plan(draft, now)
+        if is_empty(plan):  # every token out ends its request: nothing to do before the result
+            self.withdraw(plan)
+            return None
         return plan
 
     def update(self, plan: pb.StepPlan, result: pb.StepResult, now: float) -> list[Event]:
-        """Apply the executor's result of `plan`: append sampled tokens, finish, intercept."""
+        """Apply the executor's result of `plan` (the oldest outstanding one): append sampled
+        tokens, finish, intercept."""
         assert result.step_id == plan.step_id, f"result {result.step_id} for plan {plan.step_id}"
+        record = self._outstanding.pop(plan.step_id)
+        for step_id in [s for s in self._outstanding if s < plan.step_id]:
+            del self._outstanding[step_id]  # planned, never run (a test looked at a plan only)
         self.table.paused.advance_clock(now)  # before this update's pauses start
         self.stats.iterations += 1
         if self.cost_model is not None and not result.error.code:
-            self.cost_model.observe(result, *self._swapped_blocks)
-        self._record_iteration(result)
+            self.cost_model.observe(result, *record.swapped_blocks)
+        self._record_iteration(record.iteration, result)
         if self.admission.is_enabled:
-            self.admission.completed(now, self._iteration.prompt_tokens)
-        events = self.output.apply(result.sampled, now)
+            self.admission.completed(now, record.iteration.prompt_tokens)
+        sampled = result.sampled
+        events = self.output.apply(
+            list(sampled.request_ids), list(sampled.token_ids), record.sample_positions, now
+        )
         # A decode leaves its request ready (unless it paused or finished); a chunk may make it so.
-        for request in self._chunked:
+        for request in record.chunked:
             self.table.requeue(request)
-        self._chunked = []
         return events
 
+    def withdraw(self, plan: pb.StepPlan) -> None:
+        """`plan`, the last one, will not be sent (it is empty): no result will come for it."""
+        assert is_empty(plan) and plan.step_id == self._step_id, f"plan {plan.step_id} withdrawn"
+        del self._outstanding[plan.step_id]
+
     def reset_executor_state(self) -> None:
-        """The executor lost everything (restart or Reset): recompute every context from scratch."""
+        """The executor lost everything (restart or Reset): recompute every context from scratch;
+        the results of outstanding plans will not come."""
+        self._outstanding.clear()
         self.table.reset_executor_state()
         self.blocks.end_iteration()
         self.blocks.forget_cached()
 
     # ----- helpers -----
 
-    def _record_iteration(self, result: pb.StepResult) -> None:
+    def _open_plan(self, now: float, max_batched_tokens: int) -> PlanDraft:
+        """A new plan with the diffs owed to the executor, its iteration's budgets, and the
+        ready requests in queue order."""
+        table = self.table
+        table.paused.advance_clock(now)
+        stats = self.stats
+        counters = (
+            stats.tokens_by_kind.copy(),
+            stats.paused_discards,
+            sum(stats.prefix_hit_tokens_by_kind.values()),
+        )
+        self._step_id += 1
+        builder = PlanBuilder(self._step_id)
+        forget, swap_outs = table.take_plan_diffs()
+        builder.forget(forget)
+        for pairs in swap_outs:
+            builder.swap_out(pairs)
+        if self.policy.discards_swapped_when_idle:  # never while planning ahead: nothing swaps in then
+            discard_oldest_swapped(table, self.policy, self.stats)
+        decodes = table.queues.ready()
+        budget = Budget.for_iteration(
+            max_batched_tokens,
+            self.config.max_num_seqs,
+            self.policy,
+            len(decodes),
+            table.queues.num_waiting > 0,
+            self.blocks.device.num_free * self.blocks.block_size,
+            self.blocks.block_size,
+        )
+        iteration = IterationPlan(table, self.stats, self.policy, builder, budget)
+        return PlanDraft(builder, iteration, decodes, *counters)
+
+    def _close_plan(self, draft: PlanDraft, now: float) -> pb.StepPlan:
+        """The plan built, checked (check_invariants), its statistics and record kept."""
+        builder, iteration = draft.builder, draft.iteration
+        iteration.finish()
+        if self.admission.is_enabled:
+            self.admission.scheduled(now, *self._work_ahead())  # O(live): only when enabled
+        self.blocks.end_iteration()
+        plan = builder.build()
+        if self.config.check_invariants:
+            self.blocks.check_invariants()
+            ends = [
+                start + num
+                for start, num in zip(builder.work_start_positions, builder.work_num_tokens, strict=True)
+            ]
+            for row in builder.work_use_last_rows:
+                ends[row] += 1
+            for rid, start, end in zip(
+                builder.work_request_ids, builder.work_start_positions, ends, strict=True
+            ):
+                self.blocks.check_writable(rid, start, end)  # a shared block is never written
+        tokens = tokens_since(self.stats.tokens_by_kind, draft.kinds_before)
+        num_out, num_in = builder.num_swapped_blocks
+        stats = IterationStats(
+            step_id=plan.step_id,
+            prompt_tokens=tokens[TokenKind.PROMPT],
+            decode_tokens=tokens[TokenKind.DECODE],
+            returned_tokens=tokens[TokenKind.RETURNED],
+            recomputed_tokens=tokens[TokenKind.RECOMPUTE],
+            num_requests=len(builder.work_request_ids),
+            swap_out_blocks=num_out,
+            swap_in_blocks=num_in,
+            paused_device_blocks=self.table.paused.num_held_blocks,
+            paused_discards=self.stats.paused_discards - draft.discards_before,
+            prefix_hit_tokens=sum(self.stats.prefix_hit_tokens_by_kind.values()) - draft.hits_before,
+        )
+        self._outstanding[plan.step_id] = PlanRecord(
+            iteration.chunked, builder.num_swapped_blocks, stats, builder.sample_positions
+        )
+        return plan
+
+    def _revisits_paused(self) -> bool:
+        """Whether the policy revisits its paused contexts in this iteration."""
+        return self.policy.revisits_paused_always or memory_is_short(self.blocks, self._room_failed)
+
+    def _can_decode_ahead(self, decodes: list[Request]) -> bool:
+        """Whether every ready request's next computation can be planned ahead: one token (known,
+        or the one the outstanding plan samples), its context on the device, no shared block to
+        copy, and blocks free for all that open one (planning ahead never preempts)."""
+        layouts, block_size = self.blocks.layouts, self.blocks.block_size
+        num_new_blocks = 0
+        for request in decodes:
+            position, layout = request.num_computed, layouts[request.request_id]
+            if not 0 <= len(request.token_ids) - position <= 1 or layout.host:
+                return False
+            if self.prefix_caching and self.blocks.num_blocks_to_copy(request.request_id, position):
+                return False
+            num_new_blocks += position == len(layout.device) * block_size
+        return self.blocks.device.can_allocate(num_new_blocks)
+
+    def _ends_at_next_token(self, request: Request) -> bool:
+        """Whether the token the outstanding plan samples for `request` surely ends or pauses it
+        (its length, the model's length, a scripted stop): its decode ahead would be wasted."""
+        num_tokens = len(request.token_ids) + 1
+        script = request.script
+        return (
+            request.num_generated + 1 >= request.sampling.max_tokens
+            or num_tokens >= self.executor.max_model_len
+            or bool(script and script[0].after_tokens == num_tokens - request.segment_start)
+        )
+
+    def _record_iteration(self, iteration: IterationStats, result: pb.StepResult) -> None:
         """Complete the iteration's statistics with the executor's measured times."""
-        iteration = self._iteration
         iteration.complete(result.forward_s, result.step_s)
         self.stats.stall_s += iteration.stall_s
         # The recompute share of forward time: the iteration's forward time split over its tokens.

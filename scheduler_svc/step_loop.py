@@ -27,6 +27,7 @@ from scheduler_svc.admission import RequestError
 from scheduler_svc.config import DEFAULT_LINK, LinkConfig
 from scheduler_svc.events import Event, Finished, SessionEvent, session_events
 from scheduler_svc.executor_client import ExecutorClient, ExecutorUnavailable
+from scheduler_svc.plan_builder import is_empty
 from scheduler_svc.request import Status
 from scheduler_svc.scheduler import Scheduler
 
@@ -35,10 +36,8 @@ log = structlog.get_logger(__name__)
 SessionItem = SessionEvent | RequestError
 
 
-def is_empty(plan: pb.StepPlan) -> bool:
-    return not (
-        plan.work or plan.forget_request_ids or plan.swap_out.src_block_ids or plan.swap_in.src_block_ids
-    )
+class PlanRefused(RuntimeError):
+    """The executor refused a plan: a scheduler bug, recovered from by recomputing."""
 
 
 class StepLoop:
@@ -115,25 +114,44 @@ class StepLoop:
                 await self._wait_for_news()
                 continue
             try:
-                result = await self.executor.run(plan)
+                await self._run(plan)
             except ExecutorUnavailable as error:
                 log.error("executor.unavailable", error=str(error))
                 await self._recover()
-                continue
+            except PlanRefused:
+                await self._recover()  # a scheduler bug; rebuilding from the tokens is always safe
+
+    async def _run(self, plan: pb.StepPlan) -> None:
+        """Run `plan` and update with its result; while a plan computes, the next one is planned
+        ahead and sent where that is safe (Scheduler.schedule_ahead), so that the executor finds
+        it waiting, and runs in turn; once none is, the loop schedules afresh."""
+        await self.executor.send(plan)
+        running: pb.StepPlan | None = plan
+        while running is not None:
+            ahead = self.core.schedule_ahead(self.clock())
+            if ahead is not None:
+                await self.executor.send(ahead)
+            result = await self.executor.receive(running)
             if result.HasField("error"):
-                # A refused plan is a scheduler bug; rebuilding from the tokens is always safe.
                 log.error(
-                    "plan.refused", step_id=plan.step_id, code=result.error.code, reason=result.error.message
+                    "plan.refused",
+                    step_id=running.step_id,
+                    code=result.error.code,
+                    reason=result.error.message,
                 )
-                await self._recover()
-                continue
-            self._dispatch(self.core.update(plan, result, self.clock()))
+                raise PlanRefused(result.error.message)
+            self._dispatch(self.core.update(running, result, self.clock()))
+            running = ahead
+            self._expire_pauses()
 
     def _next_plan(self) -> pb.StepPlan | None:
         if not self.core.has_work():
             return None
         plan = self.core.schedule(self.clock())
-        return None if is_empty(plan) else plan
+        if is_empty(plan):
+            self.core.withdraw(plan)
+            return None
+        return plan
 
     async def _wait_for_news(self) -> None:
         """Sleep until woken, until the next paused request expires, or for probe_interval_s; an

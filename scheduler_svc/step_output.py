@@ -12,9 +12,6 @@ its Finished event with its usage.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from infercept.v1 import executor_pb2 as pb
 from scheduler_svc.admission_control import QueueWaitControl
 from scheduler_svc.config import ExecutorDescription
 from scheduler_svc.events import Event, Finished, Intercepted, TokenDeltas, Usage
@@ -41,9 +38,12 @@ class StepOutput:
         self._max_model_len = executor.max_model_len
         self._admission = admission
 
-    def apply(self, sampled: Iterable[pb.SampledToken], now: float) -> list[Event]:
-        """Append each token the step sampled; a request no longer ACTIVE (aborted meanwhile)
-        is skipped. Returns the events: the iteration's TokenDeltas first, then the finishes and
+    def apply(
+        self, sampled_request_ids: list[int], sampled_token_ids: list[int], positions: list[int], now: float
+    ) -> list[Event]:
+        """Append each token the step sampled (token_ids[i] to request_ids[i], which then has
+        positions[i] tokens); a request no longer ACTIVE (finished or aborted meanwhile), or one
+        of another length (paused and resumed while a plan ahead computed), is skipped. Returns the events: the iteration's TokenDeltas first, then the finishes and
         interceptions the tokens caused, in the order of the requests."""
         request_ids: list[int] = []
         token_ids: list[int] = []
@@ -51,11 +51,12 @@ class StepOutput:
         events: list[Event] = [TokenDeltas(request_ids, token_ids, texts)]
         requests, active = self._table.requests, Status.ACTIVE
         admission = self._admission if self._admission.is_enabled else None
-        for token in sampled:
-            request = requests.get(token.request_id)
-            if request is None or request.status is not active:
+        for request_id, token_id, position in zip(
+            sampled_request_ids, sampled_token_ids, positions, strict=True
+        ):
+            request = requests.get(request_id)
+            if request is None or request.status is not active or len(request.token_ids) + 1 != position:
                 continue
-            token_id = token.token_id
             request.token_ids.append(token_id)
             request.num_generated += 1
             if admission is not None and request.num_generated == 1:
@@ -128,7 +129,7 @@ class StepOutput:
     ) -> Intercepted:
         rid = request.request_id
         # Set first: a policy may decide by the call (continuum learns per tool).
-        request.pending_call = PendingCall(tool, call_text, now, expected_s, context_action="")
+        request.pending_call = PendingCall(tool, call_text, now, expected_s)
         action = self._policy.on_pause(request, self._table.blocks, now)
         num_device = len(self._table.blocks.layouts[rid].device)
         if action is PauseAction.SWAP and not (num_device and self._table.blocks.can_swap_out(num_device)):
@@ -137,7 +138,7 @@ class StepOutput:
             self._stats.swap_out_blocks += num_device
         rank = self._policy.evict_rank(request, now) if action is PauseAction.DISCARD else None
         self._table.pause(request, action, rank)
-        request.pending_call.context_action = action.value
+        request.pending_call.context_action = action
         request.num_interceptions += 1
         self._stats.count_interception(tool)
         return Intercepted(

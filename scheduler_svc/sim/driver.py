@@ -203,7 +203,7 @@ class Simulation:
         self.num_iterations += 1
         self.now = end_s
         self._handle(events, end_s)
-        return iteration_s > 0 or bool(plan.work)  # work restored for free took no time, yet ran
+        return iteration_s > 0 or bool(plan.work.request_ids)  # work restored for free took no time, yet ran
 
     # ----- events -----
 

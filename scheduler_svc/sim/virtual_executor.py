@@ -29,6 +29,8 @@ real loop would send.
 
 from __future__ import annotations
 
+import itertools
+
 from infercept.v1 import executor_pb2 as pb
 from scheduler_svc.sim.cost_profile import CostProfile
 from scheduler_svc.step_loop import is_empty
@@ -50,13 +52,13 @@ class VirtualExecutor:
         (forward_s, swap_out_s, swap_in_s, step_s) of the iteration. `num_free_tokens` of the
         plan's tokens cost nothing (contexts the `ideal` policy restores for free)."""
         result = pb.StepResult(step_id=plan.step_id)
-        add_sampled = result.sampled.add  # in place: cheaper than building messages to copy in
-        num_tokens = num_context_tokens = 0
-        for work in plan.work:
-            num_tokens += len(work.token_ids) // _U32_BYTES + work.use_last_sampled
-            num_context_tokens += work.start_position
-            if work.sample:
-                add_sampled(request_id=work.request_id, token_id=SAMPLED_TOKEN_ID)
+        work = plan.work
+        num_tokens = len(work.token_ids) // _U32_BYTES + sum(work.use_last_sampled)
+        num_context_tokens = sum(work.start_positions)
+        sampled_ids = list(itertools.compress(work.request_ids, work.sample))
+        result.sampled.request_ids.extend(sampled_ids)
+        result.sampled.token_ids.extend([SAMPLED_TOKEN_ID] * len(sampled_ids))
+        result.sampled.logprobs.extend([0.0] * len(sampled_ids))
         forward_s = self.profile.forward_s(num_tokens - num_free_tokens, num_context_tokens)
         swap_out_s = self.profile.swap_out_s(len(plan.swap_out.src_block_ids) // _U32_BYTES)
         swap_in_s = self.profile.swap_in_s(len(plan.swap_in.src_block_ids) // _U32_BYTES)
@@ -74,8 +76,8 @@ class VirtualExecutor:
             return 0.0
         profile = self.profile
         num_context_tokens = (
-            sum(work.start_position for work in plan.work)
-            if profile.iteration_overhead_s_per_context_token
-            else 0
+            sum(plan.work.start_positions) if profile.iteration_overhead_s_per_context_token else 0
         )
-        return result.step_s + profile.overhead_s(len(plan.work), num_context_tokens, num_returned_tokens)
+        return result.step_s + profile.overhead_s(
+            len(plan.work.request_ids), num_context_tokens, num_returned_tokens
+        )

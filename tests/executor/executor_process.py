@@ -62,7 +62,15 @@ class RunStream:
         self._results = iter(stub.Run(iter(self._plans.get, None)))
 
     def step(self, plan: pb.StepPlan) -> pb.StepResult:
+        self.send(plan)
+        return self.receive()
+
+    def send(self, plan: pb.StepPlan) -> None:
+        """Write `plan` without waiting for any result (as a scheduler planning ahead does)."""
         self._plans.put(plan)
+
+    def receive(self) -> pb.StepResult:
+        """The next result, in the order the plans were sent."""
         return next(self._results)
 
     def close(self) -> None:

@@ -17,7 +17,8 @@ from collections.abc import Callable
 import numpy as np
 
 from infercept.v1 import executor_pb2 as pb
-from svc_common.wire import pack_u32, unpack_f32
+from svc_common.step_wire import TableUpdate, Work, pack_table_updates, pack_work, unpack_sampled
+from svc_common.wire import pack_u32
 
 StepFn = Callable[[pb.StepPlan], pb.StepResult]
 
@@ -61,6 +62,9 @@ class PlanDriver:
         self.num_copied = 0
         self._step_id = 0
         self.num_swapped_out = self.num_swapped_in = self.num_discarded = 0
+        # The plan being built: its table changes (request id -> kept, appended) and work.
+        self._tables: dict[int, tuple[int, list[int]]] = {}
+        self._work: list[Work] = []
 
     def run(self, prompts: list[list[int]], num_new_tokens: int) -> list[DrivenRequest]:
         requests = [DrivenRequest(1000 + i, list(p), len(p), num_new_tokens) for i, p in enumerate(prompts)]
@@ -72,6 +76,7 @@ class PlanDriver:
     # One iteration: pick a random subset to compute, disturb some of the others.
     def _iteration(self, active: list[DrivenRequest]) -> None:
         plan = pb.StepPlan(step_id=self._next_step_id())
+        self._tables, self._work = {}, []
         chosen = self._rng.sample(active, self._rng.randint(1, len(active)))
         idle = [r for r in active if r not in chosen and r.registered]
         swap_out: list[tuple[int, int]] = []
@@ -98,14 +103,19 @@ class PlanDriver:
         _set_map(plan.swap_in, swap_in)
         if copies:
             _set_map(plan.device_copies, copies)
+        plan.block_table_updates.CopyFrom(
+            pack_table_updates(TableUpdate(rid, kept, blocks) for rid, (kept, blocks) in self._tables.items())
+        )
+        plan.work.CopyFrom(pack_work(self._work))
         result = self._step(plan)
         assert not result.HasField("error"), result.error
         self._free_device += copied_from
-        sampled = {s.request_id: s for s in result.sampled}
+        sampled = {s.request_id: s for s in unpack_sampled(result.sampled)}
         for request in work_items:
             token = sampled[request.request_id]
             if self._return_logits:
-                request.logits[len(request.tokens)] = unpack_f32(token.logits).copy()
+                assert token.logits is not None
+                request.logits[len(request.tokens)] = token.logits.copy()
             request.tokens.append(token.token_id)
 
     def _add_work(self, request: DrivenRequest, plan: pb.StepPlan) -> bool:
@@ -120,13 +130,15 @@ class PlanDriver:
         # A decode token may instead be the one the executor sampled last: it knows it already.
         has_sampled = len(request.tokens) > request.num_prompt_tokens
         use_last_sampled = pending == 1 and has_sampled and self._rng.random() < 0.5
-        plan.work.add(
-            request_id=request.request_id,
-            start_position=start,
-            token_ids=b"" if use_last_sampled else pack_u32(request.tokens[start : start + chunk]),
-            use_last_sampled=use_last_sampled,
-            sample=samples,
-            return_logits=samples and self._return_logits,
+        self._work.append(
+            Work(
+                request.request_id,
+                start,
+                [] if use_last_sampled else request.tokens[start : start + chunk],
+                sample=samples,
+                use_last_sampled=use_last_sampled,
+                return_logits=samples and self._return_logits,
+            )
         )
         request.num_computed += chunk
         return samples
@@ -204,18 +216,13 @@ class PlanDriver:
     def _update_table(
         self, plan: pb.StepPlan, request: DrivenRequest, keep: int, appended: list[int]
     ) -> None:
-        for update in plan.block_table_updates:
-            if update.request_id == request.request_id:
-                # Fold into the update already in this plan: its table is request.device_blocks.
-                update.num_kept_blocks = min(update.num_kept_blocks, keep)
-                current = request.device_blocks[update.num_kept_blocks : keep] + appended
-                update.appended_block_ids = pack_u32(current)
-                return
-        plan.block_table_updates.add(
-            request_id=request.request_id,
-            num_kept_blocks=keep,
-            appended_block_ids=pack_u32(appended),
-        )
+        rid = request.request_id
+        if rid in self._tables:
+            # Fold into the update already in this plan: its table is request.device_blocks.
+            kept = min(self._tables[rid][0], keep)
+            self._tables[rid] = (kept, request.device_blocks[kept:keep] + appended)
+            return
+        self._tables[rid] = (keep, appended)
 
     def _take(self, pool: list[int], n: int) -> list[int]:
         taken = self._rng.sample(pool, n)

@@ -8,6 +8,7 @@ import torch
 from executor_svc.config import ExecutorConfig
 from executor_svc.engine import Engine
 from infercept.v1 import executor_pb2 as pb
+from svc_common.step_wire import TableUpdate, Work, pack_table_updates, pack_work
 from svc_common.wire import pack_u32
 
 NUM_DEVICE_BLOCKS, NUM_HOST_BLOCKS, BLOCK_SIZE = 16, 8, 4
@@ -33,22 +34,20 @@ def live(engine: Engine) -> Engine:
         pb.StepPlan(
             step_id=1,
             new_requests=[pb.NewRequest(request_id=1), pb.NewRequest(request_id=2)],
-            block_table_updates=[pb.BlockTableUpdate(request_id=1, appended_block_ids=pack_u32([2]))],
-            work=[pb.SequenceWork(request_id=1, token_ids=pack_u32([5, 6, 7]), sample=True)],
+            block_table_updates=pack_table_updates([TableUpdate(request_id=1, appended_block_ids=[2])]),
+            work=pack_work([Work(request_id=1, token_ids=[5, 6, 7], sample=True)]),
         )
     )
     assert not result.HasField("error")
     return engine
 
 
-def _work(request_id: int, start: int, tokens: list[int], **kwargs: bool) -> pb.SequenceWork:
-    return pb.SequenceWork(request_id=request_id, start_position=start, token_ids=pack_u32(tokens), **kwargs)
+def _work(request_id: int, start: int, tokens: list[int], **kwargs: bool) -> Work:
+    return Work(request_id=request_id, start_position=start, token_ids=tokens, **kwargs)
 
 
-def _table(request_id: int, keep: int, blocks: list[int]) -> pb.BlockTableUpdate:
-    return pb.BlockTableUpdate(
-        request_id=request_id, num_kept_blocks=keep, appended_block_ids=pack_u32(blocks)
-    )
+def _table(request_id: int, keep: int, blocks: list[int]) -> TableUpdate:
+    return TableUpdate(request_id=request_id, num_kept_blocks=keep, appended_block_ids=blocks)
 
 
 def _map(src: list[int], dst: list[int]) -> pb.BlockMap:
@@ -56,16 +55,16 @@ def _map(src: list[int], dst: list[int]) -> pb.BlockMap:
 
 
 BAD_PLANS = {
-    "work for an unknown request": ("NOT_FOUND", pb.StepPlan(work=[_work(99, 0, [1])])),
+    "work for an unknown request": ("NOT_FOUND", pb.StepPlan(work=pack_work([_work(99, 0, [1])]))),
     "forget an unknown request": ("NOT_FOUND", pb.StepPlan(forget_request_ids=[99])),
     "table update of an unknown request": (
         "NOT_FOUND",
-        pb.StepPlan(block_table_updates=[_table(99, 0, [1])]),
+        pb.StepPlan(block_table_updates=pack_table_updates([_table(99, 0, [1])])),
     ),
     "register a known request": ("ALREADY_EXISTS", pb.StepPlan(new_requests=[pb.NewRequest(request_id=1)])),
     "device block out of range": (
         "OUT_OF_RANGE",
-        pb.StepPlan(block_table_updates=[_table(2, 0, [NUM_DEVICE_BLOCKS])]),
+        pb.StepPlan(block_table_updates=pack_table_updates([_table(2, 0, [NUM_DEVICE_BLOCKS])])),
     ),
     "swap-out to a host block out of range": (
         "OUT_OF_RANGE",
@@ -81,34 +80,48 @@ BAD_PLANS = {
         "INVALID_ARGUMENT",
         pb.StepPlan(swap_in=pb.BlockMap(src_block_ids=b"\x01\x00\x00", dst_block_ids=b"\x01\x00\x00")),
     ),
-    "context blocks not on the device": ("FAILED_PRECONDITION", pb.StepPlan(work=[_work(1, 3, [1, 2])])),
+    "context blocks not on the device": (
+        "FAILED_PRECONDITION",
+        pb.StepPlan(work=pack_work([_work(1, 3, [1, 2])])),
+    ),
     "context past the table after a truncation": (
         "FAILED_PRECONDITION",
-        pb.StepPlan(block_table_updates=[_table(1, 0, [])], work=[_work(1, 3, [1])]),
+        pb.StepPlan(
+            block_table_updates=pack_table_updates([_table(1, 0, [])]), work=pack_work([_work(1, 3, [1])])
+        ),
     ),
-    "token outside the vocabulary": ("INVALID_ARGUMENT", pb.StepPlan(work=[_work(1, 3, [258])])),
-    "no tokens": ("INVALID_ARGUMENT", pb.StepPlan(work=[_work(1, 3, [])])),
+    "token outside the vocabulary": ("INVALID_ARGUMENT", pb.StepPlan(work=pack_work([_work(1, 3, [258])]))),
+    "no tokens": ("INVALID_ARGUMENT", pb.StepPlan(work=pack_work([_work(1, 3, [])]))),
     "request twice in one batch": (
         "INVALID_ARGUMENT",
-        pb.StepPlan(work=[_work(1, 3, [1]), _work(1, 3, [1])]),
+        pb.StepPlan(work=pack_work([_work(1, 3, [1]), _work(1, 3, [1])])),
     ),
-    "table repeating a block": ("INVALID_ARGUMENT", pb.StepPlan(block_table_updates=[_table(2, 0, [4, 4])])),
+    "table repeating a block": (
+        "INVALID_ARGUMENT",
+        pb.StepPlan(block_table_updates=pack_table_updates([_table(2, 0, [4, 4])])),
+    ),
     "keeping more blocks than the table has": (
         "INVALID_ARGUMENT",
-        pb.StepPlan(block_table_updates=[_table(1, 2, [])]),
+        pb.StepPlan(block_table_updates=pack_table_updates([_table(1, 2, [])])),
     ),
     "two requests writing one block": (
         "INVALID_ARGUMENT",
-        pb.StepPlan(block_table_updates=[_table(2, 0, [2])], work=[_work(1, 3, [1]), _work(2, 0, [1])]),
+        pb.StepPlan(
+            block_table_updates=pack_table_updates([_table(2, 0, [2])]),
+            work=pack_work([_work(1, 3, [1]), _work(2, 0, [1])]),
+        ),
     ),
     "last sampled token before any sample": (
         "FAILED_PRECONDITION",
         pb.StepPlan(
-            block_table_updates=[_table(2, 0, [5])],
-            work=[pb.SequenceWork(request_id=2, use_last_sampled=True)],
+            block_table_updates=pack_table_updates([_table(2, 0, [5])]),
+            work=pack_work([Work(request_id=2, use_last_sampled=True)]),
         ),
     ),
-    "logits without sampling": ("INVALID_ARGUMENT", pb.StepPlan(work=[_work(1, 3, [1], return_logits=True)])),
+    "logits without sampling": (
+        "INVALID_ARGUMENT",
+        pb.StepPlan(work=pack_work([_work(1, 3, [1], return_logits=True)])),
+    ),
     "negative temperature": (
         "INVALID_ARGUMENT",
         pb.StepPlan(new_requests=[pb.NewRequest(request_id=3, sampling=pb.RequestSampling(temperature=-1))]),
@@ -126,9 +139,42 @@ BAD_PLANS = {
         pb.StepPlan(swap_in=_map([1], [6]), device_copies=_map([2], [6])),
     ),
     "device copy out of range": ("OUT_OF_RANGE", pb.StepPlan(device_copies=_map([2], [NUM_DEVICE_BLOCKS]))),
+    "packed work whose per-request fields differ in length": (
+        "INVALID_ARGUMENT",
+        pb.StepPlan(
+            work=pb.WorkBatch(request_ids=[1, 2], start_positions=[3], num_tokens=[1, 1], sample=[True])
+        ),
+    ),
+    "token counts that do not add up to the packed tokens": (
+        "INVALID_ARGUMENT",
+        pb.StepPlan(
+            work=pb.WorkBatch(request_ids=[1], start_positions=[3], num_tokens=[2], token_ids=pack_u32([1]))
+        ),
+    ),
+    "table block counts that do not add up to the packed blocks": (
+        "INVALID_ARGUMENT",
+        pb.StepPlan(
+            block_table_updates=pb.BlockTableUpdates(
+                request_ids=[2],
+                num_kept_blocks=[0],
+                num_appended_blocks=[2],
+                appended_block_ids=pack_u32([5]),
+            )
+        ),
+    ),
+    "a later request's token outside the vocabulary": (
+        "INVALID_ARGUMENT",
+        pb.StepPlan(
+            block_table_updates=pack_table_updates([_table(2, 0, [5])]),
+            work=pack_work([_work(1, 3, [1]), _work(2, 0, [4, 258])]),
+        ),
+    ),
     "position past the maximum length": (
         "OUT_OF_RANGE",
-        pb.StepPlan(block_table_updates=[_table(2, 0, list(range(3, 16)))], work=[_work(2, 2047, [1, 1])]),
+        pb.StepPlan(
+            block_table_updates=pack_table_updates([_table(2, 0, list(range(3, 16)))]),
+            work=pack_work([_work(2, 2047, [1, 1])]),
+        ),
     ),
 }
 
@@ -147,7 +193,7 @@ def test_bad_plan_is_refused_and_nothing_applied(live: Engine, case: str) -> Non
     after = live.step(
         pb.StepPlan(
             step_id=43,
-            work=[pb.SequenceWork(request_id=1, start_position=3, use_last_sampled=True, sample=True)],
+            work=pack_work([Work(request_id=1, start_position=3, use_last_sampled=True, sample=True)]),
         )
     )
     assert not after.HasField("error"), after.error.message
@@ -159,7 +205,7 @@ def test_forget_and_register_again_in_one_plan_starts_fresh(live: Engine) -> Non
             step_id=2,
             forget_request_ids=[1],
             new_requests=[pb.NewRequest(request_id=1)],
-            work=[pb.SequenceWork(request_id=1, use_last_sampled=True)],
+            work=pack_work([Work(request_id=1, use_last_sampled=True)]),
         )
     )
     assert result.error.code == "FAILED_PRECONDITION"  # the fresh request has sampled nothing
@@ -187,8 +233,8 @@ def test_device_copies_run_after_the_swaps_and_before_the_forward(live: Engine) 
             step_id=4,
             swap_out=_map([9], [1]),
             device_copies=_map([2], [9]),  # 9 is free once swapped out
-            block_table_updates=[_table(1, 0, [9])],
-            work=[pb.SequenceWork(request_id=1, start_position=3, use_last_sampled=True, sample=True)],
+            block_table_updates=pack_table_updates([_table(1, 0, [9])]),
+            work=pack_work([Work(request_id=1, start_position=3, use_last_sampled=True, sample=True)]),
         )
     )
     assert not result.HasField("error"), result.error.message
@@ -196,3 +242,14 @@ def test_device_copies_run_after_the_swaps_and_before_the_forward(live: Engine) 
     # Positions 0-2 hold what block 2 held; position 3 is the token just computed.
     assert torch.equal(pools.device[:, 9, :, :3], context[:, :, :3])
     assert torch.equal(pools.device[:, 2], context)
+
+
+def test_a_refusal_of_a_packed_batch_names_the_request_at_fault(live: Engine) -> None:
+    plan = pb.StepPlan(
+        step_id=5,
+        block_table_updates=pack_table_updates([_table(2, 0, [5])]),
+        work=pack_work([_work(1, 3, [1]), _work(2, 0, [4, 258])]),
+    )
+    assert "request 2: token id 258" in live.step(plan).error.message
+    too_long = pb.StepPlan(step_id=6, work=pack_work([_work(1, 3, [1]), _work(2, 0, [1] * 5)]))
+    assert "request 2: context of 5 tokens needs 2 device blocks" in live.step(too_long).error.message

@@ -9,7 +9,7 @@ from executor_svc.engine import Engine
 from executor_svc.profile_report import format_profile
 from executor_svc.profiler import ProfilerBusy, fit_saturation, get_profile, profile_path
 from infercept.v1 import executor_pb2 as pb
-from svc_common.wire import pack_u32
+from svc_common.step_wire import TableUpdate, pack_table_updates, unpack_work
 
 
 def test_fit_finds_the_knee_of_a_flat_then_linear_curve() -> None:
@@ -68,7 +68,7 @@ def test_measuring_with_live_requests_is_refused(engine: Engine) -> None:
     engine.step(
         pb.StepPlan(
             new_requests=[pb.NewRequest(request_id=1)],
-            block_table_updates=[pb.BlockTableUpdate(request_id=1, appended_block_ids=pack_u32([0]))],
+            block_table_updates=pack_table_updates([TableUpdate(request_id=1, appended_block_ids=[0])]),
         )
     )
     with pytest.raises(ProfilerBusy, match="1 live requests"):
@@ -93,7 +93,9 @@ def test_decode_samples_are_timed_without_computing_their_context(
     step = engine.step
 
     def counting_step(plan: pb.StepPlan) -> pb.StepResult:
-        computed.extend(w.start_position for w in plan.work if len(w.token_ids) > 4)  # chunks of > 1 token
+        computed.extend(
+            w.start_position for w in unpack_work(plan.work) if len(w.token_ids) > 1
+        )  # chunks of > 1 token
         return step(plan)
 
     monkeypatch.setattr(engine, "step", counting_step)

@@ -11,7 +11,7 @@ from executor_svc.config import ExecutorConfig
 from executor_svc.engine import Engine
 from executor_svc.sampler import SamplingParams, filtered_log_probs, mix_seed, sample
 from infercept.v1 import executor_pb2 as pb
-from svc_common.wire import pack_u32
+from svc_common.step_wire import TableUpdate, Work, pack_table_updates, pack_work, unpack_sampled
 
 LOGITS = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, 3.0])
 
@@ -68,26 +68,27 @@ def _generate(
     1234 and the others with their id as seed; return the tokens of `report` (default `seeded`)."""
     report = seeded if report < 0 else report
     engine.reset()
-    plan = pb.StepPlan(step_id=0)
-    for index, (rid, prompt) in enumerate(batch.items()):
+    plan = pb.StepPlan(
+        step_id=0,
+        block_table_updates=pack_table_updates(
+            TableUpdate(rid, 0, range(index * 4, index * 4 + 4)) for index, rid in enumerate(batch)
+        ),
+        work=pack_work(Work(rid, 0, prompt, sample=True) for rid, prompt in batch.items()),
+    )
+    for rid in batch:
         sampling = pb.RequestSampling(
             temperature=0.9, top_p=0.95, top_k=50, seed=1234 if rid == seeded else rid
         )
         plan.new_requests.add(request_id=rid, sampling=sampling)
-        plan.block_table_updates.add(
-            request_id=rid, appended_block_ids=pack_u32(range(index * 4, index * 4 + 4))
-        )
-        plan.work.add(request_id=rid, token_ids=pack_u32(prompt), sample=True)
     tokens: list[int] = []
     for step in range(steps):
         result = engine.step(plan)
         assert not result.HasField("error"), result.error.message
-        tokens += [s.token_id for s in result.sampled if s.request_id == report]
-        plan = pb.StepPlan(step_id=step + 1)
-        for rid, prompt in batch.items():
-            plan.work.add(
-                request_id=rid, start_position=len(prompt) + step, use_last_sampled=True, sample=True
-            )
+        tokens += [s.token_id for s in unpack_sampled(result.sampled) if s.request_id == report]
+        work = [
+            Work(rid, len(prompt) + step, use_last_sampled=True, sample=True) for rid, prompt in batch.items()
+        ]
+        plan = pb.StepPlan(step_id=step + 1, work=pack_work(work))
     return tokens
 
 

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from executor_svc.attention import BACKENDS
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
-from svc_common.wire import pack_u32
+from svc_common.step_wire import TableUpdate, Work, pack_table_updates, pack_work
 from tests.executor.conftest import ModelSpec
 from tests.executor.executor_process import RunStream, running_executor
 from tests.executor.plan_driver import PlanDriver
@@ -90,8 +90,10 @@ def _prefill_plan(step_id: int, request_id: int, tokens: list[int], blocks: list
     return pb.StepPlan(
         step_id=step_id,
         new_requests=[pb.NewRequest(request_id=request_id)],
-        block_table_updates=[pb.BlockTableUpdate(request_id=request_id, appended_block_ids=pack_u32(blocks))],
-        work=[pb.SequenceWork(request_id=request_id, token_ids=pack_u32(tokens), sample=True)],
+        block_table_updates=pack_table_updates(
+            [TableUpdate(request_id=request_id, appended_block_ids=blocks)]
+        ),
+        work=pack_work([Work(request_id=request_id, token_ids=tokens, sample=True)]),
     )
 
 
@@ -102,31 +104,51 @@ def test_bad_plans_are_refused_in_band_and_the_stream_keeps_serving(
     good = stream.step(_prefill_plan(1, 5, [1, 2, 3], [3]))
     assert not good.HasField("error")
     bad_plans = {
-        "NOT_FOUND": pb.StepPlan(step_id=2, work=[pb.SequenceWork(request_id=999, token_ids=pack_u32([1]))]),
+        "NOT_FOUND": pb.StepPlan(step_id=2, work=pack_work([Work(request_id=999, token_ids=[1])])),
         "OUT_OF_RANGE": _prefill_plan(3, 6, [1], [NUM_DEVICE_BLOCKS]),
         "FAILED_PRECONDITION": pb.StepPlan(
-            step_id=4, work=[pb.SequenceWork(request_id=5, start_position=3, token_ids=pack_u32([1] * 30))]
+            step_id=4, work=pack_work([Work(request_id=5, start_position=3, token_ids=[1] * 30)])
         ),
         "INVALID_ARGUMENT": pb.StepPlan(
-            step_id=5, work=[pb.SequenceWork(request_id=5, start_position=3, token_ids=pack_u32([10**6]))]
+            step_id=5, work=pack_work([Work(request_id=5, start_position=3, token_ids=[10**6])])
         ),
     }
     for code, plan in bad_plans.items():
         result = stream.step(plan)
         assert result.step_id == plan.step_id
         assert result.error.code == code, result.error
-        assert result.error.message and not result.sampled
+        assert result.error.message and not result.sampled.request_ids
     # Nothing of the refused plans was applied: request 6 does not exist, request 5 continues.
     after = stream.step(
         pb.StepPlan(
             step_id=6,
-            work=[pb.SequenceWork(request_id=5, start_position=3, use_last_sampled=True, sample=True)],
+            work=pack_work([Work(request_id=5, start_position=3, use_last_sampled=True, sample=True)]),
         )
     )
-    assert not after.HasField("error") and after.sampled[0].request_id == 5
+    assert not after.HasField("error") and list(after.sampled.request_ids) == [5]
     assert stream.step(pb.StepPlan(step_id=7, forget_request_ids=[6])).error.code == "NOT_FOUND"
     assert not stream.step(pb.StepPlan(step_id=8, forget_request_ids=[5])).HasField("error")
     stream.close()
+
+
+def test_plans_sent_ahead_run_in_order_each_after_the_last(stub: executor_pb2_grpc.ExecutorStub) -> None:
+    """A decode sent before the result of the step that samples its token computes that token."""
+
+    def decode(step_id: int, request_id: int, position: int) -> pb.StepPlan:
+        work = [Work(request_id, position, use_last_sampled=True, sample=True)]
+        return pb.StepPlan(step_id=step_id, work=pack_work(work))
+
+    stream = RunStream(stub)
+    one_by_one = [stream.step(_prefill_plan(1, 21, [4, 5, 6], [0]))]
+    one_by_one += [stream.step(decode(2 + i, 21, 3 + i)) for i in range(3)]
+    stream.send(_prefill_plan(5, 22, [4, 5, 6], [1]))
+    for i in range(3):
+        stream.send(decode(6 + i, 22, 3 + i))
+    ahead = [stream.receive() for _ in range(4)]
+    assert [r.step_id for r in ahead] == [5, 6, 7, 8]
+    assert [list(r.sampled.token_ids) for r in ahead] == [list(r.sampled.token_ids) for r in one_by_one]
+    stream.close()
+    stub.Reset(pb.ResetRequest())
 
 
 def test_one_run_stream_at_a_time(stub: executor_pb2_grpc.ExecutorStub) -> None:

@@ -30,6 +30,7 @@ from scheduler_svc.cost_model import CostModel
 from scheduler_svc.event_render import render
 from scheduler_svc.events import Event, session_events
 from scheduler_svc.scheduler import Scheduler
+from svc_common.step_wire import Sampled, Work, pack_sampled, unpack_table_updates, unpack_work
 from svc_common.wire import unpack_u32
 
 BLOCK_SIZE = 4
@@ -78,13 +79,10 @@ def generate_request(
 
 def fake_step(plan: pb.StepPlan, rule: TokenRule = counting_rule) -> pb.StepResult:
     """A StepResult for `plan` with no KV model: one token per sampling work item, by `rule`."""
-    result = pb.StepResult(step_id=plan.step_id)
-    for work in plan.work:
-        end = work.start_position + len(ids(work.token_ids))
-        result.num_batched_tokens += end - work.start_position
-        if work.sample:
-            result.sampled.add(request_id=work.request_id, token_id=rule(work.request_id, end))
-    return result
+    work = unpack_work(plan.work)
+    sampled = [Sampled(w.request_id, rule(w.request_id, w.end_position)) for w in work if w.sample]
+    num_tokens = sum(len(w.token_ids) for w in work)
+    return pb.StepResult(step_id=plan.step_id, num_batched_tokens=num_tokens, sampled=pack_sampled(sampled))
 
 
 class FakeExecutor:
@@ -102,18 +100,21 @@ class FakeExecutor:
         self.truth: dict[int, dict[int, int]] = defaultdict(dict)
         self._digests: dict[int, list[int]] = defaultdict(list)  # request -> digest at each position
         self.num_device_copies = 0
+        self.last_sampled: dict[int, int] = {}  # request -> the token it sampled last
+        self.num_last_sampled_used = 0  # work items that computed the last sampled token
 
     def run(self, plan: pb.StepPlan) -> pb.StepResult:
         for rid in plan.forget_request_ids:
             assert rid in self.tables, f"forget of unknown request {rid}"
             del self.tables[rid]
+            self.last_sampled.pop(rid, None)
         for new in plan.new_requests:
             assert new.request_id not in self.tables, f"request {new.request_id} registered twice"
             self.tables[new.request_id] = []
-        for update in plan.block_table_updates:
+        for update in unpack_table_updates(plan.block_table_updates):
             old = self.tables[update.request_id]
             assert update.num_kept_blocks <= len(old), f"keeps {update.num_kept_blocks} of {len(old)}"
-            table = old[: update.num_kept_blocks] + ids(update.appended_block_ids)
+            table = old[: update.num_kept_blocks] + list(update.appended_block_ids)
             assert len(set(table)) == len(table), f"table {table} repeats a block"
             self.tables[update.request_id] = table
         for block_map in (plan.swap_out, plan.swap_in, plan.device_copies):
@@ -134,21 +135,29 @@ class FakeExecutor:
         for src, dst in zip(copy_src, copy_dst, strict=True):
             self.device[dst] = list(self.device[src])
         self.num_device_copies += len(copy_src)
-        self._check_no_conflicts(plan)
+        items = unpack_work(plan.work)
+        self._check_no_conflicts(items)
         result = pb.StepResult(step_id=plan.step_id)
         written: set[int] = set()
-        for work in plan.work:
+        for work in items:
             result.num_batched_tokens += self._compute(work, written)
-        for work in plan.work:
+        sampled = []
+        for work in items:
             if work.sample:
-                rid, position = work.request_id, work.start_position + len(ids(work.token_ids))
+                rid, position = work.request_id, work.end_position
                 token = self.rule(rid, position)
                 self.truth[rid].setdefault(position, token)
-                result.sampled.add(request_id=rid, token_id=token)
+                self.last_sampled[rid] = token
+                sampled.append(Sampled(rid, token))
+        result.sampled.CopyFrom(pack_sampled(sampled))
         return result
 
-    def _compute(self, work: pb.SequenceWork, written: set[int]) -> int:
-        rid, start, tokens = work.request_id, work.start_position, ids(work.token_ids)
+    def _compute(self, work: Work, written: set[int]) -> int:
+        rid, start, tokens = work.request_id, work.start_position, list(work.token_ids)
+        if work.use_last_sampled:
+            assert rid in self.last_sampled, f"request {rid}: use_last_sampled before any sample"
+            tokens.insert(0, self.last_sampled[rid])
+            self.num_last_sampled_used += 1
         table, truth = self.tables[rid], self.truth[rid]
         assert tokens, f"request {rid}: empty work"
         assert len(table) * self.block_size >= start + len(tokens), f"request {rid}: table {table} too short"
@@ -187,13 +196,13 @@ class FakeExecutor:
             digests.append(hash((digests[-1] if digests else 0, truth[len(digests)])))
         return digests[position]
 
-    def _check_no_conflicts(self, plan: pb.StepPlan) -> None:
+    def _check_no_conflicts(self, items: list[Work]) -> None:
         """No work item writes a block another work item of the plan reads or writes."""
         reads: dict[int, set[int]] = {}
         writes: dict[int, set[int]] = {}
-        for work in plan.work:
+        for work in items:
             rid, start = work.request_id, work.start_position
-            end, table = start + len(ids(work.token_ids)), self.tables[work.request_id]
+            end, table = work.end_position, self.tables[work.request_id]
             reads[rid] = set(table[: -(-start // self.block_size)])
             writes[rid] = set(table[start // self.block_size : -(-end // self.block_size)])
         for rid, blocks in writes.items():
@@ -238,8 +247,12 @@ class Harness:
         max_queue_wait_s: float = 0.0,
         pause_timeout_s: float = 0.0,
         iteration_structure: str = "mixed",
+        plan_ahead: bool = False,
     ) -> None:
+        """`plan_ahead`: `iterate` plans the next iteration ahead, as the step loop does."""
         self.desc = executor_description(num_device_blocks, num_host_blocks, max_model_len)
+        self.plan_ahead = plan_ahead
+        self.ahead: pb.StepPlan | None = None  # planned ahead, runs next
         config = SchedulerConfig(
             policy=policy,
             max_batched_tokens=max_batched_tokens,
@@ -272,12 +285,31 @@ class Harness:
 
     def update(self, plan: pb.StepPlan) -> list[tuple[int, gen.ServerEvent]]:
         """Apply the fake executor's result of `plan`; the events as the sessions see them."""
-        return self._record(self.scheduler.update(plan, self.executor.run(plan), self.now))
+        return self.apply(plan, self.executor.run(plan))
+
+    def apply(self, plan: pb.StepPlan, result: pb.StepResult) -> list[tuple[int, gen.ServerEvent]]:
+        """Apply `result`, computed already, of `plan`; the events as the sessions see them."""
+        return self._record(self.scheduler.update(plan, result, self.now))
 
     def step(self, dt: float = 1.0) -> pb.StepPlan:
         plan = self.schedule(dt)
         self.update(plan)
         return plan
+
+    def iterate(self, dt: float = 1.0) -> tuple[pb.StepPlan, list[tuple[int, gen.ServerEvent]]]:
+        """One iteration as the step loop runs it: the plan (the one planned ahead, if any), and,
+        with plan_ahead, the next one planned before this result is applied; the events."""
+        if self.ahead is None:
+            plan = self.schedule(dt)
+        else:
+            plan, self.ahead = self.ahead, None
+            self.now += dt
+        result = self.executor.run(plan)
+        if self.plan_ahead:
+            self.ahead = self.scheduler.schedule_ahead(self.now)
+            if self.ahead is not None:
+                self.plans.append(self.ahead)
+        return plan, self.apply(plan, result)
 
     def resume(self, request_id: int, returned_ids: list[int]) -> None:
         request = self.scheduler.requests.get(request_id)
@@ -328,5 +360,5 @@ class Harness:
     def interceptions(self, request_id: int) -> list[gen.Intercepted]:
         return [e.intercepted for e in self.events[request_id] if e.HasField("intercepted")]
 
-    def work(self, plan: pb.StepPlan, request_id: int) -> pb.SequenceWork | None:
-        return next((w for w in plan.work if w.request_id == request_id), None)
+    def work(self, plan: pb.StepPlan, request_id: int) -> Work | None:
+        return next((w for w in unpack_work(plan.work) if w.request_id == request_id), None)

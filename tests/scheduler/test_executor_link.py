@@ -13,10 +13,11 @@ from executor_svc.main import EXECUTOR_TOKEN_ENV as EXECUTOR_ENV
 from infercept.tls import ClientTls
 from infercept.v1 import executor_pb2 as pb
 from infercept.v1 import executor_pb2_grpc
-from scheduler_svc.executor_client import ExecutorUnavailable
+from scheduler_svc.executor_client import ExecutorUnavailable, WireVersionMismatch
 from scheduler_svc.executor_link import ExecutorLink
 from scheduler_svc.main import EXECUTOR_TOKEN_ENV as SCHEDULER_ENV
 from svc_common import serving
+from svc_common.step_wire import WIRE_VERSION
 from svc_common.tls import ServerTls
 from tests.certs import Pki, make_pki
 from tooling import launcher
@@ -25,10 +26,15 @@ TOKEN = "internal-token"
 
 
 class StandIn(executor_pb2_grpc.ExecutorServicer):
+    def __init__(self, wire_version: int = WIRE_VERSION) -> None:
+        self.wire_version = wire_version
+
     async def Describe(
         self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
     ) -> pb.DescribeResponse:
-        return pb.DescribeResponse(model=pb.ModelInfo(name="stand-in"), block_size_tokens=16)
+        return pb.DescribeResponse(
+            model=pb.ModelInfo(name="stand-in"), block_size_tokens=16, wire_version=self.wire_version
+        )
 
     async def Reset(self, request: pb.ResetRequest, context: grpc.aio.ServicerContext) -> pb.ResetResponse:
         return pb.ResetResponse()
@@ -109,6 +115,20 @@ async def test_without_a_client_certificate_the_executor_refuses_the_scheduler(
 ) -> None:
     with pytest.raises(ExecutorUnavailable):
         await describe(ExecutorLink(ClientTls(pki.ca), TOKEN), mtls_executor)
+
+
+async def test_the_scheduler_refuses_an_executor_speaking_another_plan_wire_form() -> None:
+    """An executor of wire version 1 would read a version-2 plan as empty and answer nothing:
+    Describe tells them apart before any plan is sent."""
+    server, _ = serving.new_server("infercept.v1.Executor", [])
+    executor_pb2_grpc.add_ExecutorServicer_to_server(StandIn(wire_version=0), server)  # type: ignore[abstract]
+    port = serving.bind(server, "127.0.0.1:0", None)
+    await server.start()
+    try:
+        with pytest.raises(WireVersionMismatch, match="wire version 0, this scheduler 2"):
+            await describe(ExecutorLink(), f"127.0.0.1:{port}")
+    finally:
+        await server.stop(None)
 
 
 def test_the_launcher_and_both_services_agree_on_the_token_variable() -> None:

@@ -11,6 +11,7 @@ import structlog
 
 from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.policies import InferceptOptions, InferceptPolicy, create_policy
+from svc_common.step_wire import unpack_work
 from tests.scheduler import test_scheduler_random
 from tests.scheduler.harness import BLOCK_SIZE, Harness, ids
 
@@ -129,16 +130,16 @@ def test_chunked_recompute_fills_the_budget_left_after_decodes() -> None:
     chunks = []
     for _ in range(30):
         plan = h.step()
-        assert sum(len(ids(w.token_ids)) for w in plan.work) <= 16
+        assert sum(len(w.token_ids) for w in unpack_work(plan.work)) <= 16
         if (work := h.work(plan, a)) is not None and work.start_position < 42:
-            chunks.append(len(ids(work.token_ids)))
+            chunks.append(len(work.token_ids))
     assert len(chunks) >= 3 and sum(chunks) >= 42, f"recomputed in chunks {chunks}"
 
 
 def test_without_chunking_a_discarded_context_is_recomputed_at_once() -> None:
     h, a = discard_the_long_call(disabled=("chunked-recompute",))
     plans = [h.step() for _ in range(20)]
-    recompute = [len(ids(w.token_ids)) for p in plans for w in p.work if w.request_id == a]
+    recompute = [len(w.token_ids) for p in plans for w in unpack_work(p.work) if w.request_id == a]
     assert recompute[0] == 42 + 1, "the whole 42-token context and the returned token, past the budget of 16"
 
 
@@ -151,7 +152,7 @@ def test_fcfs_by_original_arrival_across_queues(policy: str, first: str) -> None
     h.step()
     h.resume(returning, [5, 6])
     plan = h.step()
-    assert plan.work[0].request_id == {"returning": returning, "late": late}[first]
+    assert unpack_work(plan.work)[0].request_id == {"returning": returning, "late": late}[first]
 
 
 def test_options_and_errors() -> None:

@@ -35,7 +35,7 @@ def test_iterations_add_up_to_the_totals(tmp_path: Path) -> None:
     assert sum(line["paused_discards"] for line in lines) == stats.paused_discards
     assert max(line["paused_device_blocks"] for line in lines) >= 3  # the preserved 50 ms call
     assert stats.last_iteration.step_id == h.plans[-1].step_id
-    assert stats.last_iteration.num_requests == len(h.plans[-1].work)
+    assert stats.last_iteration.num_requests == len(h.plans[-1].work.request_ids)
 
 
 def test_interceptions_of_unique_tool_names_are_counted_apart_only_up_to_a_cap() -> None:

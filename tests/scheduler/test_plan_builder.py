@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from infercept.v1 import executor_pb2 as pb
 from scheduler_svc.resume import effective_seed
-from tests.scheduler.harness import Harness, generate_request, ids
+from svc_common.step_wire import unpack_table_updates
+from tests.scheduler.harness import Harness, generate_request
 
 
 def table_updates(plan: pb.StepPlan, request_id: int) -> list[tuple[int, list[int]]]:
     return [
-        (u.num_kept_blocks, ids(u.appended_block_ids))
-        for u in plan.block_table_updates
+        (u.num_kept_blocks, list(u.appended_block_ids))
+        for u in unpack_table_updates(plan.block_table_updates)
         if u.request_id == request_id
     ]
 
@@ -46,7 +47,7 @@ def test_block_table_is_sent_as_appended_blocks_only_when_it_grows() -> None:
     assert updates[1:] == [[], [], [(2, [table[2]])], [], [], [], [(3, [table[3]])]]
     # Every plan's work token ids are exactly the tokens at those positions.
     request_tokens = h.tokens(rid)
-    decode = [ids(w.token_ids) for p in h.plans[1:] if (w := h.work(p, rid)) is not None]
+    decode = [list(w.token_ids) for p in h.plans[1:] if (w := h.work(p, rid)) is not None]
     assert decode == [[t] for t in request_tokens[:7]]
 
 

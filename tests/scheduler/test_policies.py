@@ -8,6 +8,7 @@ from scheduler_svc.events import Intercepted, session_events
 from scheduler_svc.policies import POLICIES, create_policy
 from scheduler_svc.queues import WaitingPlace
 from scheduler_svc.stats_render import stats_proto
+from svc_common.step_wire import unpack_table_updates, unpack_work
 from tests.scheduler.harness import Harness, generate_request, ids
 
 # A request intercepted after 3 generated tokens: 8 tokens in its context, the first 7 computed
@@ -42,7 +43,7 @@ def test_discard_frees_the_device_blocks_and_recomputes_after_the_call(policy: s
     call = h.run_until_paused(rid)
     assert call.context_action == "discard"
     assert stats_proto(h.scheduler).device_blocks_free == 8
-    assert not h.schedule().work  # nothing to do while the tool runs
+    assert not h.schedule().work.request_ids  # nothing to do while the tool runs
     h.resume(rid, [9, 9])
     resumed = h.events[rid][-1].resumed
     assert (resumed.num_device_blocks_kept, resumed.num_blocks_swapped_in, resumed.num_recomputed_tokens) == (
@@ -51,7 +52,7 @@ def test_discard_frees_the_device_blocks_and_recomputes_after_the_call(policy: s
         7,
     )
     work = h.work(h.step(), rid)
-    assert work is not None and work.start_position == 0 and len(ids(work.token_ids)) == 10
+    assert work is not None and work.start_position == 0 and len(work.token_ids) == 10
     h.run()
     assert h.finished(rid).usage.recomputed_tokens == 7
     assert stats_proto(h.scheduler).paused_device_block_seconds == 0
@@ -70,9 +71,11 @@ def test_preserve_keeps_the_device_blocks() -> None:
     assert (resumed.num_device_blocks_kept, resumed.num_recomputed_tokens) == (2, 0)
     plan = h.step()
     work = h.work(plan, rid)
-    assert work is not None and work.start_position == 7 and len(ids(work.token_ids)) == 3
+    assert work is not None and work.start_position == 7 and len(work.token_ids) == 3
     # The kept blocks stay at the front of the executor's table.
-    assert all(u.num_kept_blocks == 2 for u in plan.block_table_updates if u.request_id == rid)
+    assert all(
+        u.num_kept_blocks == 2 for u in unpack_table_updates(plan.block_table_updates) if u.request_id == rid
+    )
     assert h.scheduler.blocks.layout(rid).device[:2] == table
     h.run()
     assert h.finished(rid).usage.recomputed_tokens == 0
@@ -155,12 +158,12 @@ def test_queue_place_on_resume(policy: str, first: str) -> None:
     # vLLM 0.2 never moves a request's arrival time: it stays its FCFS priority once it runs.
     assert h.scheduler.requests[resumed].arrival_s == 0.0
     plan = h.step()
-    order = [w.request_id for w in plan.work]
+    order = [w.request_id for w in unpack_work(plan.work)]
     assert order[0] == {"newer": newer, "resumed": resumed}[first]
     if first == "newer":  # vllm: at the back; the newer prompt finishes its chunk, it gets the rest
-        assert [len(ids(w.token_ids)) for w in plan.work] == [4, 4]
+        assert [len(w.token_ids) for w in unpack_work(plan.work)] == [4, 4]
     else:  # improved-discard: at the front, it takes the whole budget
-        assert order == [resumed] and len(ids(plan.work[0].token_ids)) == 8
+        assert order == [resumed] and len(unpack_work(plan.work)[0].token_ids) == 8
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from scheduler_svc.policies.continuum import ContinuumPolicy
 from scheduler_svc.policies.spec import parse_policy_spec
 from scheduler_svc.prefix_cache import CachingBlockPool, extend_chain_hashes
 from scheduler_svc.stats_render import stats_proto
+from svc_common.step_wire import unpack_work
 from tests.scheduler.harness import BLOCK_SIZE, Harness, counting_rule, generate_request, ids
 
 SYSTEM = list(range(10, 22))  # a 12-token system prompt: 3 full blocks of 4
@@ -96,7 +97,7 @@ def test_two_requests_with_one_system_prompt_share_its_blocks() -> None:
     b = h.add(generate_request([*SYSTEM, 60], max_tokens=6))
     plan = h.step()
     work = h.work(plan, b)
-    assert work is not None and work.start_position == 12 and ids(work.token_ids) == [60]
+    assert work is not None and work.start_position == 12 and list(work.token_ids) == [60]
     layouts = h.scheduler.blocks.layouts
     assert layouts[a].device[:3] == layouts[b].device[:3]
     assert all(h.scheduler.blocks.device.refcount(block) == 2 for block in layouts[b].device[:3])
@@ -113,8 +114,8 @@ def test_requests_planned_in_one_iteration_do_not_share_what_it_writes() -> None
     a = h.add(generate_request([*SYSTEM, 50], max_tokens=2))
     b = h.add(generate_request([*SYSTEM, 60], max_tokens=2))
     plan = h.step()
-    assert all(work.start_position == 0 for work in plan.work if work.request_id in (a, b))
-    assert len(plan.work) == 2
+    assert all(work.start_position == 0 for work in unpack_work(plan.work) if work.request_id in (a, b))
+    assert len(plan.work.request_ids) == 2
     c = h.add(generate_request([*SYSTEM, 70], max_tokens=2))
     work = h.work(h.step(), c)
     assert work is not None and work.start_position == 12
@@ -170,7 +171,7 @@ def test_a_shared_block_is_copied_before_it_is_written() -> None:
     b = h.add(generate_request(prompt, max_tokens=6))
     plan = h.step()
     work = h.work(plan, b)
-    assert work is not None and work.start_position == 11 and ids(work.token_ids) == [prompt[-1]]
+    assert work is not None and work.start_position == 11 and list(work.token_ids) == [prompt[-1]]
     table_a, table_b = (h.scheduler.blocks.layouts[rid].device for rid in (a, b))
     assert ids(plan.device_copies.src_block_ids) == [table_a[2]]
     assert ids(plan.device_copies.dst_block_ids) == [table_b[2]] and table_b[:2] == table_a[:2]

@@ -121,7 +121,7 @@ def test_finishing_from_any_state_leaves_no_trace_and_frees_every_block(state: s
     assert (rid in h.scheduler.table.pending_forget) == known
     plan = h.schedule()  # tells the executor; host blocks read by a swap-in are reusable after it
     assert list(plan.forget_request_ids) == ([rid] if known else [])
-    assert not plan.work and not plan.swap_out.src_block_ids
+    assert not plan.work.request_ids and not plan.swap_out.src_block_ids
     assert_every_block_free(h)
     assert not h.scheduler.has_work()
 

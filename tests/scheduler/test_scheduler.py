@@ -12,6 +12,7 @@ from scheduler_svc.config import SchedulerConfig
 from scheduler_svc.events import Finished, session_events
 from scheduler_svc.scheduler import Scheduler
 from scheduler_svc.stats_render import stats_proto
+from svc_common.step_wire import unpack_sampled, unpack_work
 from tests.scheduler.harness import (
     EOS,
     Harness,
@@ -21,12 +22,11 @@ from tests.scheduler.harness import (
     fake_step,
     generate_request,
     harness_cost_model,
-    ids,
 )
 
 
 def work_tokens(plan: pb.StepPlan) -> int:
-    return sum(len(ids(w.token_ids)) for w in plan.work)
+    return sum(len(w.token_ids) for w in unpack_work(plan.work))
 
 
 def text_rule(prompt_len: int, text: str) -> TokenRule:
@@ -48,7 +48,7 @@ def test_chunked_prefill_respects_the_token_budget_and_splits_a_long_prompt() ->
     assert all(work_tokens(plan) <= 8 for plan in h.plans)
     assert any(work_tokens(plan) == 8 for plan in h.plans)
     chunks = [w for plan in h.plans if (w := h.work(plan, long_id)) and w.start_position < 21]
-    assert [(c.start_position, len(ids(c.token_ids)), c.sample) for c in chunks] == [
+    assert [(c.start_position, len(c.token_ids), c.sample) for c in chunks] == [
         (0, 8, False),
         (8, 8, False),
         (16, 5, True),  # only the chunk that ends the prompt samples
@@ -65,8 +65,8 @@ def test_max_num_seqs_limits_the_requests_per_plan() -> None:
     h = Harness(max_num_seqs=2)
     rids = [h.add(generate_request(max_tokens=3)) for _ in range(5)]
     h.run()
-    assert all(len(plan.work) <= 2 for plan in h.plans)
-    assert max(len(plan.work) for plan in h.plans) == 2
+    assert all(len(plan.work.request_ids) <= 2 for plan in h.plans)
+    assert max(len(plan.work.request_ids) for plan in h.plans) == 2
     assert all(h.finished(rid).finish_reason == "length" for rid in rids)
 
 
@@ -79,7 +79,7 @@ def test_decode_tokens_go_before_older_prompt_chunks() -> None:
     h.step()  # new decodes
     h.resume(old, [7, 7])  # old must recompute 19 tokens and keeps its older place
     plan = h.step()
-    assert [(w.request_id, w.start_position, len(ids(w.token_ids))) for w in plan.work] == [
+    assert [(w.request_id, w.start_position, len(w.token_ids)) for w in unpack_work(plan.work)] == [
         (new, 5, 1),  # the decode token first, although `new` arrived later
         (old, 0, 7),  # then the older request's chunk, in the budget that is left
     ]
@@ -91,7 +91,7 @@ def test_has_work_is_false_when_every_request_is_paused() -> None:
     assert h.scheduler.has_work()
     h.run_until_paused(rid)
     assert not h.scheduler.has_work()
-    assert not h.schedule().work
+    assert not h.schedule().work.request_ids
     h.resume(rid, [])
     assert h.scheduler.has_work()
 
@@ -111,7 +111,7 @@ def test_fcfs_preempts_the_newest_holder_and_it_is_recomputed() -> None:
         holders = {rid for rid in requests if h.scheduler.blocks.layout(rid).device}
         computed = {rid: r.num_computed for rid, r in requests.items()}
         plan = h.schedule()
-        worked = {w.request_id: w for w in plan.work}
+        worked = {w.request_id: w for w in unpack_work(plan.work)}
         dropped = {
             rid
             for rid in holders
@@ -148,7 +148,7 @@ def test_memory_shortage_preempts_the_newest_holder() -> None:
     h.step()
     assert stats_proto(h.scheduler).device_blocks_free == 0
     plan = h.step()
-    starts = {w.request_id: w.start_position for w in plan.work}
+    starts = {w.request_id: w.start_position for w in unpack_work(plan.work)}
     # `a` takes a block from `c`, the newest, not from `b`; `c` starts over in what is left.
     assert starts == {a: 8, b: 6, c: 0}
     h.run()
@@ -162,8 +162,10 @@ def test_a_newer_request_waits_instead_of_preempting_an_older_paused_one() -> No
     h.run_until_paused(old)  # keeps its 2 blocks through the call
     new = h.add(generate_request([2] * 12, max_tokens=3))  # needs 3 blocks, 2 are free
     first = h.step()
-    assert [(w.request_id, w.start_position, len(ids(w.token_ids))) for w in first.work] == [(new, 0, 8)]
-    assert not h.step().work  # `new` waits for memory
+    assert [(w.request_id, w.start_position, len(w.token_ids)) for w in unpack_work(first.work)] == [
+        (new, 0, 8)
+    ]
+    assert not h.step().work.request_ids  # `new` waits for memory
     h.resume(old, [5])
     h.run()
     resumed = next(e.resumed for e in h.events[old] if e.HasField("resumed"))
@@ -360,7 +362,7 @@ def test_finish_at_max_model_len() -> None:
     finished = h.finished(rid)
     assert finished.finish_reason == "max_model_len" and finished.usage.generated_tokens == 4
     # The last token is never computed: no plan reaches past position max_model_len - 1.
-    assert max(w.start_position + len(ids(w.token_ids)) for p in h.plans for w in p.work) == 11
+    assert max(w.start_position + len(w.token_ids) for p in h.plans for w in unpack_work(p.work)) == 11
 
 
 # ----- aborts and cleanup -----
@@ -372,7 +374,7 @@ def test_abort_before_the_executor_knew_the_request_forgets_nothing() -> None:
     events = h.scheduler.abort(rid)
     assert [(e.request_id, e.reason) for e in events if isinstance(e, Finished)] == [(rid, "abort")]
     plan = h.schedule()
-    assert not plan.forget_request_ids and not plan.work and not plan.new_requests
+    assert not plan.forget_request_ids and not plan.work.request_ids and not plan.new_requests
     assert stats_proto(h.scheduler).aborted_requests == 1
 
 
@@ -403,7 +405,7 @@ def test_update_ignores_tokens_of_a_request_aborted_after_schedule() -> None:
     kept = h.add(generate_request(max_tokens=5))
     plan = h.schedule()
     result = fake_step(plan)
-    assert {s.request_id for s in result.sampled} == {doomed, kept}
+    assert {s.request_id for s in unpack_sampled(result.sampled)} == {doomed, kept}
     h.scheduler.abort(doomed)
     events = h.scheduler.update(plan, result, h.now)
     assert [event.request_id for event in session_events(events)] == [kept]

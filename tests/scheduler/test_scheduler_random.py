@@ -12,7 +12,8 @@ import pytest
 from scheduler_svc.policies import POLICIES
 from scheduler_svc.request import TokenKind
 from scheduler_svc.stats_render import stats_proto
-from tests.scheduler.harness import Harness, generate_request, ids
+from svc_common.step_wire import unpack_work
+from tests.scheduler.harness import Harness, generate_request
 
 MAX_BATCHED_TOKENS = 16
 NUM_DEVICE_BLOCKS, NUM_HOST_BLOCKS = 20, 8  # 80 device token slots > max_model_len
@@ -35,10 +36,12 @@ def simulate(
     enable_prefix_caching: bool | None = None,
     system_prompt_len: int = 0,
     iteration_structure: str = "mixed",
+    plan_ahead: bool = False,
     disabled_techniques: tuple[str, ...] = (),
 ) -> tuple[Harness, Outputs]:
     """Run the random workload; with `system_prompt_len`, half the prompts begin with one shared
-    system prompt of that many tokens (prefix caching shares it, copies on write);
+    system prompt of that many tokens (prefix caching shares it, copies on write); with
+    `plan_ahead`, iterations are planned ahead where the scheduler can, as the step loop does;
     `disabled_techniques`: the policy's techniques switched off."""
     rng = random.Random(seed)
     h = Harness(
@@ -49,6 +52,7 @@ def simulate(
         max_model_len=64,
         enable_prefix_caching=enable_prefix_caching,
         iteration_structure=iteration_structure,
+        plan_ahead=plan_ahead,
         disabled_techniques=disabled_techniques,
     )
     system = [rng.randrange(1, 250) for _ in range(system_prompt_len)]
@@ -71,15 +75,15 @@ def simulate(
             if when == step:
                 del due[rid]
                 h.resume(rid, returned_ids(rid, index))
-        if not arrivals and not h.scheduler.requests:
+        if not arrivals and not h.scheduler.requests and h.ahead is None:
             break
-        if not h.scheduler.has_work():
+        if not h.scheduler.has_work() and h.ahead is None:
             h.now += 1.0
             continue
-        plan = h.schedule()
+        plan, events = h.iterate()
         if not POLICIES[policy].restores_for_free:  # ideal restores whole contexts, free, past it
-            assert sum(len(ids(w.token_ids)) for w in plan.work) <= token_budget
-        for rid, event in h.update(plan):
+            assert sum(w.end_position - w.start_position for w in unpack_work(plan.work)) <= token_budget
+        for rid, event in events:
             if event.HasField("intercepted"):
                 index = event.intercepted.index
                 if is_aborted_at(rid, index):
@@ -94,7 +98,7 @@ def simulate(
     assert not h.scheduler.blocks.layouts
     # One more plan carries the last forgets: then the executor holds nothing either, and no request
     # was forgotten twice or without being known (the fake executor asserts that).
-    assert not h.step().work
+    assert not h.step().work.request_ids
     assert not h.executor.tables and not h.scheduler.has_work()
     # Every prompt token was computed once as a prompt token (later computations are recomputes),
     # or found in the prefix cache the first time it was needed.
@@ -121,6 +125,24 @@ def test_every_policy_gives_the_same_tokens_and_leaks_nothing(seed: int) -> None
         assert reason in {"length", "max_model_len", "abort"}
         assert reason != "abort" or rid % 2 == 0
         assert all(1 <= t <= 200 for t in tokens)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_planning_ahead_gives_every_policy_the_same_tokens_and_leaks_nothing(seed: int) -> None:
+    """The step loop's way: decodes planned while the last plan computes, each token still out
+    taken by the executor from its own last sample; results applied in order. Every KV read is
+    checked, and the tokens are those of the plain loop."""
+    reference = simulate("preserve", seed)[1]
+    for policy in sorted(POLICIES):
+        h, outputs = simulate(policy, seed, plan_ahead=True)
+        assert outputs == reference, policy
+        assert h.executor.num_last_sampled_used > 0, policy
+    for structure, caching in (("prefill-first", None), ("mixed", True)):
+        h, outputs = simulate(
+            "swap", seed, enable_prefix_caching=caching, iteration_structure=structure, plan_ahead=True
+        )
+        assert outputs == reference, (structure, caching)
+        assert h.executor.num_last_sampled_used > 0
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

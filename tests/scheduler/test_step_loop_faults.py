@@ -4,6 +4,7 @@ bounds the wait of computing requests, and a loop that dies takes the server's h
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 import pytest
 from grpc_health.v1 import health_pb2
@@ -12,7 +13,7 @@ from infercept.v1 import executor_pb2 as pb
 from scheduler_svc import server as server_module
 from scheduler_svc.admission import RequestError
 from scheduler_svc.config import LinkConfig, SchedulerConfig
-from scheduler_svc.events import Finished
+from scheduler_svc.events import Finished, TokenDelta
 from scheduler_svc.executor_client import ExecutorClient, ExecutorUnavailable
 from scheduler_svc.server import SERVICE_NAME, SchedulerServer
 from scheduler_svc.step_loop import SessionItem, StepLoop
@@ -29,17 +30,30 @@ class FlakyExecutor:
         self.fake = fake
         self.failure: BaseException | None = None
         self.num_resets = 0
+        self.num_sent_ahead = 0  # plans sent while another was still out
+        self._results: deque[pb.StepResult] = deque()
 
-    async def run(self, plan: pb.StepPlan) -> pb.StepResult:
+    async def send(self, plan: pb.StepPlan) -> None:
         if self.failure is not None:
             raise ExecutorUnavailable(f"Run stream failed: {self.failure!r}")
-        return self.fake.run(plan)
+        self.num_sent_ahead += bool(self._results)
+        self._results.append(self.fake.run(plan))
+
+    async def receive(self, plan: pb.StepPlan) -> pb.StepResult:
+        if self.failure is not None:
+            self._results.clear()  # the stream is gone with what it carried
+            raise ExecutorUnavailable(f"Run stream failed: {self.failure!r}")
+        result = self._results.popleft()
+        assert result.step_id == plan.step_id
+        return result
 
     async def reset(self) -> None:
         if self.failure is not None:
             raise ExecutorUnavailable("Reset failed")
         self.num_resets += 1
+        self._results.clear()
         self.fake.tables.clear()
+        self.fake.last_sampled.clear()
 
     async def is_serving(self) -> bool:
         return self.failure is None
@@ -95,6 +109,21 @@ async def test_computing_requests_end_with_unavailable_after_the_outage_bound_an
     assert not loop.core.requests
     assert loop.core.blocks.device.num_free == loop.core.blocks.device.num_total
     task.cancel()
+
+
+async def test_the_loop_sends_decodes_ahead_while_a_plan_computes_and_every_token_arrives() -> None:
+    reference = Harness()
+    rid = reference.add(generate_request([1, 2, 3], max_tokens=12))
+    reference.run()
+    loop, executor, _ = make_loop()
+    task = asyncio.create_task(loop.run_forever())
+    _, queue = loop.submit(generate_request([1, 2, 3], max_tokens=12))
+    items = await drain(queue)
+    task.cancel()
+    tokens = [t for item in items if isinstance(item, TokenDelta) for t in item.token_ids]
+    assert tokens == reference.tokens(rid) and len(tokens) == 12
+    assert executor.num_sent_ahead > 0 and executor.fake.num_last_sampled_used > 0
+    assert isinstance(items[-1], Finished) and not loop.core.requests
 
 
 async def test_a_loop_that_dies_turns_health_not_serving() -> None:

@@ -16,6 +16,7 @@ from scheduler_svc.sim.driver import Simulation, SimulationResult, simulate
 from scheduler_svc.sim.request_plan import Segment
 from scheduler_svc.sim.virtual_executor import VirtualExecutor
 from scheduler_svc.stats_render import stats_proto
+from svc_common.step_wire import Work, pack_work, unpack_work
 from tests.scheduler.harness import FakeExecutor, executor_description, generate_request, ids
 from tests.sim.helpers import FORWARD_S, SATURATION, one_call_plan, tiny_profile
 from tooling.loadgen.metrics import normalized_latency_s
@@ -63,7 +64,7 @@ class Core:
         self.now += 1.0
         self.plan = self.scheduler.schedule(self.now)
         self.scheduler.update(self.plan, self.executor.run(self.plan), self.now)
-        return {w.request_id: (w.start_position, len(ids(w.token_ids))) for w in self.plan.work}
+        return {w.request_id: (w.start_position, len(w.token_ids)) for w in unpack_work(self.plan.work)}
 
 
 def test_prefill_first_runs_a_waiting_prompt_alone_and_mixed_runs_it_with_the_decodes() -> None:
@@ -216,8 +217,7 @@ def test_ideal_holds_nothing_through_a_call_and_restores_the_context_for_free() 
 
 def test_the_virtual_executor_charges_nothing_for_free_tokens() -> None:
     profile = tiny_profile(forward_s_per_token=0.001, saturation_tokens=1)
-    plan = pb.StepPlan(step_id=1)
-    plan.work.add(request_id=1, start_position=0, token_ids=b"\x01\x00\x00\x00" * 20, sample=True)
+    plan = pb.StepPlan(step_id=1, work=pack_work([Work(1, 0, [1] * 20, sample=True)]))
     executor = VirtualExecutor(profile)
     assert executor.run(plan).forward_s == pytest.approx(profile.forward_s(20))
     assert executor.run(plan, num_free_tokens=15).forward_s == pytest.approx(profile.forward_s(5))

@@ -6,14 +6,26 @@ import pytest
 
 from infercept.v1 import executor_pb2 as pb
 from scheduler_svc.sim.virtual_executor import SAMPLED_TOKEN_ID, VOCAB_SIZE, VirtualExecutor
+from svc_common.step_wire import Work, pack_work, unpack_sampled
 from svc_common.wire import pack_u32
 from tests.sim.helpers import tiny_profile
 
 
-def plan_with(num_tokens: list[int], samples: list[bool], swap_out: int = 0, swap_in: int = 0) -> pb.StepPlan:
-    plan = pb.StepPlan(step_id=7)
-    for request_id, (n, sample) in enumerate(zip(num_tokens, samples, strict=True), start=1):
-        plan.work.add(request_id=request_id, start_position=0, token_ids=pack_u32([1] * n), sample=sample)
+def plan_with(
+    num_tokens: list[int],
+    samples: list[bool],
+    swap_out: int = 0,
+    swap_in: int = 0,
+    starts: tuple[int, ...] | None = None,
+) -> pb.StepPlan:
+    starts = starts or (0,) * len(num_tokens)
+    work = [
+        Work(request_id, start, [1] * n, sample)
+        for request_id, (n, sample, start) in enumerate(
+            zip(num_tokens, samples, starts, strict=True), start=1
+        )
+    ]
+    plan = pb.StepPlan(step_id=7, work=pack_work(work))
     plan.swap_out.src_block_ids = plan.swap_out.dst_block_ids = pack_u32(list(range(swap_out)))
     plan.swap_in.src_block_ids = plan.swap_in.dst_block_ids = pack_u32(list(range(swap_in)))
     return plan
@@ -23,7 +35,7 @@ def test_a_token_for_each_sampling_item_and_the_forward_time() -> None:
     profile = tiny_profile()
     result = VirtualExecutor(profile).run(plan_with([30, 1, 60], [False, True, True]))
     assert result.step_id == 7
-    assert [(s.request_id, s.token_id) for s in result.sampled] == [
+    assert [(s.request_id, s.token_id) for s in unpack_sampled(result.sampled)] == [
         (2, SAMPLED_TOKEN_ID),
         (3, SAMPLED_TOKEN_ID),
     ]
@@ -63,9 +75,7 @@ def test_cached_context_adds_to_the_forward_and_overhead_to_the_iteration() -> N
         forward_s_per_context_token=1e-5, iteration_overhead_s=0.002, iteration_overhead_s_per_sequence=0.001
     )
     executor = VirtualExecutor(profile)
-    plan = plan_with([1, 1, 30], [True, True, False])
-    for work, start in zip(plan.work, (100, 50, 0), strict=True):
-        work.start_position = start
+    plan = plan_with([1, 1, 30], [True, True, False], starts=(100, 50, 0))
     result = executor.run(plan)
     assert result.forward_s == pytest.approx(profile.forward_s(32) + 150 * 1e-5)
     assert result.step_s == result.forward_s  # the executor's own step: no overhead in it

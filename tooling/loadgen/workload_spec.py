@@ -8,8 +8,8 @@ WorkloadSpec; the flags are parsed once into the spec, which is what the tools p
 
 A workload whose prompts mostly do not fit the model length is refused (ValueError): truncated as
 the authors' harness does, each such request would end after one token without a call, so the run
-would measure one-token requests under the workload's name (math's prompts average 405 tokens of
-the trace, so math at a length of 256). Fewer such requests are counted in the assumptions.
+would measure one-token requests under the workload's name (math at a length of 256: its prompts
+average 405 tokens in the trace). Fewer such requests are counted in the assumptions.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def plans_for(spec: WorkloadSpec, max_model_len: int) -> tuple[list[RequestPlan]
 
 def _too_short(spec: WorkloadSpec, max_model_len: int, num_prompt_only: int, num_plans: int) -> str:
     """Why a workload is refused at `max_model_len`, and what to do instead."""
-    what = f"{num_prompt_only} of {num_plans} requests of {spec.workload}"
+    what = f"{num_prompt_only / num_plans:.0%} of the requests of {spec.workload}"
     if spec.workload in TRACE_SHAPES and spec.statistics == "trace":
         what += (
             f" (whose prompts average {TRACE_SHAPES[spec.workload].prompt_tokens[0]:.0f} tokens in the trace)"
