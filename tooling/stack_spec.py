@@ -11,13 +11,17 @@ import dataclasses
 import shlex
 from pathlib import Path
 
+from scheduler_svc.policies.spec import parse_policy_spec
+
 
 @dataclasses.dataclass(frozen=True)
 class StackSpec:
     # "default" (SmolLM2-135M-Instruct), "tiny" (random weights) or a Hugging Face-format directory.
     model: str = "default"
     device: str = "auto"  # the executor's: auto | cpu | cuda
-    policy: str = "infercept"  # the scheduler's policy (infercept-scheduler --help lists them)
+    # The scheduler's policy (infercept-scheduler --help lists them), or a spec as the load generator
+    # and the simulator take it: `lazy-swap/no-opportunistic-swap`, `infercept/estimator=elapsed`.
+    policy: str = "infercept"
     block_size: int = 16  # tokens per KV block
     num_device_blocks: int | None = None  # None: the executor's choice
     num_host_blocks: int | None = None  # None: the executor's choice
@@ -39,9 +43,32 @@ class StackSpec:
         return argv + list(self.executor_args)
 
     def scheduler_argv(self) -> list[str]:
-        """infercept-scheduler's flags (without --listen and --executor)."""
-        argv = ["--policy", self.policy, "--max-batched-tokens", str(self.max_batched_tokens)]
-        return argv + list(self.scheduler_args)
+        """infercept-scheduler's flags (without --listen and --executor); ValueError for a policy
+        spec the real scheduler cannot run."""
+        return [
+            *policy_argv(self.policy),
+            "--max-batched-tokens",
+            str(self.max_batched_tokens),
+            *self.scheduler_args,
+        ]
+
+
+def policy_argv(policy: str) -> list[str]:
+    """infercept-scheduler's flags for `policy`, a name or a spec (name/option/...): the options
+    become --estimator, --disable and --prefix-caching; a bare name gives --policy alone."""
+    spec = parse_policy_spec(policy)
+    if spec.iteration_structure != "mixed":
+        raise ValueError(
+            f"policy spec {policy!r}: the real scheduler runs mixed iterations only (simulator only)"
+        )
+    argv = ["--policy", spec.policy]
+    if "/estimator=" in policy:
+        argv += ["--estimator", spec.estimator]
+    if spec.disabled_techniques:
+        argv += ["--disable", ",".join(spec.disabled_techniques)]
+    if spec.prefix_caching is not None:
+        argv.append("--prefix-caching" if spec.prefix_caching else "--no-prefix-caching")
+    return argv
 
 
 def add_stack_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: StackSpec) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler_svc import main as scheduler_main
 from tooling import simulate
 from tooling.harness import fidelity
 from tooling.loadgen import main as loadgen
@@ -157,3 +158,29 @@ def test_the_simulators_own_flags_are_parsed_into_its_sim_spec() -> None:
     assert simulate.sim_from_flags(args) == simulate.SimSpec(
         overlap_swaps=True, harness_timing=True, max_num_seqs=8
     )
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("swap", ("swap", "history", "", None)),
+        (
+            "lazy-swap/no-opportunistic-swap/no-ttl-pin",
+            ("lazy-swap", "history", "opportunistic-swap,ttl-pin", None),
+        ),
+        ("infercept/estimator=elapsed/prefix-caching=on", ("infercept", "elapsed", "", True)),
+        ("vllm-apc/prefix-caching=off", ("vllm-apc", "history", "", False)),
+    ],
+)
+def test_a_policy_spec_reaches_the_real_scheduler_as_its_flags(
+    spec: str, expected: tuple[object, ...]
+) -> None:
+    """The load generator's --policies take specs (as the simulator does): a launched stack's
+    scheduler gets them as --policy, --estimator, --disable and --prefix-caching."""
+    args = scheduler_main.parse_args(StackSpec(policy=spec).scheduler_argv())
+    assert (args.policy, args.estimator, args.disable, args.prefix_caching) == expected
+
+
+def test_a_simulator_only_spec_is_refused_for_the_real_scheduler() -> None:
+    with pytest.raises(ValueError, match="simulator only"):
+        StackSpec(policy="vllm/prefill-first").scheduler_argv()
