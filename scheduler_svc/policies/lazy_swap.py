@@ -74,6 +74,11 @@ class LazySwapOptions:
     program_order: bool = True
     admission_reserve: bool = True
     reserve_share: float = 0.1  # of the device pool, kept for the running batch to grow
+    # Copies start once the running batch and the paused contexts hold this share of the device
+    # pool: below it memory cannot run short soon, and a copy only costs (on a CPU the "link" is
+    # the cores the forward runs on: 10-20% of the latency of `make demo`'s load, where the pool
+    # never filled).
+    copy_watermark_share: float = 0.5
     ttl_quantile: float = 0.9  # the pin covers this share of the tool's calls
     tight_ratio: float = 2.0  # a tool's durations are tight when p90 <= tight_ratio x median
 
@@ -183,6 +188,8 @@ class LazySwapPolicy(Policy):
         short = view.memory_is_short
         swap_left, host_free = view.swap_out_budget_blocks, view.host_free_blocks
         if not short:  # only copies: of the unpinned, if the link and the host have room
+            if not self._pool_filling(holders, view):
+                return []
             holders = [c for c in holders if c.request.request_id not in self._pinned_until_s]
             if not (self.options.opportunistic_swap and swap_left > 0 and host_free > 0):
                 return []
@@ -201,6 +208,14 @@ class LazySwapPolicy(Policy):
             elif view.memory_is_short and self._cheaper_released(context, now):
                 decisions.append(PausedDecision(rid, PauseAction.DISCARD))
         return decisions
+
+    def _pool_filling(self, holders: list[PausedContext], view: IterationView) -> bool:
+        """Whether the running batch and the paused contexts hold at least the copy watermark's
+        share of the device pool (true while the pool's size is not known yet)."""
+        if not self._pool_tokens:
+            return True
+        held_tokens = view.batch_context_tokens + sum(c.device_tokens for c in holders)
+        return held_tokens >= self.options.copy_watermark_share * self._pool_tokens
 
     def _cheaper_released(self, context: PausedContext, now: float) -> bool:
         """Whether holding the context until its call returns costs more device time than

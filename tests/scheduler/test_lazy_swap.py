@@ -55,8 +55,17 @@ def lazy_harness(**kwargs: object) -> Harness:
     return Harness("lazy-swap", **kwargs)  # type: ignore[arg-type]
 
 
+def test_a_paused_context_is_not_copied_while_the_pool_is_mostly_free() -> None:
+    h = lazy_harness()  # 64 blocks: the paused context's 5 are far below the copy watermark
+    a = h.add(generate_request(list(range(1, 17)), max_tokens=6, script=[(2, "calc")]))
+    assert h.run_until_paused(a).context_action == "preserve"
+    for _ in range(3):
+        assert not ids(h.step().swap_out.src_block_ids)
+    assert not h.scheduler.blocks.layouts[a].host and len(h.scheduler.blocks.layouts[a].device) == 5
+
+
 def test_a_paused_context_is_copied_out_and_taken_back_from_the_cache_without_a_copy() -> None:
-    h = lazy_harness()
+    h = lazy_harness(num_device_blocks=8)  # the context's 5 blocks hold more than half the pool
     a = h.add(generate_request(list(range(1, 17)), max_tokens=6, script=[(2, "calc")]))
     assert h.run_until_paused(a).context_action == "preserve"
     plan = h.step()  # memory is free: the link copies the context out, the device copy stays cached
