@@ -43,6 +43,7 @@ class WireVersionMismatch(ExecutorUnavailable):
 PROFILE_TIMEOUT_S = 600.0  # a first measurement of a large model takes minutes
 DEFAULT_STEP_TIMEOUT_S = 120.0  # as LinkConfig.step_timeout_s: generous for a long CPU prefill
 RESET_TIMEOUT_S = 10.0  # as LinkConfig.reset_timeout_s
+LEASE_RETRY_S = 0.2  # between Resets while another scheduler holds the executor
 # gRPC backs off reconnecting up to 2 minutes by default; a restarted executor is wanted at once.
 RECONNECT_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 200),
@@ -137,13 +138,29 @@ class ExecutorClient:
         which holds the lease while this scheduler lives. ExecutorUnavailable on any failure."""
         await self._close_stream()
         try:
-            await self._stub.Reset(pb.ResetRequest(), timeout=self.reset_timeout_s, metadata=self.metadata())
+            await self._reset_when_free()
             # A bidirectional call opened without an iterator is written to explicitly.
             self._call = self._stub.Run(metadata=self.metadata())  # type: ignore[call-arg]
         except grpc.aio.AioRpcError as error:
             raise ExecutorUnavailable(f"Reset failed: {error.code().name}: {error.details()}") from error
         except Exception as error:  # the channel may fail in other ways (closed, cancelled)
             raise ExecutorUnavailable(f"Reset failed: {error!r}") from error
+
+    async def _reset_when_free(self) -> None:
+        """Reset, retried while another scheduler's lease holds the executor, for at most
+        reset_timeout_s: a scheduler restarted after a kill -9 may come before the executor has
+        seen its predecessor's stream break (the lease is released the moment it does)."""
+        deadline_s = time.monotonic() + self.reset_timeout_s
+        while True:
+            try:
+                await self._stub.Reset(
+                    pb.ResetRequest(), timeout=self.reset_timeout_s, metadata=self.metadata()
+                )
+                return
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.FAILED_PRECONDITION or time.monotonic() >= deadline_s:
+                    raise
+            await asyncio.sleep(LEASE_RETRY_S)
 
     async def run(self, plan: pb.StepPlan) -> pb.StepResult:
         """Send one plan on the Run stream and wait for its result, at most step_timeout_s.
