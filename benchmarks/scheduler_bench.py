@@ -8,7 +8,9 @@ figures are the scheduler's cost alone: block tables, budgets, plan building, pa
 appends, detokenizing and trigger checks. The round trip is measured against a real executor
 process: wall time of one plan on the stream minus the executor's own step time, and pipelined as
 the step loop runs decodes planned ahead (the next plan sent while one computes): wall time per
-step over the run minus the mean step time, what the executor waits per step.
+step over the run minus the mean step time, what the executor waits per step, and the idle time
+the executor itself measures between its steps (StepResult.idle_s: the wait without the stream's
+first plan and last result, which the wall-time figure spreads over the run).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import time
 from pathlib import Path
 
 from executor_svc.byte_tokenizer import build_byte_tokenizer
+from infercept.tools import Tool
+from infercept.types import RequestSpec, SamplingParams
 from infercept.v1 import executor_pb2 as pb
-from infercept.v1 import generation_pb2 as gen
 from scheduler_svc.config import ExecutorDescription, SchedulerConfig
 from scheduler_svc.executor_client import ExecutorClient, ExecutorUnavailable
 from scheduler_svc.scheduler import Scheduler
@@ -52,6 +55,11 @@ def fabricated_result(plan: pb.StepPlan) -> pb.StepResult:
     return pb.StepResult(step_id=plan.step_id, sampled=sampled)
 
 
+def no_call(arguments: str) -> str:
+    """The calc tool's function: never called (the fabricated tokens never write its trigger)."""
+    raise AssertionError(f"calc called with {arguments!r}")
+
+
 def decoding_scheduler(num_requests: int) -> Scheduler:
     """A scheduler with `num_requests` requests past their prompts, decoding."""
     description = ExecutorDescription(
@@ -68,11 +76,14 @@ def decoding_scheduler(num_requests: int) -> Scheduler:
         policy="preserve", max_batched_tokens=num_requests * CONTEXT_TOKENS, max_num_seqs=num_requests
     )
     scheduler = Scheduler(config, description, build_byte_tokenizer())
-    sampling = gen.SamplingParams(max_tokens=100_000, ignore_eos=True, stop=["</answer>"])
-    tools = [gen.ToolSpec(name="calc", stop_string="</calc>")]
+    # Built as a client (and the gateway) builds it: a stop string and a text trigger, so that
+    # every token is detokenized and watched.
+    sampling = SamplingParams(max_tokens=100_000, ignore_eos=True, stop=["</answer>"])
+    tools = [Tool("calc", "</calc>", no_call)]
     for i in range(num_requests):
         prompt = [(i + j) % 256 for j in range(CONTEXT_TOKENS)]
-        scheduler.add(gen.GenerateRequest(prompt_token_ids=prompt, sampling=sampling, tools=tools), now=0.0)
+        spec = RequestSpec(prompt_token_ids=prompt, sampling=sampling, tools=tools)
+        scheduler.add(spec.to_proto(), now=0.0)
     while any(r.num_generated == 0 for r in scheduler.requests.values()):
         plan = scheduler.schedule(0.0)
         scheduler.update(plan, fabricated_result(plan), 0.0)
@@ -114,7 +125,8 @@ async def round_trips(address: str, batch_sizes: tuple[int, ...], repeats: int) 
     await client.wait_until_serving(60.0)
     await client.reset()
     lines = [
-        f"{'requests':>9} {'round trip ms':>14} {'executor step ms':>17} {'overhead ms':>12} {'pipelined overhead ms':>22}"
+        f"{'requests':>9} {'round trip ms':>14} {'executor step ms':>17} {'overhead ms':>12}"
+        f" {'pipelined overhead ms':>22} {'pipelined idle ms':>18}"
     ]
     step_id = 0
     for batch in batch_sizes:
@@ -137,7 +149,7 @@ async def round_trips(address: str, batch_sizes: tuple[int, ...], repeats: int) 
             walls.append(time.perf_counter() - began)
             steps.append(result.step_s)
         wall, step = statistics.median(walls), statistics.median(steps)
-        pipelined_steps = []
+        pipelined_steps, idles = [], []
         plans = [decode_plan(step_id + 1 + i, decode_work) for i in range(repeats)]
         step_id += repeats
         began = time.perf_counter()
@@ -145,10 +157,14 @@ async def round_trips(address: str, batch_sizes: tuple[int, ...], repeats: int) 
         for i, running in enumerate(plans):
             if i + 1 < len(plans):
                 await client.send(plans[i + 1])
-            pipelined_steps.append((await client.receive(running)).step_s)
+            result = await client.receive(running)
+            pipelined_steps.append(result.step_s)
+            idles.append(result.idle_s)
         pipelined_wait = (time.perf_counter() - began) / repeats - statistics.mean(pipelined_steps)
+        idle = statistics.mean(idles[1:])  # the first waited for the stream's first plan
         lines.append(
-            f"{batch:>9} {wall * 1e3:>14.2f} {step * 1e3:>17.2f} {(wall - step) * 1e3:>12.2f} {pipelined_wait * 1e3:>22.2f}"
+            f"{batch:>9} {wall * 1e3:>14.2f} {step * 1e3:>17.2f} {(wall - step) * 1e3:>12.2f}"
+            f" {pipelined_wait * 1e3:>22.2f} {idle * 1e3:>18.3f}"
         )
     await client.close()
     return lines

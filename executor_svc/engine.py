@@ -58,6 +58,7 @@ class Engine:
         self.backend = create_backend(self._backend_name(model_config), self.device, self.dtype)
         self.swap = SwapEngine(self.pools)
         self.requests: dict[int, RequestState] = {}
+        self._last_step_end_s: float | None = None  # perf_counter at the end of the last step
         self.limits = PlanLimits(
             num_device_blocks=num_device_blocks,
             num_host_blocks=num_host_blocks,
@@ -130,11 +131,21 @@ class Engine:
         """Forget every request; returns how many there were."""
         count = len(self.requests)
         self.requests.clear()
+        self._last_step_end_s = None
         return count
 
     def step(self, plan: pb.StepPlan) -> pb.StepResult:
         """Carry out `plan`. An invalid plan is refused (result.error) with nothing applied."""
         began = time.perf_counter()
+        idle_s = 0.0 if self._last_step_end_s is None else began - self._last_step_end_s
+        try:
+            result = self._step(plan, began)
+        finally:
+            self._last_step_end_s = time.perf_counter()
+        result.idle_s = idle_s
+        return result
+
+    def _step(self, plan: pb.StepPlan, began: float) -> pb.StepResult:
         try:
             validated = validate_plan(plan, self.requests, self.limits)
         except PlanRejected as rejection:

@@ -30,15 +30,16 @@ class IterationStats:
     step_s: float = 0.0  # the executor's whole step, seconds
     stall_s: float = 0.0  # step time not hidden behind the forward pass, seconds
     prefix_hit_tokens: int = 0  # positions not computed thanks to cached blocks
+    executor_idle_s: float = 0.0  # the executor's idle time before the step, seconds
 
     @property
     def num_tokens(self) -> int:
         """Tokens the iteration computed."""
         return self.prompt_tokens + self.decode_tokens + self.returned_tokens + self.recomputed_tokens
 
-    def complete(self, forward_s: float, step_s: float) -> None:
+    def complete(self, forward_s: float, step_s: float, executor_idle_s: float = 0.0) -> None:
         """The executor's measured times for this iteration."""
-        self.forward_s, self.step_s = forward_s, step_s
+        self.forward_s, self.step_s, self.executor_idle_s = forward_s, step_s, executor_idle_s
         self.stall_s = max(step_s - forward_s, 0.0)
 
 

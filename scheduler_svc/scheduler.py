@@ -437,7 +437,7 @@ class Scheduler:
 
     def _record_iteration(self, iteration: IterationStats, result: pb.StepResult) -> None:
         """Complete the iteration's statistics with the executor's measured times."""
-        iteration.complete(result.forward_s, result.step_s)
+        iteration.complete(result.forward_s, result.step_s, result.idle_s)
         self.stats.stall_s += iteration.stall_s
         # The recompute share of forward time: the iteration's forward time split over its tokens.
         self.stats.forward_s += result.forward_s

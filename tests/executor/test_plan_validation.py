@@ -1,6 +1,9 @@
-"""Every kind of bad plan is refused with a precise code, and nothing of it is applied."""
+"""Every kind of bad plan is refused with a precise code, and nothing of it is applied; what a
+step reports of the engine's idle time before it."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 import torch
@@ -253,3 +256,18 @@ def test_a_refusal_of_a_packed_batch_names_the_request_at_fault(live: Engine) ->
     assert "request 2: token id 258" in live.step(plan).error.message
     too_long = pb.StepPlan(step_id=6, work=pack_work([_work(1, 3, [1]), _work(2, 0, [1] * 5)]))
     assert "request 2: context of 5 tokens needs 2 device blocks" in live.step(too_long).error.message
+
+
+def test_idle_time_is_the_gap_since_the_last_step_and_none_after_a_reset(engine: Engine) -> None:
+    engine.reset()
+    first = engine.step(pb.StepPlan(step_id=1, new_requests=[pb.NewRequest(request_id=1)]))
+    assert first.idle_s == 0.0  # nothing came before it
+    gap_s = 0.05
+    time.sleep(gap_s)
+    refused = engine.step(pb.StepPlan(step_id=2, forget_request_ids=[9]))  # a refusal is a step too
+    assert refused.HasField("error") and refused.idle_s >= gap_s
+    time.sleep(gap_s)
+    second = engine.step(pb.StepPlan(step_id=3, forget_request_ids=[1]))
+    assert not second.HasField("error") and second.idle_s >= gap_s
+    engine.reset()
+    assert engine.step(pb.StepPlan(step_id=4)).idle_s == 0.0

@@ -8,7 +8,7 @@ from pathlib import Path
 from scheduler_svc.iteration_log import IterationLog
 from scheduler_svc.stats import MAX_TRACKED_TOOLS, OTHER_TOOLS, SchedulerStats
 from scheduler_svc.stats_render import stats_proto
-from tests.scheduler.harness import Harness
+from tests.scheduler.harness import Harness, fake_step
 from tests.scheduler.test_infercept import pause_long_and_short, scripted
 
 
@@ -36,6 +36,22 @@ def test_iterations_add_up_to_the_totals(tmp_path: Path) -> None:
     assert max(line["paused_device_blocks"] for line in lines) >= 3  # the preserved 50 ms call
     assert stats.last_iteration.step_id == h.plans[-1].step_id
     assert stats.last_iteration.num_requests == len(h.plans[-1].work.request_ids)
+
+
+def test_an_iteration_carries_the_executors_measured_times(tmp_path: Path) -> None:
+    h = Harness("preserve", num_device_blocks=8)
+    h.add(scripted(4, "calc", 1.0, first=2))
+    plan = h.scheduler.schedule(1.0)
+    result = fake_step(plan)
+    result.forward_s, result.step_s, result.idle_s = 0.002, 0.003, 0.0005
+    log = IterationLog(tmp_path / "iterations.jsonl")
+    h.scheduler.on_iteration = log
+    h.scheduler.update(plan, result, 1.0)
+    log.close()
+    last = stats_proto(h.scheduler).last_iteration
+    assert (last.forward_s, last.step_s, last.executor_idle_s) == (0.002, 0.003, 0.0005)
+    assert abs(last.stall_s - 0.001) < 1e-12
+    assert json.loads((tmp_path / "iterations.jsonl").read_text())["executor_idle_s"] == 0.0005
 
 
 def test_interceptions_of_unique_tool_names_are_counted_apart_only_up_to_a_cap() -> None:
