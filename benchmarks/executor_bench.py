@@ -190,9 +190,15 @@ def bench_model(
     )  # fmt: skip
     engine.pools.device.normal_()  # stands in for prefilled context (see Bench.fill)
     bench, dev = Bench(engine), engine.device
-    attention = {backend: create_backend(backend, dev, engine.dtype) for backend in backends}
+    # The first backend is the engine's own: for `auto`, what an executor picks here (on CUDA,
+    # measured by the selection), which create_backend alone would not measure.
+    attention = {backend: create_backend(backend, dev, engine.dtype) for backend in backends[1:]}
+    attention[backends[0]] = engine.backend
     params = sum(p.numel() for p in engine.loaded.model.parameters()) / 1e6
-    lines = [f"\n## {name}: {params:.1f}M parameters, {engine.dtype}, {dev}, backends {', '.join(backends)}"]
+    picked = f" (auto: {engine.backend.name})" if backends[0] == "auto" else ""
+    lines = [
+        f"\n## {name}: {params:.1f}M parameters, {engine.dtype}, {dev}, backends {', '.join(backends)}{picked}"
+    ]
     lines.append(
         f"{'batch':>6} {'context':>8} "
         + "".join(f"{backend + ' ms':>11} {backend + '/dense':>13} " for backend in backends)
@@ -252,7 +258,8 @@ def main() -> None:
     parser.add_argument(
         "--backends",
         default=",".join(b for b in ("numba", "torch") if b in BACKENDS),
-        help="attention backends to compare, comma-separated; the first also runs prefill and swaps",
+        help="attention backends to compare, comma-separated; the first also runs prefill and swaps "
+        "(auto first: the backend an executor picks, named in the model's heading)",
     )
     parser.add_argument("--threads", type=int, help="intra-op threads for torch and numba (default: torch's)")
     parser.add_argument(

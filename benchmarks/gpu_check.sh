@@ -2,7 +2,8 @@
 # The GPU check, prepared on a CPU-only machine: the GPU tests and benchmarks on one CUDA device in
 # under 10 minutes, every figure written under $OUT (when set, e.g. by a device runner) or results/gpu/.
 #
-#   bash benchmarks/gpu_check.sh            # PYTHON=/path/to/python to use another interpreter
+#   bash benchmarks/gpu_check.sh              # PYTHON=/path/to/python to use another interpreter
+#   bash benchmarks/gpu_check.sh --self-test  # on CPU: every part's command with CPU stand-ins
 #
 # Needs a Python with CUDA torch, triton, transformers, pytest and the project's other
 # dependencies (setuptools and grpcio-tools among them); the client (./client) and the services (.)
@@ -19,8 +20,16 @@
 #   attention-bench   decode attention at batch 1-256 x context 512-4096, both backends; the
 #                     kernel's bandwidth against a device-to-device copy; swap time alone,
 #                     overlapped with the forward, serialized
-#   executor-bench    whole decode steps, paged (torch, triton) against a dense forward
-# summary.txt lists each part's exit status and seconds.
+#   executor-bench    whole decode steps, paged (auto, torch, triton) against a dense forward;
+#                     auto first: the backend an executor picks there (measured at start-up)
+#   verdict           whether auto picked the backend whose decode steps measured fastest
+#                     (benchmarks/gpu_check_verdict.py; exit 1 if not)
+# summary.txt lists each part's exit status and seconds, then the verdict.
+#
+# --self-test runs the same parts on a CPU-only machine, each with a stand-in that exercises its
+# command line and what it reads and writes (the GPU tests collected, not run; the selection and
+# the executor benchmark on CPU backends; the attention benchmark's --help), so that the suite
+# catches a broken part before a GPU machine is spent on it (tests/benchmarks/test_gpu_check.py).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -45,10 +54,21 @@ part() {  # part NAME LIMIT_S COMMAND...: run COMMAND into $DEST/NAME.txt within
     tail -n 5 "$DEST/$name.txt"
 }
 
-part env 60 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, torch.cuda.get_device_name())'"
-part gpu-tests 200 "$PY" -m pytest -q -p no:cacheprovider tests/executor/test_gpu.py tests/executor/test_triton_backend.py
-part selection 60 "$PY" -m benchmarks.backend_selection --device cuda
-part attention-bench 180 "$PY" -m benchmarks.attention_bench --repeats 10
-part executor-bench 90 "$PY" -m benchmarks.executor_bench --device cuda --backends torch,triton --repeats 10
+GPU_TESTS=(tests/executor/test_gpu.py tests/executor/test_triton_backend.py)
+if [[ "${1:-}" == "--self-test" ]]; then
+    part env 60 "$PY" -c 'import torch; print("torch", torch.__version__, "(self-test on CPU)")'
+    part gpu-tests 120 "$PY" -m pytest -q -p no:cacheprovider --collect-only "${GPU_TESTS[@]}"
+    part selection 120 "$PY" -m benchmarks.backend_selection --device cpu --dtypes float32
+    part attention-bench 60 "$PY" -m benchmarks.attention_bench --help
+    part executor-bench 180 "$PY" -m benchmarks.executor_bench --device cpu --models tiny --backends auto,torch --repeats 1
+else
+    part env 60 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, torch.cuda.get_device_name())'"
+    part gpu-tests 200 "$PY" -m pytest -q -p no:cacheprovider "${GPU_TESTS[@]}"
+    part selection 60 "$PY" -m benchmarks.backend_selection --device cuda
+    part attention-bench 180 "$PY" -m benchmarks.attention_bench --repeats 10
+    part executor-bench 90 "$PY" -m benchmarks.executor_bench --device cuda --backends auto,torch,triton --repeats 10
+fi
+part verdict 30 "$PY" -m benchmarks.gpu_check_verdict "$DEST"
+cat "$DEST/verdict.txt" >>"$SUMMARY"
 echo "figures in $DEST"
 cat "$SUMMARY"

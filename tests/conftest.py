@@ -44,6 +44,7 @@ SLOW_PATHS = (
 SLOW_TESTS = (
     "tests/loadgen/test_report.py::test_a_sweep_over_two_policies_on_fresh_stacks",
     "tests/executor/test_triton_backend.py::test_kernel_compiles_for_hopper",
+    "tests/benchmarks/test_gpu_check.py::test_the_script_runs_every_part_on_cpu_and_writes_the_verdict",
     "tests/deploy/test_compose.py::test_the_program_accepts_the_command",
     "tests/deploy/test_dockerfile.py::test_the_default_command_is_the_executor_and_valid",
 )
