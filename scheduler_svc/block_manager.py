@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter, deque
 
-from scheduler_svc.prefix_cache import CachingBlockPool, extend_chain_hashes
+from scheduler_svc.prefix_cache import ROOT_HASH, CachingBlockPool, chain_hash, extend_chain_hashes
 
 
 class BlockPool:
@@ -238,6 +238,25 @@ class BlockManager:
         extend_chain_hashes(layout.chain_hashes, token_ids, self.block_size, last)
         for index in range(first, min(last, len(layout.device))):
             self.device.register(layout.device[index], layout.chain_hashes[index])
+
+    def register_filled_ahead(self, request_id: int, token_ids: list[int], token_id: int) -> None:
+        """A decode planned ahead computes the last position of a device block, whose token
+        (`token_id`, now sampled, about to follow `token_ids`) was not known when it was planned:
+        name that block by its content and make it findable at once (the plan computing it was
+        sent before any plan made from now on). Nothing if the request lost its blocks or its
+        length changed meanwhile."""
+        layout, block_size = self.layouts.get(request_id), self.block_size
+        index, filled = divmod(len(token_ids) + 1, block_size)
+        if not self.enable_prefix_caching or layout is None or filled or not 0 < index <= len(layout.device):
+            return
+        first = (index - 1) * block_size
+        extend_chain_hashes(layout.chain_hashes, token_ids, block_size, index - 1)
+        if len(layout.chain_hashes) != index - 1:
+            return
+        parent = layout.chain_hashes[-1] if layout.chain_hashes else ROOT_HASH
+        layout.chain_hashes.append(chain_hash(parent, [*token_ids[first:], token_id]))
+        self.device.register(layout.device[index - 1], layout.chain_hashes[-1])
+        self.device.publish()
 
     def num_blocks_to_copy(self, request_id: int, start: int) -> int:
         """Shared device blocks the request would write into computing from position `start`."""

@@ -86,6 +86,9 @@ class IterationPlan:
         self.scheduled: set[int] = set()
         self.chunked: list[Request] = []
         self.num_decode_tokens = 0  # plain decode tokens committed on the fast branch
+        # Decodes planned ahead that complete a block whose last token the plan computing now
+        # samples: the block is named when that result comes (prefix caching).
+        self.filled_ahead: list[Request] = []
         self._caching = table.blocks.enable_prefix_caching
         self._block_size = table.blocks.block_size
 
@@ -273,8 +276,10 @@ class IterationPlan:
         sample = use_last_sampled or end == len(token_ids)
         self.builder.add_work(request, start, end, sample, layout, use_last_sampled)
         if self._caching and start // self._block_size != end // self._block_size:
-            assert not use_last_sampled, f"request {rid}: a block named before its last token is known"
-            self._blocks.register_computed(rid, token_ids, start, end)
+            if use_last_sampled:  # its last token comes with the result of the plan computing now
+                self.filled_ahead.append(request)
+            else:
+                self._blocks.register_computed(rid, token_ids, start, end)
         if kind is TokenKind.DECODE:
             self.num_decode_tokens += end - start
         else:
@@ -296,8 +301,9 @@ class IterationPlan:
         most one token, with free blocks for all (Scheduler.schedule_ahead checked that, and
         that nothing else wants planning): a request whose token is known decodes it as usual; one
         whose token the last plan is sampling decodes the executor's last sampled token, unless
-        `ends_at_next_token` says that token ends it or, with prefix caching, the token completes
-        a block (which is named by its content); those wait for the result."""
+        `ends_at_next_token` says that token ends it (it waits for the result). With prefix
+        caching, a block such a decode completes is named by its content once that token is
+        known (`filled_ahead`, BlockManager.register_filled_ahead)."""
         layouts, block_size, budget = self._blocks.layouts, self._block_size, self.budget
         device = self._blocks.device
         for request in decodes:
@@ -305,9 +311,7 @@ class IterationPlan:
                 break
             position = request.num_computed
             in_flight = position == len(request.token_ids)
-            if in_flight and (
-                ends_at_next_token(request) or (self._caching and (position + 1) % block_size == 0)
-            ):
+            if in_flight and ends_at_next_token(request):
                 continue
             layout = layouts[request.request_id]
             if position == len(layout.device) * block_size:  # the token opens a new block

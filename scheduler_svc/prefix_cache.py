@@ -14,7 +14,9 @@ can share them. Every device block is in exactly one of three states::
 
 A block's hash is registered when the iteration that fills it is planned, and published (made
 findable) only at the end of that iteration's planning: a request scheduled in the same iteration
-never reads a block another request writes in it. A shared block (refcount > 1) is never written:
+never reads a block another request writes in it. A decode planned ahead whose token (still being
+sampled) completes a block has it named when that token arrives, published at once
+(BlockManager.register_filled_ahead): the plan that fills it was sent before any that could read it. A shared block (refcount > 1) is never written:
 the writer takes a copy first (BlockManager.prepare_write). With no hash ever registered (prefix
 caching off) the pool behaves as a plain first-freed-first free list.
 
@@ -33,6 +35,11 @@ from collections.abc import Sequence
 ROOT_HASH = 0  # the parent hash of a context's first block
 
 
+def chain_hash(parent: int, block_token_ids: Sequence[int]) -> int:
+    """The name of a full block holding `block_token_ids` after the chain named `parent`."""
+    return hash((parent, tuple(block_token_ids)))
+
+
 def extend_chain_hashes(
     hashes: list[int], token_ids: Sequence[int], block_size: int, num_blocks: int
 ) -> None:
@@ -42,7 +49,7 @@ def extend_chain_hashes(
     num_blocks = min(num_blocks, len(token_ids) // block_size)
     parent = hashes[-1] if hashes else ROOT_HASH
     for index in range(len(hashes), num_blocks):
-        parent = hash((parent, tuple(token_ids[index * block_size : (index + 1) * block_size])))
+        parent = chain_hash(parent, token_ids[index * block_size : (index + 1) * block_size])
         hashes.append(parent)
 
 

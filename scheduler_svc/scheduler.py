@@ -60,6 +60,9 @@ class PlanRecord:
     # Per sampled token, in order: the length its request has once the token is appended; a
     # request that has another length by then (paused and resumed meanwhile) does not take it.
     sample_positions: list[int]
+    # Requests whose block the next plan (planned ahead) completes with the token this plan
+    # samples: named for the prefix cache when it comes (BlockManager.register_filled_ahead).
+    filled_ahead: list[Request] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,7 +243,7 @@ class Scheduler:
         table = self.table
         draft = self._open_plan(now, self.config.max_batched_tokens)
         builder, iteration, decodes = draft.builder, draft.iteration, draft.decodes
-        if self.policy.manages_paused and table.paused and self._revisits_paused():
+        if self.policy.manages_paused and table.paused and self._revisits_paused(now):
             revisit_paused(
                 table,
                 self.policy,
@@ -276,7 +279,7 @@ class Scheduler:
             or table.queues.num_waiting
             or table.pending_swap_out
             or table.swapping_in
-            or (self.policy.manages_paused and table.paused and self._revisits_paused())
+            or (self.policy.manages_paused and table.paused and self._revisits_paused(now))
         ):
             return None
         decodes = table.queues.ready()
@@ -289,6 +292,7 @@ class Scheduler:
         )
         draft = self._open_plan(now, budget)
         draft.iteration.decodes_ahead(draft.decodes, self._ends_at_next_token)
+        last.filled_ahead = draft.iteration.filled_ahead
         plan = self._close_plan(draft, now)
         if is_empty(plan):  # every token out ends its request: nothing to do before the result
             self.withdraw(plan)
@@ -310,6 +314,13 @@ class Scheduler:
         if self.admission.is_enabled:
             self.admission.completed(now, record.iteration.prompt_tokens)
         sampled = result.sampled
+        if record.filled_ahead:  # before the tokens can end or pause their requests
+            token_of = dict(zip(sampled.request_ids, sampled.token_ids, strict=True))
+            for request in record.filled_ahead:
+                if request.request_id in token_of:
+                    self.blocks.register_filled_ahead(
+                        request.request_id, request.token_ids, token_of[request.request_id]
+                    )
         events = self.output.apply(
             list(sampled.request_ids), list(sampled.token_ids), record.sample_positions, now
         )
@@ -405,9 +416,9 @@ class Scheduler:
         )
         return plan
 
-    def _revisits_paused(self) -> bool:
-        """Whether the policy revisits its paused contexts in this iteration."""
-        return self.policy.revisits_paused_always or memory_is_short(self.blocks, self._room_failed)
+    def _revisits_paused(self, now: float) -> bool:
+        """Whether the policy revisits its paused contexts in the iteration planned at `now`."""
+        return self.policy.revisits_paused(now, self.blocks, memory_is_short(self.blocks, self._room_failed))
 
     def _can_decode_ahead(self, decodes: list[Request]) -> bool:
         """Whether every ready request's next computation can be planned ahead: one token (known,

@@ -82,7 +82,8 @@ class Policy(abc.ABC):
     # The default of SchedulerConfig.enable_prefix_caching under this policy. Off for the paper's
     # baselines (their figures stay those of vLLM 0.2) and for infercept (not evaluated with it yet).
     prefix_caching: ClassVar[bool] = False
-    # manage_paused is called every iteration with paused contexts, not only when memory is short.
+    # manage_paused is called every iteration with paused contexts, not only when memory is short
+    # (the default of revisits_paused).
     revisits_paused_always: ClassVar[bool] = False
     # manage_paused also sees contexts wholly on the host (to discard them); False: only those
     # holding device blocks (cheaper: most paused contexts may be on the host).
@@ -114,6 +115,14 @@ class Policy(abc.ABC):
     def manage_paused(self, paused: list[PausedContext], view: IterationView) -> list[PausedDecision]:
         """Revisit the paused contexts this iteration (policies with `manages_paused`)."""
         return []
+
+    def revisits_paused(self, now: float, blocks: BlockManager, memory_is_short: bool) -> bool:
+        """Whether manage_paused must see the paused contexts in the iteration planned at `now`
+        (policies with `manages_paused`; `memory_is_short` as IterationView has it). A revisit
+        costs more than its own time: an iteration that revisits is not planned ahead of the last
+        result (Scheduler.schedule_ahead), so answer False wherever manage_paused would decide
+        nothing. Default: when memory is short, or always with `revisits_paused_always`."""
+        return memory_is_short or self.revisits_paused_always
 
     def call_ended(self, request: Request, duration_s: float) -> None:  # noqa: B027 (optional hook)
         """The tool call of `request` returned after `duration_s` seconds (learning policies)."""

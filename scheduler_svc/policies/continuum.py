@@ -46,7 +46,6 @@ class ContinuumPolicy(Policy):
         "it; discard into the prefix cache on expiry or memory pressure; program-level FCFS"
     )
     manages_paused: ClassVar[bool] = True
-    revisits_paused_always: ClassVar[bool] = True  # TTLs expire whether or not memory is short
     prefix_caching: ClassVar[bool] = True
 
     def __init__(self, options: ContinuumOptions | None = None) -> None:
@@ -80,6 +79,11 @@ class ContinuumPolicy(Policy):
         reload_s = self.cost.forward_s(context_tokens)
         hold_s = ttl_s * context_tokens / (blocks.device.num_total * blocks.block_size)
         return ttl_s if p * reload_s > hold_s else None
+
+    def revisits_paused(self, now: float, blocks: BlockManager, memory_is_short: bool) -> bool:
+        """When memory is short, or once a pin has expired (TTLs expire whether or not memory is
+        short); between expiries the decode iterations are planned ahead."""
+        return memory_is_short or min(self._pinned_until_s.values(), default=now + 1.0) <= now
 
     def manage_paused(self, paused: list[PausedContext], view: IterationView) -> list[PausedDecision]:
         """Discard the pinned contexts whose TTL has expired, or all of them when memory is short

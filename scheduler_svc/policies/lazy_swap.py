@@ -34,7 +34,8 @@ long as nobody needs the memory:
   the forward tokens. Off: new requests start whenever their first chunk fits.
 
 Without memory pressure a paused context stays where it is (owned) until the link has copied it:
-nothing is recomputed or reloaded that did not have to be.
+nothing is recomputed or reloaded that did not have to be. Below the copy watermark nothing is
+revisited at all (`revisits_paused`), so the decode iterations are planned ahead as preserve's are.
 """
 
 from __future__ import annotations
@@ -74,10 +75,10 @@ class LazySwapOptions:
     program_order: bool = True
     admission_reserve: bool = True
     reserve_share: float = 0.1  # of the device pool, kept for the running batch to grow
-    # Copies start once the running batch and the paused contexts hold this share of the device
-    # pool: below it memory cannot run short soon, and a copy only costs (on a CPU the "link" is
-    # the cores the forward runs on: 10-20% of the latency of `make demo`'s load, where the pool
-    # never filled).
+    # Copies start once requests own this share of the device pool (the running batch, the
+    # paused contexts, prompts being computed): below it memory cannot run short soon, and a copy
+    # only costs (on a CPU the "link" is the cores the forward runs on: 10-20% of the latency of
+    # `make demo`'s load, where the pool never filled).
     copy_watermark_share: float = 0.5
     ttl_quantile: float = 0.9  # the pin covers this share of the tool's calls
     tight_ratio: float = 2.0  # a tool's durations are tight when p90 <= tight_ratio x median
@@ -100,7 +101,6 @@ class LazySwapPolicy(Policy):
         "the running batch a reserve"
     )
     manages_paused: ClassVar[bool] = True
-    revisits_paused_always: ClassVar[bool] = True  # copies go out while memory is not yet short
     revisits_host_contexts: ClassVar[bool] = False  # only what holds device blocks is copied or released
     prefix_caching: ClassVar[bool] = True
     pipelines_swaps = True
@@ -175,12 +175,21 @@ class LazySwapPolicy(Policy):
         assert call is not None, f"request {request.request_id} is paused without a call"
         return self.estimator.remaining_s(call.tool, now - call.paused_at_s, call.expected_duration_s)
 
+    def revisits_paused(self, now: float, blocks: BlockManager, memory_is_short: bool) -> bool:
+        """When memory is short (releases), or when copies may go out: the pool is filling (the
+        copy watermark) and the host has room. Elsewhere (a pool that never fills, as on `make
+        demo`'s CPU load) nothing is revisited, and every decode iteration can be planned ahead."""
+        return memory_is_short or (
+            self.options.opportunistic_swap and blocks.host.num_free > 0 and self._pool_filling(blocks)
+        )
+
     def manage_paused(self, paused: list[PausedContext], view: IterationView) -> list[PausedDecision]:
         """Copy out what the budget and the host allow, furthest expected return first; when memory
-        is short, release the rest (unpinned, or pinned past their TTL) into the prefix cache."""
+        is short, release the rest (unpinned, or pinned past their TTL) into the prefix cache.
+        Called only in the iterations that revisits_paused asks for."""
         now = view.now_s
         # Only what holds device blocks can be copied out or released; the rest (most of the
-        # paused, once copied out) is not looked at: this runs every iteration.
+        # paused, once copied out) is not looked at: this runs every iteration the pool is filling.
         holders = [c for c in paused if c.num_device_blocks]
         live = {c.request.request_id for c in holders}
         self._pinned_until_s = {r: t for r, t in self._pinned_until_s.items() if r in live and t > now}
@@ -188,8 +197,6 @@ class LazySwapPolicy(Policy):
         short = view.memory_is_short
         swap_left, host_free = view.swap_out_budget_blocks, view.host_free_blocks
         if not short:  # only copies: of the unpinned, if the link and the host have room
-            if not self._pool_filling(holders, view):
-                return []
             holders = [c for c in holders if c.request.request_id not in self._pinned_until_s]
             if not (self.options.opportunistic_swap and swap_left > 0 and host_free > 0):
                 return []
@@ -209,13 +216,11 @@ class LazySwapPolicy(Policy):
                 decisions.append(PausedDecision(rid, PauseAction.DISCARD))
         return decisions
 
-    def _pool_filling(self, holders: list[PausedContext], view: IterationView) -> bool:
-        """Whether the running batch and the paused contexts hold at least the copy watermark's
-        share of the device pool (true while the pool's size is not known yet)."""
-        if not self._pool_tokens:
-            return True
-        held_tokens = view.batch_context_tokens + sum(c.device_tokens for c in holders)
-        return held_tokens >= self.options.copy_watermark_share * self._pool_tokens
+    def _pool_filling(self, blocks: BlockManager) -> bool:
+        """Whether requests own at least the copy watermark's share of the device pool (free and
+        cached blocks are not owned: a cached block is taken at no cost)."""
+        device = blocks.device
+        return device.num_total - device.num_free >= self.options.copy_watermark_share * device.num_total
 
     def _cheaper_released(self, context: PausedContext, now: float) -> bool:
         """Whether holding the context until its call returns costs more device time than

@@ -135,3 +135,5 @@ def test_bad_flags_are_refused_before_connecting(tmp_path: Path, capsys: pytest.
     # math's prompts do not fit 256 tokens: refused before any connection or launch.
     assert main(["--launch", "--workload", "math", "--max-model-len", "256", "--rates", "2"]) == 2
     assert "end after one token without a tool call" in capsys.readouterr().err
+    assert main(["--launch", "--policies", "vllm", "--repeats", "0"]) == 2
+    assert "--repeats must be at least 1" in capsys.readouterr().err

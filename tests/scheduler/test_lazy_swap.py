@@ -220,3 +220,41 @@ def test_a_preempted_context_is_ranked_to_be_evicted_last_it_comes_back_first() 
     a = h.add(generate_request(list(range(1, 9)), max_tokens=4))
     h.step()
     assert h.scheduler.policy.evict_rank(h.scheduler.requests[a], h.now) == h.now  # no call: now
+
+
+def plans_ahead(h: Harness) -> bool:
+    """Whether the next decode iteration is planned while the current one computes (as the step
+    loop plans it); every plan is applied before it returns."""
+    h.iterate()
+    planned = h.ahead is not None
+    while h.ahead is not None:
+        h.iterate()
+    return planned
+
+
+def test_a_context_paused_in_a_mostly_free_pool_is_not_revisited_and_decodes_are_planned_ahead() -> None:
+    h = Harness("lazy-swap", plan_ahead=True)  # 64 blocks: far below the copy watermark
+    a = h.add(generate_request(list(range(1, 17)), max_tokens=6, script=[(2, "calc")]))
+    b = h.add(generate_request(list(range(40, 48)), max_tokens=30))
+    h.run_until_paused(a)
+    assert plans_ahead(h) and not h.scheduler.policy.revisits_paused(h.now, h.scheduler.blocks, False)
+    assert h.scheduler.policy.revisits_paused(h.now, h.scheduler.blocks, True)  # memory short: always
+    h.resume(a, [7])
+    h.run()
+    assert h.finished(a).finish_reason == h.finished(b).finish_reason == "length"
+    assert h.scheduler.stats.swap_out_blocks == 0
+
+
+def test_a_filling_pool_is_revisited_until_the_paused_context_is_copied_out() -> None:
+    h = Harness("lazy-swap", num_device_blocks=12, plan_ahead=True)
+    a = h.add(generate_request(list(range(1, 17)), max_tokens=6, script=[(2, "calc")]))
+    b = h.add(generate_request(list(range(40, 48)), max_tokens=30))
+    h.run_until_paused(a)  # a's 5 blocks and b's 2 of 12: above half the pool
+    policy, blocks = h.scheduler.policy, h.scheduler.blocks
+    assert policy.revisits_paused(h.now, blocks, False)
+    plan, _ = h.iterate()  # the revisit copies a out; its device copy is cached, not owned
+    assert len(ids(plan.swap_out.src_block_ids)) == 5 and not blocks.layouts[a].device
+    assert not policy.revisits_paused(h.now, blocks, False) and plans_ahead(h)
+    h.resume(a, [7])
+    h.run()
+    assert h.finished(a).finish_reason == h.finished(b).finish_reason == "length"

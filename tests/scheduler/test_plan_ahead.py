@@ -89,3 +89,23 @@ def test_planning_ahead_can_be_turned_off() -> None:
     h.step()
     h.schedule()
     assert h.scheduler.schedule_ahead(h.now) is None
+
+
+def test_a_block_a_decode_planned_ahead_completes_is_named_when_its_token_comes() -> None:
+    h = Harness("vllm-apc", plan_ahead=True)  # prefix caching on; blocks of 4 tokens
+    a = h.add(generate_request(PROMPT, max_tokens=10))
+    while h.scheduler.has_work() or h.ahead is not None:
+        h.iterate()
+    ahead = [w for plan in h.plans for w in unpack_work(plan.work) if w.use_last_sampled]
+    # Positions 7 and 11 end a block; their tokens were still being sampled when they were planned.
+    assert {7, 11} <= {w.start_position for w in ahead}
+    context = PROMPT + h.tokens(a)
+    b = h.add(generate_request(context[:13], max_tokens=2))
+    work = h.work(h.step(), b)
+    assert work is not None and work.start_position == 12  # its 3 full blocks were found cached
+    h.run()
+    reference = Harness()  # no cache, no planning ahead; the fake executor checks every KV read
+    reference.add(generate_request(PROMPT, max_tokens=1))  # tokens depend on the request id: b's
+    c = reference.add(generate_request(context[:13], max_tokens=2))
+    reference.run()
+    assert h.tokens(b) == reference.tokens(c)

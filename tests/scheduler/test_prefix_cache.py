@@ -283,6 +283,25 @@ def test_continuum_pins_a_short_calls_context_for_its_ttl_then_releases_it_to_th
     assert h.finished(a).finish_reason == "length" and stats_proto(h.scheduler).prefix_hit_tokens > 0
 
 
+def test_continuum_plans_decodes_ahead_while_a_pin_holds_and_revisits_when_it_expires() -> None:
+    h = continuum_harness()
+    h.plan_ahead = True
+    a = h.add(generate_request(list(range(1, 17)), max_tokens=4, script=[(2, "calc")]))
+    b = h.add(generate_request(list(range(40, 48)), max_tokens=30))
+    assert h.run_until_paused(a).context_action == "preserve"  # pinned for 8 s
+    planned = []
+    for _ in range(9):
+        h.iterate()
+        planned.append(h.ahead is not None)
+    assert planned[:6] == [True] * 6 and False in planned[6:]  # the expiry's iteration is not
+    while h.ahead is not None:
+        h.iterate()
+    assert not h.scheduler.blocks.layouts[a].device and h.scheduler.stats.paused_discards == 1
+    h.resume(a, [5])
+    h.run()
+    assert h.finished(a).finish_reason == h.finished(b).finish_reason == "length"
+
+
 def test_continuum_releases_pinned_contexts_when_memory_is_short() -> None:
     h = continuum_harness(num_device_blocks=12)
     a = h.add(generate_request(list(range(1, 17)), max_tokens=4, script=[(2, "calc")]))

@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--launch", action="store_true", help="start a local executor + scheduler instead of --target"
     )
     sweep_flags.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run every (policy, rate) this many times, in rounds with the policies' order rotated; "
+        "the table adds each one's mean and spread",
+    )
+    sweep_flags.add_argument(
         "--slo", type=float, default=DEFAULT_SLO_S_PER_TOKEN, help="SLO, mean normalized s/token"
     )
     sweep_flags.add_argument("--plot", type=Path, help="write the latency-against-rate plot (PNG) here")
@@ -71,13 +78,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"infercept-loadgen: {error}", file=sys.stderr)
         return 2
-    if args.rates or args.policies or args.launch:
+    if args.repeats < 1:
+        print(f"infercept-loadgen: --repeats must be at least 1, got {args.repeats}", file=sys.stderr)
+        return 2
+    if args.rates or args.policies or args.launch or args.repeats > 1:
         stack = stack_from_flags(args) if args.launch else None
         policies = [p for p in (args.policies or "").split(",") if p.strip()]
         rates = parse_rates(args.rates, workload.rate)
         try:
             records = sweep(
-                workload, rates, target, stack=stack, policies=policies, policy_label=args.policy_label
+                workload,
+                rates,
+                target,
+                stack=stack,
+                policies=policies,
+                policy_label=args.policy_label,
+                repeats=args.repeats,
             )
         except (InferceptError, ValueError, OSError, LaunchError) as error:
             print(f"infercept-loadgen: {error}", file=sys.stderr)

@@ -1,6 +1,8 @@
 """Sweep results for people: a table, each policy's max sustainable rate, and the paper's plot.
 
 Records are RunRecords (tooling/run_record.py), from the load generator or the simulator alike.
+Where a (policy, rate) ran more than once (repeats), the rates, the ratios and the plot take the
+mean of its runs, and the table ends with their spread (repeats.py).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from tooling.loadgen.repeats import RepeatedRuns, is_repeated, repeated_runs, repeats_table
 from tooling.run_record import RunRecord
 
 # Mean normalized latency a rate must stay within to be "sustainable". About 5-7x the unloaded
@@ -16,16 +19,18 @@ DEFAULT_SLO_S_PER_TOKEN = 0.2
 
 
 def max_sustainable_rates(records: Sequence[RunRecord], slo_s_per_token: float) -> dict[str, float | None]:
-    """Per policy, the highest rate whose mean normalized latency is within the SLO, provided
-    every lower measured rate is within it too (None if even the lowest is not)."""
+    """Per policy, the highest rate whose mean normalized latency (the mean of its runs) is
+    within the SLO, provided every lower measured rate is within it too (None if even the lowest
+    is not; a rate where a run completed nothing is not)."""
     best: dict[str, float | None] = {}
+    rows = repeated_runs(records)
     for policy in _policies(records):
         best[policy] = None
-        for record in sorted(_of(records, policy), key=lambda r: r.rate):
-            latency = record.mean_latency_s_per_token
+        for row in (r for r in rows if r.policy == policy):
+            latency = _mean_latency(row)
             if latency is None or latency > slo_s_per_token:
                 break
-            best[policy] = record.rate
+            best[policy] = row.rate
     return best
 
 
@@ -47,32 +52,42 @@ def sweep_table(records: Sequence[RunRecord], slo_s_per_token: float) -> str:
                 f"{_share(r.server.recompute_time_share):>8} "
                 f"{r.server.swap_out_blocks:>9} {summary.completed:>4}/{summary.submitted:<5}"
             )
-    lines += _against_vllm(records, width)
+    lines += _against_vllm(repeated_runs(records), width)
     rates = max_sustainable_rates(records, slo_s_per_token)
     baseline = rates.get("vllm")
     lines.append(f"\nmax sustainable rate (mean normalized latency <= {slo_s_per_token:g} s/token):")
     for policy, rate in rates.items():
         ratio = f"  ({rate / baseline:.2f}x vllm)" if rate and baseline else ""
         lines.append(f"  {policy:<{width}} {'none' if rate is None else f'{rate:g}/s'}{ratio}")
+    if is_repeated(records):
+        lines.append("\n" + repeats_table(records))
     return "\n".join(lines)
 
 
-def _against_vllm(records: Sequence[RunRecord], width: int) -> list[str]:
+def _against_vllm(rows: Sequence[RepeatedRuns], width: int) -> list[str]:
     """Completed/s and mean normalized latency of each policy as multiples of vllm's at the same
-    rate (nothing if vllm was not run)."""
-    vllm = {r.rate: r for r in _of(records, "vllm")}
-    others = [r for r in records if r.policy != "vllm" and r.rate in vllm]
+    rate, means of the runs (nothing if vllm was not run)."""
+    vllm = {r.rate: r for r in rows if r.policy == "vllm"}
+    others = [r for r in rows if r.policy != "vllm" and r.rate in vllm]
     if not others:
         return []
     lines = [
         f"\nagainst vllm at the same rate:\n{'policy':<{width}} {'rate/s':>7} {'done/s':>8} {'norm lat':>9}"
     ]
-    for r in sorted(others, key=lambda r: (r.rate, _policies(records).index(r.policy))):
+    order = list(dict.fromkeys(r.policy for r in rows))
+    for r in sorted(others, key=lambda r: (r.rate, order.index(r.policy))):
         base = vllm[r.rate]
-        done = _ratio(r.summary.completed_per_s, base.summary.completed_per_s)
-        latency = _ratio(r.mean_latency_s_per_token, base.mean_latency_s_per_token)
+        done = _ratio(r.completed_per_s.mean, base.completed_per_s.mean)
+        latency = _ratio(_mean_latency(r), _mean_latency(base))
         lines.append(f"{r.policy:<{width}} {r.rate:>7.2f} {done:>8} {latency:>9}")
     return lines
+
+
+def _mean_latency(row: RepeatedRuns) -> float | None:
+    """The mean of the runs' mean normalized latencies; None if a run had none."""
+    if row.latency_s_per_token is None or row.num_runs_without_latency:
+        return None
+    return row.latency_s_per_token.mean
 
 
 def _ratio(value: float | None, base: float | None) -> str:
@@ -96,10 +111,9 @@ def plot_latency(records: Sequence[RunRecord], path: Path, slo_s_per_token: floa
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    rows = repeated_runs(records)
     for policy in _policies(records):
-        points = sorted(
-            (r.rate, latency) for r in _of(records, policy) if (latency := r.mean_latency_s_per_token)
-        )
+        points = [(r.rate, latency) for r in rows if r.policy == policy and (latency := _mean_latency(r))]
         axes.plot([rate for rate, _ in points], [latency for _, latency in points], marker="o", label=policy)
     axes.axhline(
         slo_s_per_token, color="grey", linestyle="--", linewidth=1, label=f"SLO {slo_s_per_token:g} s/token"
