@@ -95,7 +95,10 @@ class IterationPlan:
     # ----- the two iteration structures -----
 
     def decode_first(self, decodes: list[Request]) -> None:
-        """Ready requests' decodes, then the waiting requests' chunks, in queue order."""
+        """Ready requests' decodes, then the waiting requests' chunks, in queue order (under a
+        policy that restores for free, the contexts to restore get their blocks first)."""
+        if self._policy.restores_for_free and self._table.queues.num_waiting:
+            self.reserve_restores()
         self.schedule_decodes(decodes)
         if not self._table.queues.num_waiting:
             return
@@ -109,6 +112,23 @@ class IterationPlan:
                 break
             if self.budget.exhausted or not self.schedule_one(request, self.budget):
                 break
+
+    def reserve_restores(self) -> None:
+        """`ideal`'s resume in place: every waiting request whose context is gone (returned from
+        a call, or preempted) gets its context's device blocks back from the free ones before
+        anyone computes (before the decodes open blocks), oldest first until one does not fit
+        (first come, first served: no newer prompt takes the memory before it). It computes at
+        its place in the waiting walk: the context restored for free and outside the token
+        budget (schedule_one), the tokens after it within the budget; until then it is no victim
+        (`scheduled`). One that did not fit makes room there as any waiting request does."""
+        for request in self._table.queues.waiting():
+            if request.num_computed or not request.max_computed:
+                continue  # a prompt, or a context already restored
+            rid = request.request_id
+            if not self._blocks.can_grow(rid, request.max_computed):
+                break
+            self._blocks.grow(rid, request.max_computed)
+            self.scheduled.add(rid)
 
     def _admits(self, request: Request, reserve_blocks: int) -> bool:
         """Whether `request` may start while others compute: one that has computed before may;
@@ -205,7 +225,10 @@ class IterationPlan:
             self._share_cached_prefix(request)
         start = request.num_computed
         end = start + min(request.num_pending, budget.tokens)
-        if not self._policy.chunks_recompute and start < request.max_computed:
+        is_restore = self._policy.restores_for_free and start < request.max_computed
+        if is_restore:  # the context at once, past the budget; the tokens after it within it
+            end = request.max_computed + min(len(request.token_ids) - request.max_computed, budget.tokens)
+        elif not self._policy.chunks_recompute and start < request.max_computed:
             end = len(request.token_ids)  # the whole context at once, past the budget
         num_copies = self._blocks.num_blocks_to_copy(rid, start)
         num_needed = self._blocks.num_blocks_to_grow(rid, end) + num_copies
@@ -217,7 +240,10 @@ class IterationPlan:
                 return False
         self.builder.device_copy(self._blocks.prepare_write(rid, start))
         self._blocks.grow(rid, end)
+        # The restored tokens (`ideal`'s, computed for free) take no budget.
+        num_restored = min(end, request.max_computed) - start if is_restore else 0
         self.commit(request, start, end, layout, budget)
+        budget.tokens += num_restored
         self.chunked.append(request)
         return True
 

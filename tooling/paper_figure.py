@@ -45,6 +45,7 @@ from svc_common.logs import configure_logging
 from tooling import simulate as sim_main
 from tooling.loadgen.trace_replay import TRACE_WORKLOAD
 from tooling.loadgen.workload_spec import WorkloadSpec
+from tooling.max_rate import max_sustainable_rate
 from tooling.run_record import RunRecord
 from tooling.simulate import SimSpec
 
@@ -233,21 +234,6 @@ def latency_curve(records: Sequence[RunRecord], label: str) -> list[tuple[float,
         if record.policy == label and mean is not None:
             points.append((record.rate, mean))
     return sorted(points)
-
-
-def max_sustainable_rate(points: Sequence[tuple[float, float]], slo: float) -> tuple[float | None, bool]:
-    """The rate at which the latency curve crosses `slo`, by linear interpolation between the two
-    measured rates around the first crossing; (rate, True) if it never crosses (the highest
-    measured rate, a lower bound); (None, False) if even the lowest rate is above it."""
-    previous: tuple[float, float] | None = None
-    for rate, latency in points:
-        if latency > slo:
-            if previous is None:
-                return None, False
-            (r0, l0), (r1, l1) = previous, (rate, latency)
-            return r0 + (slo - l0) * (r1 - r0) / (l1 - l0), False
-        previous = (rate, latency)
-    return (previous[0], True) if previous else (None, False)
 
 
 def summarize_figure(records: Sequence[RunRecord]) -> dict[str, Any]:

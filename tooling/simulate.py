@@ -3,6 +3,7 @@
     infercept-sim --workload mixed --rate 2 --duration 1800 --policy preserve
     infercept-sim --workload mixed --rates 1,2,3,4 --policies vllm,preserve --out sweep.json
     infercept-sim --save-profile gpu.json --executor 127.0.0.1:50061   # then --profile gpu.json
+    infercept-sim --max-rate --rates 2,3,4 --policies vllm,lazy-swap,ideal --reference lazy-swap
 
 Plans, metrics, the results schema and the sweep table are the load generator's
 (tooling.loadgen), so a simulated record compares field for field with a measured one.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import multiprocessing
 import os
@@ -34,7 +36,7 @@ from scheduler_svc.sim.profiles import PROFILES, load_profile
 from svc_common.logs import configure_logging
 from tooling.harness.executor_profile import fetch_profile
 from tooling.loadgen.metrics import run_record
-from tooling.loadgen.report import DEFAULT_SLO_S_PER_TOKEN, print_sweep
+from tooling.loadgen.report import DEFAULT_SLO_S_PER_TOKEN, plot_latency, print_sweep
 from tooling.loadgen.trace_replay import TRACE_WORKLOAD
 from tooling.loadgen.workload_spec import (
     WorkloadSpec,
@@ -43,6 +45,7 @@ from tooling.loadgen.workload_spec import (
     plans_for,
     workload_from_flags,
 )
+from tooling.max_rate import SearchSpec, format_table, search_max_rates, summarize
 from tooling.run_record import RunRecord
 
 # What the simulator does differently from the load generator's requests.
@@ -158,6 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--slo", type=float, default=DEFAULT_SLO_S_PER_TOKEN, help="SLO, mean normalized s/token"
     )
     sweep.add_argument("--plot", type=Path, help="write the latency-against-rate plot (PNG) here")
+    search = p.add_argument_group("max-rate search: each policy's max sustainable rate (tooling/max_rate.py)")
+    search.add_argument(
+        "--max-rate",
+        action="store_true",
+        help="search each policy's max sustainable rate at --slo: --rates as a coarse grid, climbed to "
+        "the first rate above it, then bisection, then linear interpolation",
+    )
+    search.add_argument(
+        "--bisections", type=int, default=2, help="rates run between the grid's points, at most, per policy"
+    )
+    search.add_argument(
+        "--rate-tolerance", type=float, default=0.05, help="requests/s: a narrower bracket is not bisected"
+    )
+    search.add_argument(
+        "--reference", help="the policy the others are compared with (default: the first of --policies)"
+    )
     measured = p.add_argument_group("a measured profile")
     measured.add_argument(
         "--save-profile", metavar="PATH", help="fetch the cost profile of --executor, write it here, exit"
@@ -189,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_profile:
         return save_profile(args.executor, args.save_profile, args.refresh_profile)
     workload, sim = workload_from_flags(args), sim_from_flags(args)
+    if args.max_rate:
+        return search_main(workload, sim, args)
     is_sweep = bool(args.rates or args.policies)
     records: list[RunRecord] = []
     try:
@@ -204,6 +225,48 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print_sweep(records, args.out, args.slo, args.plot)
     return 0
+
+
+def search_main(workload: WorkloadSpec, sim: SimSpec, args: argparse.Namespace) -> int:
+    """--max-rate: each policy's max sustainable rate; the table printed, the JSON written (after
+    every run, so that a search cut short keeps what it measured)."""
+    try:
+        search = SearchSpec(
+            grid=tuple(parse_rates(args.rates, workload.rate)),
+            slo_s_per_token=args.slo,
+            bisections=args.bisections,
+            tolerance=args.rate_tolerance,
+            reference=args.reference,
+        )
+        specs = [parse_policy_spec(p, sim.estimator) for p in (args.policies or args.policy).split(",")]
+        summarize([], specs, search)  # refuses a --reference not among the policies, before any run
+        for rate in search.grid:
+            workload.at_rate(rate).validate()
+        load_sim_profile(sim, workload.max_model_len)  # fail early on a bad profile
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        setup = {"workload": dataclasses.asdict(workload), "sim": dataclasses.asdict(sim)}
+
+        def write(records: list[RunRecord]) -> None:
+            summary = {**summarize(records, specs, search), "setup": setup}
+            args.out.write_text(
+                json.dumps({"summary": summary, "records": [r.to_json() for r in records]}, indent=2) + "\n"
+            )
+
+        run = functools.partial(run_at_rate, workload, sim)
+        records = search_max_rates(specs, search, run, args.jobs, write)
+    except (OSError, ValueError) as error:
+        print(f"infercept-sim: {error}", file=sys.stderr)
+        return 2
+    print(format_table(summarize(records, specs, search)))
+    print(f"\nresults: {args.out}")
+    if args.plot:
+        plot_latency(records, args.plot, args.slo)
+    return 0
+
+
+def run_at_rate(workload: WorkloadSpec, sim: SimSpec, rate: float, spec: PolicySpec) -> RunRecord:
+    """run_spec at `rate`: the max-rate search's runner (a partial of it is picklable)."""
+    return run_spec(workload.at_rate(rate), sim, spec)
 
 
 def iter_records(

@@ -1,10 +1,18 @@
 """The `ideal` policy (simulator only): a pause costs nothing. It is the limit no policy can pass.
 
-At the pause the context is dropped, so a paused request holds no memory; at the resume the
-whole context is restored in one step (past the token budget, like a recomputation that is not
-chunked) and the virtual executor charges no time for the restored tokens (`restores_for_free`;
-they are counted as recomputed tokens, but take no forward time). The returned tokens and
-everything after are computed and charged as usual, and the request keeps its queue place.
+At the pause the context is dropped, so a paused request holds no memory. A returning request
+resumes in place: in the first iteration after its return its context gets its device blocks
+back before anyone else computes (before the running batch opens blocks, before any newer
+prompt; `IterationPlan.reserve_restores`), and it is restored whole, outside the token budget,
+with its returned tokens computed beside it within the budget. The virtual executor charges no
+compute for the restored tokens (`restores_for_free`; they are counted as recomputed tokens, and
+read as the cached context they stand for, as a held context would be). Everything after is
+computed and charged as usual, and the request keeps its queue place (its first arrival). A
+request preempted for memory is restored the same way.
+
+It bounds what pauses cost, not the order of service: where the pool is overloaded, a policy
+that serves in another order (newest first, or holding contexts to admit fewer at once) can
+have a lower mean latency on a small run (tests/sim/test_ideal_bound.py shows where it holds).
 
 A real executor cannot restore a context for free, so the real server refuses this policy
 (`simulator_only`).

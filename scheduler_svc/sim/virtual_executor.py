@@ -4,8 +4,9 @@ It holds no KV and checks nothing the real executor would check (the scheduler's
 that); it answers what the scheduler needs to go on, one sampled token per sampling work item,
 and how long the iteration would have taken:
 
-    x       = tokens computed in the plan (all work items)
-    c       = cached context tokens the work items attend (the sum of their start positions)
+    x       = tokens computed in the plan (all work items), less those restored for free
+    c       = cached context tokens the work items attend (the sum of their start positions),
+              plus those restored for free (`ideal`: read as the context they stand for)
     T_fwd   = profile.forward_s(x, c)
     T_swap  = profile.swap_out_s(blocks out) + profile.swap_in_s(blocks in)
     step_s  = T_fwd + max(T_swap - hidden_s, 0)
@@ -50,7 +51,8 @@ class VirtualExecutor:
     def run(self, plan: pb.StepPlan, num_free_tokens: int = 0) -> pb.StepResult:
         """The result of `plan`: a token for each sampling work item and the virtual times
         (forward_s, swap_out_s, swap_in_s, step_s) of the iteration. `num_free_tokens` of the
-        plan's tokens cost nothing (contexts the `ideal` policy restores for free)."""
+        plan's tokens cost nothing to compute (contexts the `ideal` policy restores for free);
+        they are read as cached context."""
         result = pb.StepResult(step_id=plan.step_id)
         work = plan.work
         num_tokens = len(work.token_ids) // _U32_BYTES + sum(work.use_last_sampled)
@@ -59,7 +61,8 @@ class VirtualExecutor:
         result.sampled.request_ids.extend(sampled_ids)
         result.sampled.token_ids.extend([SAMPLED_TOKEN_ID] * len(sampled_ids))
         result.sampled.logprobs.extend([0.0] * len(sampled_ids))
-        forward_s = self.profile.forward_s(num_tokens - num_free_tokens, num_context_tokens)
+        # Restored tokens are read as the cached context they stand for, as a held one would be.
+        forward_s = self.profile.forward_s(num_tokens - num_free_tokens, num_context_tokens + num_free_tokens)
         swap_out_s = self.profile.swap_out_s(len(plan.swap_out.src_block_ids) // _U32_BYTES)
         swap_in_s = self.profile.swap_in_s(len(plan.swap_in.src_block_ids) // _U32_BYTES)
         hidden_s = forward_s if self.overlap_swaps else 0.0

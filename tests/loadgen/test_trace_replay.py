@@ -74,6 +74,18 @@ def test_the_first_int_rate_plus_one_arrive_at_zero_then_poisson() -> None:
     assert harness_arrivals(0.5, 10.0, np.random.default_rng(0))[:1] == [0.0]
 
 
+def test_the_poisson_arrivals_begin_after_the_gaps_of_the_requests_at_zero_as_the_harness_pops_them() -> None:
+    # The harness draws a running sum of gaps for every request; the first int(rate) + 1 go in
+    # at t = 0 with their times popped unused, so the next arrives at the sum of int(rate) + 2
+    # gaps: on average (int(rate) + 2) / rate, where a plain Poisson start would give 1 / rate.
+    rate = 2.5
+    firsts = [harness_arrivals(rate, 100.0, np.random.default_rng(seed))[3] for seed in range(2000)]
+    assert float(np.mean(firsts)) == pytest.approx((int(rate) + 2) / rate, rel=0.05)
+    rng = np.random.default_rng(7)
+    gaps = rng.exponential(1 / rate, size=4)
+    assert harness_arrivals(rate, 100.0, np.random.default_rng(7))[3] == pytest.approx(float(gaps.sum()))
+
+
 def test_the_same_seed_gives_the_same_replay_and_another_seed_another() -> None:
     first = replay_trace(1.5, 300.0, seed=3, max_model_len=2048)
     assert first == replay_trace(1.5, 300.0, seed=3, max_model_len=2048)

@@ -215,12 +215,14 @@ def test_ideal_holds_nothing_through_a_call_and_restores_the_context_for_free() 
     assert ideal.records[0].completed and ideal.records[0].finish_s == pytest.approx(5 * FORWARD_S + 0.5)
 
 
-def test_the_virtual_executor_charges_nothing_for_free_tokens() -> None:
-    profile = tiny_profile(forward_s_per_token=0.001, saturation_tokens=1)
+def test_the_virtual_executor_computes_free_tokens_for_nothing_and_reads_them_as_context() -> None:
+    profile = tiny_profile(forward_s_per_token=0.001, saturation_tokens=1, forward_s_per_context_token=1e-4)
     plan = pb.StepPlan(step_id=1, work=pack_work([Work(1, 0, [1] * 20, sample=True)]))
     executor = VirtualExecutor(profile)
     assert executor.run(plan).forward_s == pytest.approx(profile.forward_s(20))
-    assert executor.run(plan, num_free_tokens=15).forward_s == pytest.approx(profile.forward_s(5))
+    # As if the 15 restored tokens had been held: 5 computed, attending those 15.
+    assert executor.run(plan, num_free_tokens=15).forward_s == pytest.approx(profile.forward_s(5, 15))
+    assert profile.forward_s(5, 15) > profile.forward_s(5)
 
 
 def test_the_recompute_share_of_forward_time_is_the_recomputed_tokens_share_of_their_iteration() -> None:

@@ -13,7 +13,6 @@ from tooling.paper_figure import (
     colour,
     default_policies,
     display_label,
-    max_sustainable_rate,
     plot_figure,
     summarize_figure,
 )
@@ -24,14 +23,6 @@ def record(policy: str, rate: float, latency_s: float, recompute: float = 0.5) -
     summary = Summary(10, 10, 1.0, 0, Distribution(mean=latency_s), Distribution(), 1.0)
     server = ServerDelta(100, 70, 0.7, recompute, 0, 0, 0.0)
     return RunRecord("sim", policy, "trace", rate, 60.0, 0, summary, server, {})
-
-
-def test_the_max_rate_is_interpolated_where_the_curve_crosses_the_slo() -> None:
-    assert max_sustainable_rate([(1.0, 0.1), (2.0, 0.3)], 0.2) == (pytest.approx(1.5), False)
-    assert max_sustainable_rate([(1.0, 0.1), (2.0, 0.15)], 0.2) == (2.0, True)  # a lower bound
-    assert max_sustainable_rate([(1.0, 0.3), (2.0, 0.5)], 0.2) == (None, False)
-    # The first crossing counts, even if a later rate dips below again.
-    assert max_sustainable_rate([(1.0, 0.1), (2.0, 0.3), (3.0, 0.1)], 0.2)[0] == pytest.approx(1.5)
 
 
 def test_the_default_policies_are_the_paper_baselines_on_vllm_0_2_then_what_is_registered() -> None:

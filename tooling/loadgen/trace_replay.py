@@ -2,6 +2,7 @@
 
     requests   drawn uniformly with replacement from the file's keys (the file's mix), seeded
     arrivals   the first int(rate) + 1 at t = 0, then a Poisson process at `rate` requests/s
+               whose first arrival is int(rate) + 2 gaps in (the harness pops the first times)
     truncation generation stops when the context reaches max_model_len; later calls never happen
 
 Truncation walks the request segment by segment with the context c (the prompt first):
@@ -75,11 +76,17 @@ def trace_keys(requests: dict[str, tuple[int, list[Segment]]], augmentations: tu
 
 
 def harness_arrivals(rate: float, duration_s: float, rng: np.random.Generator) -> list[float]:
-    """Arrival offsets (s) within [0, duration_s): int(rate) + 1 at t = 0, then Poisson at `rate`."""
+    """Arrival offsets (s) within [0, duration_s): int(rate) + 1 at t = 0, then Poisson at `rate`,
+    whose first arrival comes after int(rate) + 2 gaps, not one: the harness draws an arrival
+    time for every request (a running sum of exponential gaps), adds the first int(rate) + 1
+    requests at t = 0 popping their times unused, and the next one arrives at the next time."""
     if duration_s <= 0:
         poisson_arrivals(rate, 0.0, rng)  # the rate is checked all the same
         return []
-    return [0.0] * (int(rate) + 1) + poisson_arrivals(rate, duration_s, rng)
+    num_at_zero = int(rate) + 1
+    popped_s = float(rng.exponential(1.0 / rate, size=num_at_zero).sum())  # the times popped unused
+    later = poisson_arrivals(rate, max(duration_s - popped_s, 0.0), rng)
+    return [0.0] * num_at_zero + [popped_s + t for t in later]
 
 
 def replay_trace(
@@ -122,6 +129,7 @@ def replay_assumptions(
         "augmentations": list(augmentations) or "all",
         "trace": str(path) if path else f"packaged {PACKAGED_TRACE} (the InferCept authors' trace)",
         "trace_order": "keys drawn uniformly with replacement (the file's mix), seeded",
-        "arrivals": "int(rate) + 1 at t = 0, then Poisson at the rate",
+        "arrivals": "int(rate) + 1 at t = 0, then Poisson at the rate, its first arrival after "
+        "int(rate) + 2 exponential gaps (the harness pops the first int(rate) + 1 arrival times unused)",
         "truncation": "generation stops when the context reaches max_model_len; later calls never happen",
     }
