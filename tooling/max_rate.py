@@ -17,8 +17,11 @@ simulations at once (`search_max_rates`):
      policy never above the SLO on the grid has its highest rate as a lower bound (">=").
 
 The table gives each policy's rate, the reference policy's rate over it (`--reference`: how many
-times that policy's rate the reference sustains) and its fraction of `ideal`'s, when `ideal` is
-among the policies. The JSON holds the same, with every run's record.
+times that policy's rate the reference sustains), its fraction of `ideal`'s, when `ideal` is
+among the policies, and the share of requests the measure left out at the highest rate run within
+the SLO (no output by the window's end: the paper's harness skips them; past saturation a policy
+that admits fewer can keep the mean of the others low). The JSON holds the same, with every run's
+record.
 """
 
 from __future__ import annotations
@@ -186,14 +189,24 @@ def summarize(
     policies: dict[str, Any] = {}
     for spec in specs:
         rate_search = RateSearch(search)
+        left_out: dict[float, float] = {}
         for record in records:
             if record.policy == spec.label:
                 rate_search.observe(record.rate, record.mean_latency_s_per_token)
+                left_out[record.rate] = left_out_share(record)
         rate, is_lower_bound = rate_search.result()
+        within = [
+            r
+            for r, lat in rate_search.points
+            if lat <= search.slo_s_per_token and (rate is None or r <= rate)
+        ]
         policies[spec.label] = {
             "max_rate": rate,
             "max_rate_is_lower_bound": is_lower_bound,
             "points": [[r, None if math.isinf(lat) else lat] for r, lat in rate_search.points],
+            "left_out_shares": [[r, left_out[r]] for r, _ in rate_search.points],
+            # At the highest rate run within the SLO below the max: how much the measure skipped.
+            "left_out_share_below_max": left_out[max(within)] if within else None,
         }
     reference = search.reference or specs[0].label
     if reference not in policies:
@@ -211,6 +224,16 @@ def summarize(
         "ideal": ideal,
         "policies": policies,
     }
+
+
+def left_out_share(record: RunRecord) -> float:
+    """The share of a run's submitted requests its mean latency leaves out: those with no output
+    by the window's end (the paper's harness skips them), and unfinished ones where those are not
+    counted. Past saturation it grows with the rate while the mean of the others may not: a
+    policy that admits fewer may then look sustainable."""
+    summary = record.summary
+    counted = summary.completed + summary.unfinished_counted
+    return (summary.submitted - counted) / summary.submitted if summary.submitted else 0.0
 
 
 def _ratio_of(numerator: dict[str, Any], denominator: dict[str, Any]) -> dict[str, Any] | None:
@@ -236,8 +259,9 @@ def format_table(summary: dict[str, Any]) -> str:
     lines = [
         f"max sustainable rate at {summary['slo_s_per_token'] * 1e3:g} ms/token (grid {grid}, up to "
         f"{summary['bisections']} bisections, linear interpolation; >=: never above on the grid):",
-        f"| policy | max rate (req/s) | {reference} / it | it / ideal | s/token at the rates run |",
-        "|---|---|---|---|---|",
+        f"| policy | max rate (req/s) | {reference} / it | it / ideal | left out below it "
+        "| s/token at the rates run |",
+        "|---|---|---|---|---|---|",
     ]
     for label, entry in summary["policies"].items():
         rate = entry["max_rate"]
@@ -245,8 +269,10 @@ def format_table(summary: dict[str, Any]) -> str:
         if rate is None and entry["points"]:
             shown = f"< {entry['points'][0][0]:g}"
         points = ", ".join(f"{r:g}: {'-' if lat is None else f'{lat:.4f}'}" for r, lat in entry["points"])
+        left_out = entry["left_out_share_below_max"]
         lines.append(
-            f"| {label} | {shown} | {_ratio(entry['reference_over_it'])} | {_ratio(entry['of_ideal'])} | {points} |"
+            f"| {label} | {shown} | {_ratio(entry['reference_over_it'])} | {_ratio(entry['of_ideal'])} | "
+            f"{'-' if left_out is None else f'{left_out:.0%}'} | {points} |"
         )
     return "\n".join(lines)
 

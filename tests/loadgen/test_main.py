@@ -116,7 +116,8 @@ def test_a_trace_runs_with_a_policy_label(
     too_long = [{"prompt_tokens": 5000, "completion_tokens": 6}]  # past the server's length
     trace.write_text(json.dumps({"r1": segments, "r2": segments[1:], "r3": too_long}))
     out = tmp_path / "results.json"
-    args = ["--target", stack.scheduler_address, "--workload", str(trace), "--rate", "4", "--duration", "3"]
+    # 5 s: the harness's arrivals begin 6 gaps in, and the draw must not be mostly r3 (refused).
+    args = ["--target", stack.scheduler_address, "--workload", str(trace), "--rate", "4", "--duration", "5"]
     args += ["--policy-label", "mine", "--out", str(out)]
     assert main(args) == 0
     record = json.loads(out.read_text())
