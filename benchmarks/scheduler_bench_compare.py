@@ -69,7 +69,9 @@ def parse(output: str, load: float) -> BenchRun:
 def run_tree(tree: Path, iterations: int) -> BenchRun:
     load = os.getloadavg()[0]
     command = [sys.executable, "-m", "benchmarks.scheduler_bench", "--iterations", str(iterations)]
-    done = subprocess.run(command, cwd=tree, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, cwd=tree, capture_output=True, text=True, check=False)
+    if done.returncode:
+        sys.exit(f"the benchmark failed in {tree} (exit {done.returncode}):\n{done.stderr[-4000:]}")
     return parse(done.stdout, load)
 
 
