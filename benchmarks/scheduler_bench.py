@@ -10,7 +10,8 @@ process: wall time of one plan on the stream minus the executor's own step time,
 the step loop runs decodes planned ahead (the next plan sent while one computes): wall time per
 step over the run minus the mean step time, what the executor waits per step, and the idle time
 the executor itself measures between its steps (StepResult.idle_s: the wait without the stream's
-first plan and last result, which the wall-time figure spreads over the run).
+first plan and last result, which the wall-time figure spreads over the run), mean and median: on
+a shared machine a few steps wait milliseconds for a core, which moves the mean, not the median.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ async def round_trips(address: str, batch_sizes: tuple[int, ...], repeats: int) 
     await client.reset()
     lines = [
         f"{'requests':>9} {'round trip ms':>14} {'executor step ms':>17} {'overhead ms':>12}"
-        f" {'pipelined overhead ms':>22} {'pipelined idle ms':>18}"
+        f" {'pipelined overhead ms':>22} {'pipelined idle ms':>18} {'idle median ms':>15}"
     ]
     step_id = 0
     for batch in batch_sizes:
@@ -161,10 +162,11 @@ async def round_trips(address: str, batch_sizes: tuple[int, ...], repeats: int) 
             pipelined_steps.append(result.step_s)
             idles.append(result.idle_s)
         pipelined_wait = (time.perf_counter() - began) / repeats - statistics.mean(pipelined_steps)
-        idle = statistics.mean(idles[1:])  # the first waited for the stream's first plan
+        idles = idles[1:]  # the first waited for the stream's first plan
         lines.append(
             f"{batch:>9} {wall * 1e3:>14.2f} {step * 1e3:>17.2f} {(wall - step) * 1e3:>12.2f}"
-            f" {pipelined_wait * 1e3:>22.2f} {idle * 1e3:>18.3f}"
+            f" {pipelined_wait * 1e3:>22.2f} {statistics.mean(idles) * 1e3:>18.3f}"
+            f" {statistics.median(idles) * 1e3:>15.3f}"
         )
     await client.close()
     return lines

@@ -27,11 +27,14 @@ ROUND_TRIP_TITLE = "# plan/result round trip"
 @dataclasses.dataclass(frozen=True)
 class BenchRun:
     """One run's figures by request count: the core's schedule + update and the pipelined
-    round trip's overhead, milliseconds; and the load average before it."""
+    round trip's overhead, milliseconds; the load average before it; and the executor's own idle
+    time per pipelined step, mean and median, milliseconds (empty from a tree that does not
+    measure it)."""
 
     core_ms: dict[int, float]
     pipelined_ms: dict[int, float]
     load: float
+    idle_ms: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
 def table(output: str, title: str) -> list[dict[str, str]]:
@@ -53,16 +56,22 @@ def table(output: str, title: str) -> list[dict[str, str]]:
 def parse(output: str, load: float) -> BenchRun:
     """The figures of one scheduler_bench output."""
     core = {int(row["requests"]): float(row["total ms"]) for row in table(output, CORE_TITLE)}
-    pipelined = {
-        int(row["requests"]): float(row["pipelined overhead ms"]) for row in table(output, ROUND_TRIP_TITLE)
+    round_trip = table(output, ROUND_TRIP_TITLE)
+    pipelined = {int(row["requests"]): float(row["pipelined overhead ms"]) for row in round_trip}
+    idle = {
+        int(row["requests"]): (float(row["pipelined idle ms"]), float(row["idle median ms"]))
+        for row in round_trip
+        if "idle median ms" in row
     }
-    return BenchRun(core, pipelined, load)
+    return BenchRun(core, pipelined, load, idle)
 
 
 def run_tree(tree: Path, iterations: int) -> BenchRun:
     load = os.getloadavg()[0]
     command = [sys.executable, "-m", "benchmarks.scheduler_bench", "--iterations", str(iterations)]
-    done = subprocess.run(command, cwd=tree, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, cwd=tree, capture_output=True, text=True, check=False)
+    if done.returncode:
+        sys.exit(f"the benchmark failed in {tree} (exit {done.returncode}):\n{done.stderr[-4000:]}")
     return parse(done.stdout, load)
 
 
@@ -101,6 +110,12 @@ def main() -> None:
     print("\n".join(summary(old, new, "core_ms")))
     print("\n# pipelined round trip: wall time per step minus the executor's step, ms")
     print("\n".join(summary(old, new, "pipelined_ms")))
+    if all(run.idle_ms for run in new):
+        print("\n# the new tree's executor idle per pipelined step, ms: medians over the runs")
+        print(f"{'requests':>9} {'mean':>8} {'median':>8}")
+        for count in new[0].idle_ms:
+            means, medians = zip(*(run.idle_ms[count] for run in new), strict=True)
+            print(f"{count:>9} {statistics.median(means):>8.3f} {statistics.median(medians):>8.3f}")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,10 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
         reader = asyncio.create_task(self._submit_steps(request_iterator, steps))
         try:
             while (step := await steps.get()) is not None:
-                yield await step
+                result = await step
+                # Recorded here, not on the engine's thread: between two steps it would delay the next.
+                self._metrics.observe_step(result)
+                yield result
             await reader  # the stream's end, or its failure
         finally:
             reader.cancel()
@@ -113,7 +116,6 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
                 step_id=plan.step_id,
                 error=pb.PlanError(code="INTERNAL", message=f"{type(error).__name__}: {error}"),
             )
-        self._metrics.observe_step(result)
         return result
 
     def _on_engine_thread(self, fn, *args):  # type: ignore[no-untyped-def]

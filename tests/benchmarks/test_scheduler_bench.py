@@ -12,9 +12,9 @@ OUTPUT = """# scheduler core: CPU time per decode iteration (fabricated executor
      1024        0.976      1.166     2.141       9.9
 
 # plan/result round trip over the Run stream (real executor process, default model, CPU)
- requests  round trip ms  executor step ms  overhead ms  pipelined overhead ms  pipelined idle ms
-        1           4.02              3.24         0.79                   0.77              0.775
-      256          19.80             18.95         0.86                   0.12              0.069
+ requests  round trip ms  executor step ms  overhead ms  pipelined overhead ms  pipelined idle ms  idle median ms
+        1           4.02              3.24         0.79                   0.77              0.775           0.060
+      256          19.80             18.95         0.86                   0.12              0.069           0.050
 """
 
 
@@ -29,12 +29,15 @@ def test_the_timed_requests_decode_and_every_token_is_watched_for_a_stop_or_a_tr
 
 def test_a_run_is_read_by_column_name_with_or_without_the_idle_column() -> None:
     run = parse(OUTPUT, load=2.0)
-    assert run == BenchRun({64: 0.144, 1024: 2.141}, {1: 0.77, 256: 0.12}, 2.0)
+    assert run == BenchRun(
+        {64: 0.144, 1024: 2.141}, {1: 0.77, 256: 0.12}, 2.0, {1: (0.775, 0.060), 256: (0.069, 0.050)}
+    )
     old_round_trip = """# plan/result round trip over the Run stream (real executor process, default model, CPU)
  requests  round trip ms  executor step ms  overhead ms  pipelined overhead ms
       256          19.80             18.95         0.86                   0.12
 """
-    assert parse(OUTPUT.split("# plan")[0] + old_round_trip, load=2.0).pipelined_ms == {256: 0.12}
+    old_run = parse(OUTPUT.split("# plan")[0] + old_round_trip, load=2.0)
+    assert (old_run.pipelined_ms, old_run.idle_ms) == ({256: 0.12}, {})
 
 
 def test_the_summary_gives_each_sides_median_and_the_median_pairwise_ratio() -> None:

@@ -220,6 +220,7 @@ def test_metrics_are_served_and_move_with_requests(secure: SecureStack) -> None:
 
     executor = scrape(secure.executor_metrics_port)
     assert value(executor, "infercept_executor_step_seconds", "infercept_executor_step_seconds_count") > 0
+    assert value(executor, "infercept_executor_idle_seconds", "infercept_executor_idle_seconds_count") > 0
     assert value(executor, "infercept_executor_tokens", "infercept_executor_tokens_total") > 0
     run = "/infercept.v1.Executor/Reset"
     assert value(executor, "infercept_rpcs", "infercept_rpcs_total", method=run, code="OK") >= 1
