@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard proto/infercept/v1/*.proto)
 STUBS := $(PROTOS:proto/%.proto=client/%_pb2.py)
 
-.PHONY: setup proto lint test test-fast demo serve run-executor bench-executor bench-scheduler bench-gateway demo-gateway bench-first-start bench-faults soak bench-peers bench-served gpu-check sim-sweep sim-ablation compare-real fidelity paper-figure clean
+.PHONY: setup proto lint test test-fast demo serve run-executor bench-executor bench-scheduler bench-gateway demo-gateway bench-first-start bench-faults soak bench-peers bench-served gpu-check sim-sweep sim-ablation max-rate compare-real fidelity paper-figure clean
 
 setup: $(INSTALLED) $(STUBS)
 
@@ -139,6 +139,15 @@ fidelity: setup
 # 0.2's iterations), 1.0-3.0 req/s; the table paper vs ours, results/paper_figure.{json,png}.
 paper-figure: setup
 	$(PY) -m tooling.paper_figure --jobs 2 --out results/paper_figure.json --plot results/paper_figure.png
+
+# Each policy's max sustainable rate at 200 ms/token on the authors' trace (GPT-J-6B, A100 40 GB,
+# 1800 s windows): a grid, then bisection (tooling/max_rate.py), ratios to lazy-swap and to ideal.
+# --profile 2xa100-vicuna13b-tp2 or --augmentations math (and a grid to suit) for the other setups.
+max-rate: setup
+	$(VENV)/bin/infercept-sim --max-rate --workload trace --profile a100-40gb-gptj6b \
+		--policies vllm/prefill-first,vllm-apc,continuum,infercept,lazy-swap,ideal --reference lazy-swap \
+		--rates 2,3,4,5 --bisections 2 --rate-tolerance 0.1 --overlap-swaps --harness-timing --duration 1800 \
+		--seed 0 --jobs 2 --out results/max_rate.json
 
 clean:
 	rm -rf $(VENV) client/infercept/v1/*_pb2*.py client/infercept/v1/*_pb2*.pyi client/build
