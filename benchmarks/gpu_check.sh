@@ -11,7 +11,8 @@
 # isolation (a device machine may have no package index): the client's build generates the gRPC
 # stubs from proto/ if they are missing.
 #
-# Parts, each with its own time limit (one failing or timing out does not stop the others):
+# Parts, each with its own time limit (one failing or timing out does not stop the others; the
+# limits add up to 10 minutes):
 #   env               torch, CUDA, triton versions and the device
 #   gpu-tests         tests/executor/test_gpu.py (exactness against transformers on CUDA, Triton
 #                     kernels against the torch backend, block copies device<->pinned host, the
@@ -60,15 +61,15 @@ if [[ "${1:-}" == "--self-test" ]]; then
     part gpu-tests 120 "$PY" -m pytest -q -p no:cacheprovider --collect-only "${GPU_TESTS[@]}"
     part selection 120 "$PY" -m benchmarks.backend_selection --device cpu --dtypes float32
     part attention-bench 60 "$PY" -m benchmarks.attention_bench --help
-    part executor-bench 180 "$PY" -m benchmarks.executor_bench --device cpu --models tiny --backends auto,torch --repeats 1
+    part executor-bench 180 "$PY" -m benchmarks.executor_bench --device cpu --models tiny --backends auto,torch --repeats 2
 else
-    part env 60 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, torch.cuda.get_device_name())'"
+    part env 30 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, torch.cuda.get_device_name())'"
     part gpu-tests 200 "$PY" -m pytest -q -p no:cacheprovider "${GPU_TESTS[@]}"
     part selection 60 "$PY" -m benchmarks.backend_selection --device cuda
     part attention-bench 180 "$PY" -m benchmarks.attention_bench --repeats 10
-    part executor-bench 90 "$PY" -m benchmarks.executor_bench --device cuda --backends auto,torch,triton --repeats 10
+    part executor-bench 120 "$PY" -m benchmarks.executor_bench --device cuda --backends auto,torch,triton --repeats 10
 fi
-part verdict 30 "$PY" -m benchmarks.gpu_check_verdict "$DEST"
+part verdict 10 "$PY" -m benchmarks.gpu_check_verdict "$DEST"
 cat "$DEST/verdict.txt" >>"$SUMMARY"
 echo "figures in $DEST"
 cat "$SUMMARY"
