@@ -7,7 +7,7 @@ import pytest
 from executor_svc.config import ExecutorConfig
 from executor_svc.engine import Engine
 from executor_svc.profile_report import format_profile
-from executor_svc.profiler import ProfilerBusy, fit_saturation, get_profile, profile_path
+from executor_svc.profiler import ProfilerBusy, fit_saturation, get_profile, per_block_s, profile_path
 from infercept.v1 import executor_pb2 as pb
 from svc_common.step_wire import TableUpdate, pack_table_updates, unpack_work
 
@@ -52,6 +52,17 @@ def _tiny_model(tmp_path: Path) -> Path:
     )
     write_random_model(tmp_path / "tiny", config, seed=0)
     return tmp_path / "tiny"
+
+
+def test_swap_cost_per_block_is_the_slope_between_one_block_and_many() -> None:
+    assert per_block_s(0.001, 0.001 + 63 * 2e-5, 64) == pytest.approx(2e-5)
+
+
+def test_a_swap_is_never_profiled_as_free_when_noise_hides_the_slope() -> None:
+    # The one-block call stalled longer than the 64-block one (a busy machine): the 64-block
+    # call's time per block stands in, not zero (the executor test on the real Profile saw 0).
+    assert per_block_s(0.002, 0.0016, 64) == pytest.approx(0.0016 / 64)
+    assert per_block_s(0.001, 0.001, 64) == pytest.approx(0.001 / 64)
 
 
 def test_profile_is_cached_per_model_device_dtype_and_block_size(engine: Engine) -> None:
