@@ -87,6 +87,15 @@ def test_the_table_gives_each_figure_against_the_best_other_in_sds_of_the_differ
     # against lazy-swap's: (0.0100 - 0.0034) / 0.00028.
     assert "-3.5" in swap and "+23.3" in swap
     assert sweep_table(RUNS, 0.2).endswith(table)
+
+
+def test_runs_that_each_completed_the_same_count_differ_by_at_least_one_completion() -> None:
+    # 30 s windows: one completion is 0.033/s. 1.5 against 1.6 twice each is 3 completions apart.
+    runs = [
+        record(p, 2.0, done, 0.004) for p in ("a", "b") for done in ((1.5, 1.5) if p == "a" else (1.6, 1.6))
+    ]
+    line = next(line for line in repeats_table(runs).splitlines() if line.startswith("a "))
+    assert "-3.0" in line and "inf" not in line
     assert "over repeated runs" not in sweep_table(RUNS[:2], 0.2)
 
 

@@ -92,8 +92,11 @@ def is_repeated(records: Sequence[RunRecord]) -> bool:
 def repeats_table(records: Sequence[RunRecord]) -> str:
     """Per (policy, rate): runs, completed/s and mean normalized latency as mean ± sd [range],
     and each figure's distance from the best other policy's mean at that rate in units of the
-    two spreads together (sqrt(sd1² + sd2²)): within ±1, the two are not told apart by these runs."""
+    two spreads together (sqrt(sd1² + sd2²)): within ±1, the two are not told apart by these runs.
+    Completions are counted whole: the unit for completed/s is at least one completion in the
+    window (runs that each completed the same count have no spread, yet differ by one request)."""
     rows = repeated_runs(records)
+    one_completion_per_s = 1 / max(r.duration_s for r in records) if records else 0.0
     width = max([18, *(len(r.policy) for r in rows)])
     lines = [
         f"over repeated runs (mean ± sd [range]; vs best other: distance from the best other policy's "
@@ -103,7 +106,7 @@ def repeats_table(records: Sequence[RunRecord]) -> str:
     ]
     for row in rows:
         peers = [r for r in rows if r.rate == row.rate and r.policy != row.policy]
-        done_gap = _gap(row.completed_per_s, [p.completed_per_s for p in peers], max)
+        done_gap = _gap(row.completed_per_s, [p.completed_per_s for p in peers], max, one_completion_per_s)
         latency = row.latency_s_per_token
         latency_gap = (
             _gap(latency, [p.latency_s_per_token for p in peers if p.latency_s_per_token], min)
@@ -118,14 +121,16 @@ def repeats_table(records: Sequence[RunRecord]) -> str:
     return "\n".join(lines)
 
 
-def _gap(own: Spread, others: Sequence[Spread], best: Callable[[Sequence[float]], float]) -> str:
-    """(own mean - the best other mean) / sqrt(own sd² + that other's sd²), signed; '-' with no
-    other, 'inf' where neither spread is known (single runs that differ)."""
+def _gap(
+    own: Spread, others: Sequence[Spread], best: Callable[[Sequence[float]], float], least_unit: float = 0.0
+) -> str:
+    """(own mean - the best other mean) / max(sqrt(own sd² + that other's sd²), `least_unit`),
+    signed; '-' with no other, 'inf' where there is no unit (no spread, no least unit)."""
     if not others:
         return "-"
     leader = next(o for o in others if o.mean == best([o.mean for o in others]))
     difference = own.mean - leader.mean
-    scale = math.hypot(own.sd, leader.sd)
+    scale = max(math.hypot(own.sd, leader.sd), least_unit)
     if scale == 0:
         return "0.0" if difference == 0 else ("+inf" if difference > 0 else "-inf")
     return f"{difference / scale:+.1f}"
