@@ -36,6 +36,8 @@ long as nobody needs the memory:
 Without memory pressure a paused context stays where it is (owned) until the link has copied it:
 nothing is recomputed or reloaded that did not have to be. Below the copy watermark nothing is
 revisited at all (`revisits_paused`), so the decode iterations are planned ahead as preserve's are.
+The watermark follows the measured link (`copy_watermark_share`): half the pool on a slow link,
+later the more a few iterations' swap budgets can move, a full pool where they move most of it.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ LAZY_SWAP_TECHNIQUES = (
 )
 
 MAX_HOST_COPY_STRETCH = 100.0  # bound on the rank's stretch for blocks with a host copy
+# The copy watermark from the link: the share of the pool a link that moves nothing in time must
+# copy ahead for (the watermark's first, fixed value), and the iterations after memory runs short
+# within which the link may still copy what is needed (LazySwapPolicy.copy_watermark_share).
+SLOW_LINK_WATERMARK_SHARE = 0.5
+CATCH_UP_ITERATIONS = 4
 # The admission reserve holds for this long after the last preemption (s): memory that ran out
 # once runs out again while the load lasts; a pool that never runs out holds no one back.
 RESERVE_HOLD_S = 60.0
@@ -78,10 +85,16 @@ class LazySwapOptions:
     # Copies start once requests own this share of the device pool (the running batch, the
     # paused contexts, prompts being computed): below it memory cannot run short soon, and a copy
     # only costs (on a CPU the "link" is the cores the forward runs on: 10-20% of the latency of
-    # `make demo`'s load, where the pool never filled).
-    copy_watermark_share: float = 0.5
+    # `make demo`'s load, where the pool never filled). None: from the measured link
+    # (LazySwapPolicy.copy_watermark_share); a share in [0, 1] overrides it.
+    copy_watermark_share: float | None = None
     ttl_quantile: float = 0.9  # the pin covers this share of the tool's calls
     tight_ratio: float = 2.0  # a tool's durations are tight when p90 <= tight_ratio x median
+
+    def __post_init__(self) -> None:
+        share = self.copy_watermark_share
+        if share is not None and not 0.0 <= share <= 1.0:
+            raise ValueError(f"copy_watermark_share must be in [0, 1] or None, got {share}")
 
     @classmethod
     def with_disabled(cls, disabled: tuple[str, ...]) -> LazySwapOptions:
@@ -216,11 +229,33 @@ class LazySwapPolicy(Policy):
                 decisions.append(PausedDecision(rid, PauseAction.DISCARD))
         return decisions
 
+    def copy_watermark_share(self, num_device_blocks: int) -> float:
+        """The share of the device pool requests must own before copies start, in [0.5, 1]:
+
+            min(SLOW_LINK_WATERMARK_SHARE + CATCH_UP_ITERATIONS x B / pool, 1)
+
+        B is the swap budget of the shortest iteration (blocks; the measured cost model's, so it
+        follows the link). The option overrides it when set."""
+        if self.options.copy_watermark_share is not None:
+            return self.options.copy_watermark_share
+        cost = self._cost()
+        budget_blocks = cost.swap_budget_blocks(cost.forward_s(1))
+        # A head start is needed only for what the link cannot copy once memory runs short: the
+        # fixed watermark left half the pool free for the copies to keep ahead of its filling;
+        # what the link moves within a few iterations after memory runs short need not be on the
+        # host before. On a GPU (PCIe: ~9 blocks an iteration of a ~830-block pool) that is
+        # nearly the fixed 0.5; on a CPU (hundreds of blocks an iteration of 1,024) it is 1:
+        # copies wait until memory is short, and the iterations before it are planned ahead.
+        link_share = CATCH_UP_ITERATIONS * budget_blocks / max(num_device_blocks, 1)
+        return min(SLOW_LINK_WATERMARK_SHARE + link_share, 1.0)
+
     def _pool_filling(self, blocks: BlockManager) -> bool:
         """Whether requests own at least the copy watermark's share of the device pool (free and
-        cached blocks are not owned: a cached block is taken at no cost)."""
+        cached blocks are not owned: a cached block is taken at no cost). At a watermark of 1
+        only a full pool fills, where memory is short anyway."""
         device = blocks.device
-        return device.num_total - device.num_free >= self.options.copy_watermark_share * device.num_total
+        num_owned = device.num_total - device.num_free
+        return num_owned >= self.copy_watermark_share(device.num_total) * device.num_total
 
     def _cheaper_released(self, context: PausedContext, now: float) -> bool:
         """Whether holding the context until its call returns costs more device time than

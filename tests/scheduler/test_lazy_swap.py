@@ -6,11 +6,14 @@ a new request leaves the running batch its reserve; techniques switch off."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from scheduler_svc.cost_model import CostModel
 from scheduler_svc.paused_revisit import paused_context
 from scheduler_svc.policies import create_policy
-from scheduler_svc.policies.lazy_swap import RESERVE_HOLD_S, LazySwapPolicy
+from scheduler_svc.policies.lazy_swap import RESERVE_HOLD_S, LazySwapOptions, LazySwapPolicy
 from scheduler_svc.policies.spec import parse_policy_spec
 from scheduler_svc.prefix_cache import CachingBlockPool
 from scheduler_svc.stats_render import stats_proto
@@ -55,6 +58,16 @@ def lazy_harness(**kwargs: object) -> Harness:
     return Harness("lazy-swap", **kwargs)  # type: ignore[arg-type]
 
 
+def with_slow_link_watermark(h: Harness) -> Harness:
+    """The harness with the copy watermark fixed at half the pool, as a slow link's: its own link
+    (10 blocks an iteration) would move most of its small pools, and copies would wait until
+    memory is short."""
+    policy = h.scheduler.policy
+    assert isinstance(policy, LazySwapPolicy)
+    policy.options = dataclasses.replace(policy.options, copy_watermark_share=0.5)
+    return h
+
+
 def test_a_paused_context_is_not_copied_while_the_pool_is_mostly_free() -> None:
     h = lazy_harness()  # 64 blocks: the paused context's 5 are far below the copy watermark
     a = h.add(generate_request(list(range(1, 17)), max_tokens=6, script=[(2, "calc")]))
@@ -65,7 +78,7 @@ def test_a_paused_context_is_not_copied_while_the_pool_is_mostly_free() -> None:
 
 
 def test_a_paused_context_is_copied_out_and_taken_back_from_the_cache_without_a_copy() -> None:
-    h = lazy_harness(num_device_blocks=8)  # the context's 5 blocks hold more than half the pool
+    h = with_slow_link_watermark(lazy_harness(num_device_blocks=8))  # 5 blocks: over half the pool
     a = h.add(generate_request(list(range(1, 17)), max_tokens=6, script=[(2, "calc")]))
     assert h.run_until_paused(a).context_action == "preserve"
     plan = h.step()  # memory is free: the link copies the context out, the device copy stays cached
@@ -246,7 +259,7 @@ def test_a_context_paused_in_a_mostly_free_pool_is_not_revisited_and_decodes_are
 
 
 def test_a_filling_pool_is_revisited_until_the_paused_context_is_copied_out() -> None:
-    h = Harness("lazy-swap", num_device_blocks=12, plan_ahead=True)
+    h = with_slow_link_watermark(Harness("lazy-swap", num_device_blocks=12, plan_ahead=True))
     a = h.add(generate_request(list(range(1, 17)), max_tokens=6, script=[(2, "calc")]))
     b = h.add(generate_request(list(range(40, 48)), max_tokens=30))
     h.run_until_paused(a)  # a's 5 blocks and b's 2 of 12: above half the pool
@@ -258,3 +271,55 @@ def test_a_filling_pool_is_revisited_until_the_paused_context_is_copied_out() ->
     h.resume(a, [7])
     h.run()
     assert h.finished(a).finish_reason == h.finished(b).finish_reason == "length"
+
+
+def link(forward_s: float, swap_s_per_block: float, swap_fixed_s: float = 0.0) -> CostModel:
+    return CostModel(
+        forward_base_s=forward_s,
+        forward_s_per_token=0.0,
+        saturation_tokens=64,
+        swap_out_s_per_block=swap_s_per_block,
+        swap_in_s_per_block=swap_s_per_block,
+        swap_fixed_s=swap_fixed_s,
+    )
+
+
+def watermark(cost: CostModel, num_device_blocks: int, share: float | None = None) -> float:
+    policy = LazySwapPolicy(LazySwapOptions(copy_watermark_share=share))
+    policy.bind_cost_model(cost)
+    return policy.copy_watermark_share(num_device_blocks)
+
+
+def test_the_copy_watermark_follows_the_measured_link() -> None:
+    # A CPU's "link" (5 ms iterations, 10 us a block: 500 blocks an iteration of a 1,024 pool):
+    # copies wait until the pool is full, where memory is short.
+    assert watermark(link(0.005, 10e-6), 1024) == 1.0
+    # PCIe on the A100 profile (27.8 ms iterations, 2.9 ms a block: 9 of 867): nearly half.
+    assert watermark(link(0.0278, 0.0029), 867) == pytest.approx(0.5 + 4 * 9 / 867)
+    # A link whose fixed cost fills the iteration moves nothing in time: half the pool.
+    assert watermark(link(0.01, 0.001, swap_fixed_s=0.01), 867) == 0.5
+    # The same link, a pool 10 times larger: the link's share shrinks with it.
+    assert watermark(link(0.005, 10e-6), 10240) == pytest.approx(0.5 + 4 * 500 / 10240)
+    # An explicit share overrides the link; a share outside [0, 1] is refused.
+    assert watermark(link(0.005, 10e-6), 1024, share=0.5) == 0.5
+    with pytest.raises(ValueError, match="copy_watermark_share"):
+        LazySwapOptions(copy_watermark_share=1.5)
+
+
+def test_on_a_fast_link_copies_wait_until_memory_is_short_and_decodes_are_planned_ahead() -> None:
+    h = lazy_harness(num_device_blocks=12, plan_ahead=True)  # 10 blocks an iteration of 12
+    a = h.add(generate_request(list(range(1, 17)), max_tokens=6, script=[(2, "calc")]))
+    b = h.add(generate_request(list(range(40, 48)), max_tokens=30))
+    h.run_until_paused(a)  # a's 5 blocks and b's 2 of 12: over half the pool, not full
+    policy, blocks = h.scheduler.policy, h.scheduler.blocks
+    assert not policy.revisits_paused(h.now, blocks, False) and plans_ahead(h)
+    assert h.scheduler.stats.swap_out_blocks == 0 and len(blocks.layouts[a].device) == 5
+    big = h.add(generate_request(list(range(100, 132)), max_tokens=12))  # needs more than is free
+    while not h.scheduler.stats.swap_out_blocks and h.scheduler.requests[big].num_computed == 0:
+        h.iterate()
+    # Memory ran short: the link copied a out (its device copy cached) before anyone recomputed.
+    assert h.scheduler.stats.swap_out_blocks == 5 and blocks.layouts[a].host
+    h.resume(a, [7])
+    h.run()
+    assert h.finished(a).finish_reason == h.finished(b).finish_reason == h.finished(big).finish_reason
+    assert h.finished(a).usage.recomputed_tokens == 0
