@@ -89,18 +89,7 @@ class IncrementalDecoder:
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         self._held = ""  # decoded text not emitted yet: it ends in U+FFFD or an incomplete character
         self._is_clean = True  # the UTF-8 decoder holds no first bytes of a character
-        # Everything emitted so far, in pieces joined when `text` is read: appending to one
-        # string would copy it for every token (quadratic in a long output), and the text is
-        # read only where a stop string or trigger may have completed (EndWatch).
-        self._pieces: list[str] = []
-
-    @property
-    def text(self) -> str:
-        """Everything emitted so far."""
-        pieces = self._pieces
-        if len(pieces) > 1:
-            pieces[:] = ["".join(pieces)]
-        return pieces[0] if pieces else ""
+        self.text = ""  # everything emitted so far
 
     def push(self, token_id: int) -> str:
         """Add one token; return the text it completes (may be "")."""
@@ -110,13 +99,13 @@ class IncrementalDecoder:
                 return ""
             text = table.text[token_id]
             if text is not None and not self._held and self._is_clean:
-                self._pieces.append(text)  # the common case: whole characters, nothing held
+                self.text += text  # the common case: whole characters, nothing held
                 return text
             return self._push_bytes(table.raw[token_id])
         if self._tokenizer is None:
             return ""
         delta = self._stream.step(self._tokenizer, token_id) or ""
-        self._pieces.append(delta)
+        self.text += delta
         return delta
 
     def _push_bytes(self, data: bytes) -> str:
@@ -129,5 +118,5 @@ class IncrementalDecoder:
             self._held = held
             return ""
         self._held = ""
-        self._pieces.append(held)
+        self.text += held
         return held
