@@ -175,7 +175,6 @@ class IterationPlan:
         block, was preempted earlier in this iteration, or is no plain decode) goes through
         _schedule_ready."""
         layouts, block_size, budget = self._blocks.layouts, self._blocks.block_size, self.budget
-        commit, decode = self.commit, TokenKind.DECODE
         for request in decodes:
             if budget.tokens <= 0 or budget.seqs <= 0:
                 break
@@ -183,15 +182,14 @@ class IterationPlan:
             layout = layouts[request.request_id]
             if (
                 position == len(layout.device) * block_size  # opens a block (or a preempted context)
-                or position < request.max_computed  # recomputes
-                or position < request.segment_start  # the last prompt or returned token
+                or request.kind_at(position) is not TokenKind.DECODE  # recompute, last prompt/returned
                 or len(request.token_ids) != position + 1  # resumed (prefill-first): returned tokens
                 or layout.host  # resumed (prefill-first): swapped out
             ):
                 if not self._schedule_ready(request, layout):
                     break
                 continue
-            commit(request, position, position + 1, layout, budget, decode)
+            self.commit(request, position, position + 1, layout, budget, TokenKind.DECODE)
 
     def _schedule_ready(self, request: Request, layout: BlockLayout) -> bool:
         """schedule_one for a ready request, kept cheap: one pending token, context on the device."""

@@ -81,10 +81,7 @@ class Request:
     num_computed: int = 0  # leading positions whose KV is valid (device prefix + host segment)
     max_computed: int = 0  # positions below this were computed at least once
     num_generated: int = 0
-    # Index in token_ids where the tokens generated since the last resume begin: the end of the
-    # prompt or of the last returned tokens, so a position at or past it (and past max_computed)
-    # is a decode (IterationPlan.schedule_decodes tests that without calling kind_at).
-    segment_start: int = 0
+    segment_start: int = 0  # index in token_ids where the tokens generated since the last resume begin
     returned_ranges: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     num_returned: int = 0
     num_recomputed: int = 0
