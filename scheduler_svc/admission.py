@@ -18,7 +18,6 @@ from scheduler_svc.chat_request import ChatRequestError, conversation
 from scheduler_svc.chat_template import ChatTemplateError, Conversation
 from scheduler_svc.config import ExecutorDescription
 from scheduler_svc.detokenizer import IncrementalDecoder
-from scheduler_svc.end_watch import EndWatch
 from scheduler_svc.interception import CallDetector, ScriptedStop, ToolTrigger
 from scheduler_svc.request import Request, Sampling
 from scheduler_svc.tool_calls import HermesToolCalls
@@ -134,18 +133,15 @@ def admit(
             f"the prompt has {len(prompt)} tokens; the maximum model length is {executor.max_model_len} "
             "and at least one token must be generated",
         )
-    sampling, tools = _sampling(proto.sampling, tokenizer), _detectors(proto, tokenizer)
-    eos_token_ids = () if sampling.ignore_eos else executor.eos_token_ids
     return Request(
         request_id=request_id,
         arrival_s=now,
         token_ids=prompt,
         num_prompt_tokens=len(prompt),
-        sampling=sampling,
-        tools=tools,
+        sampling=_sampling(proto.sampling, tokenizer),
+        tools=_detectors(proto, tokenizer),
         script=deque(_scripted(call) for call in proto.script),
         decoder=IncrementalDecoder(tokenizer),
-        end_watch=EndWatch.of(sampling.stop, tools, eos_token_ids),
         segment_start=len(prompt),
         chat=chat,
     )

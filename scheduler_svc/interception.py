@@ -24,12 +24,6 @@ class CallDetector(Protocol):
     def stop_token_ids(self) -> tuple[int, ...]: ...
 
     @property
-    def stop_string(self) -> str:
-        """The text a call ends with ("" if it ends with token ids): a call completes only in a
-        token whose text holds its last character (EndWatch)."""
-        ...
-
-    @property
     def expected_duration_s(self) -> float: ...
 
     def detect(self, segment_text: str, segment_ids: Sequence[int], new_text: str) -> ToolCall | None:

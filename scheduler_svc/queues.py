@@ -3,12 +3,11 @@
 Two queues:
 
 - **ready**: the request decodes next (`is_ready`): in queue order (arrival time, then admission
-  order), which is also the FCFS priority that preemption reads backwards. Every iteration reads
-  all of it, so it is kept sorted on insertion (a request enters it when it turns ready, not each
-  iteration it decodes): reading it costs a copy, not a sort.
+  order), which is also the FCFS priority that preemption reads backwards. Bounded by device
+  memory, so it is small; it is sorted when an iteration asks for it.
 - **waiting**: everything else that wants computation (a prompt, a context to recompute, returned
   tokens, a host segment to bring back). It can hold thousands of requests under overload, so it
-  too is kept sorted on insertion: an iteration reads it from the front and stops when the
+  is a list kept sorted on insertion: an iteration reads it from the front and stops when the
   budget is spent, costing O(scheduled), not O(waiting).
 
 A request enters the waiting queue at a `WaitingPlace` its policy chooses:
@@ -42,14 +41,12 @@ import enum
 import itertools
 import operator
 from collections.abc import Callable
-from typing import Generic, TypeVar
 
 from scheduler_svc.block_manager import BlockLayout
 from scheduler_svc.request import Request
 
 # A waiting request's sort key: (tier, time or placement order, request id); FRONT is tier 0.
 _WaitingKey = tuple[int, float, int]
-_Key = TypeVar("_Key", bound=tuple[float, ...])
 
 
 class WaitingPlace(enum.Enum):
@@ -63,44 +60,6 @@ class WaitingPlace(enum.Enum):
 queue_key: Callable[[Request], tuple[float, int]] = operator.attrgetter("arrival_s", "request_id")
 
 
-class SortedRequests(Generic[_Key]):
-    """Requests kept sorted by a key each gets on insertion (unique, fixed while it is held):
-    the requests and their keys index for index, so that bisecting the plain key list calls no
-    Python function per request."""
-
-    def __init__(self) -> None:
-        self._requests: list[Request] = []
-        self._sorted_keys: list[_Key] = []
-        self._keys: dict[int, _Key] = {}  # request id -> its key, while held
-
-    def __len__(self) -> int:
-        return len(self._requests)
-
-    def __contains__(self, request_id: int) -> bool:
-        return request_id in self._keys
-
-    def insert(self, request: Request, key: _Key) -> None:
-        """Hold `request` at `key` (it must not be held already)."""
-        self._keys[request.request_id] = key
-        index = bisect.bisect_left(self._sorted_keys, key)
-        self._sorted_keys.insert(index, key)
-        self._requests.insert(index, request)
-
-    def remove(self, request: Request) -> None:
-        """Stop holding `request` (no-op if it is not held)."""
-        key = self._keys.pop(request.request_id, None)
-        if key is None:
-            return
-        index = bisect.bisect_left(self._sorted_keys, key)
-        assert self._requests[index] is request, f"request {request.request_id} moved while queued"
-        del self._requests[index]
-        del self._sorted_keys[index]
-
-    def in_order(self) -> list[Request]:
-        """The requests in key order (a copy: scheduling may re-queue some while reading it)."""
-        return self._requests.copy()
-
-
 def is_ready(request: Request, layout: BlockLayout, includes_resumed: bool = False) -> bool:
     """Whether the request decodes next: one pending token, its context computed on the device;
     with `includes_resumed`, any request whose context is computed (device or host)."""
@@ -112,9 +71,13 @@ def is_ready(request: Request, layout: BlockLayout, includes_resumed: bool = Fal
 class ComputeQueues:
     def __init__(self, ready_includes_resumed: bool = False) -> None:
         self.ready_includes_resumed = ready_includes_resumed
-        self._ready: SortedRequests[tuple[float, int]] = SortedRequests()  # by queue_key
+        self._ready: dict[int, Request] = {}
         self._ready_layouts: dict[int, BlockLayout] = {}  # with ready_includes_resumed: their blocks
-        self._waiting: SortedRequests[_WaitingKey] = SortedRequests()
+        # The waiting requests and their keys, index for index, sorted by key: bisecting the
+        # plain key list calls no Python function per request.
+        self._waiting: list[Request] = []
+        self._waiting_keys: list[_WaitingKey] = []
+        self._keys: dict[int, _WaitingKey] = {}  # request id -> its key, while it waits
         self._num_front = itertools.count()  # FRONT placements so far: the latest sorts first
 
     def __bool__(self) -> bool:
@@ -128,7 +91,7 @@ class ComputeQueues:
         return len(self._waiting)
 
     def __contains__(self, request_id: int) -> bool:
-        return request_id in self._ready or request_id in self._waiting
+        return request_id in self._ready or request_id in self._keys
 
     def place(
         self,
@@ -142,41 +105,52 @@ class ComputeQueues:
         moves there unless the place is ARRIVAL (it keeps the place it has)."""
         rid = request.request_id
         if is_ready(request, layout, self.ready_includes_resumed):
-            self._waiting.remove(request)
-            if rid not in self._ready:
-                self._ready.insert(request, queue_key(request))
+            self._remove_waiting(request)
+            self._ready[rid] = request
             if self.ready_includes_resumed:
                 self._ready_layouts[rid] = layout
             return
-        self._ready.remove(request)
+        self._ready.pop(rid, None)
         self._ready_layouts.pop(rid, None)
-        if rid in self._waiting:
+        if rid in self._keys:
             if waiting_place is WaitingPlace.ARRIVAL:
                 return
-            self._waiting.remove(request)
-        self._waiting.insert(request, self._waiting_key(request, waiting_place, now_s))
+            self._remove_waiting(request)
+        key = self._waiting_key(request, waiting_place, now_s)
+        self._keys[rid] = key
+        index = bisect.bisect_left(self._waiting_keys, key)
+        self._waiting_keys.insert(index, key)
+        self._waiting.insert(index, request)
 
     def remove(self, request: Request) -> None:
         """Take `request` out of whichever queue holds it (no-op if none)."""
-        self._ready.remove(request)
+        self._ready.pop(request.request_id, None)
         self._ready_layouts.pop(request.request_id, None)
-        self._waiting.remove(request)
+        self._remove_waiting(request)
 
     def ready(self) -> list[Request]:
         """The decoding requests in queue order (with ready_includes_resumed, those with blocks
         on the host last)."""
         if not self.ready_includes_resumed:
-            return self._ready.in_order()
+            return sorted(self._ready.values(), key=queue_key)
         layouts = self._ready_layouts
-        # A stable sort by the one flag that can change while a request is ready keeps queue order.
-        return sorted(self._ready.in_order(), key=lambda r: bool(layouts[r.request_id].host))
+        return sorted(self._ready.values(), key=lambda r: (bool(layouts[r.request_id].host), *queue_key(r)))
 
     def waiting(self) -> list[Request]:
         """The other requests in queue order (a copy: scheduling may re-queue preempted ones)."""
-        return self._waiting.in_order()
+        return list(self._waiting)
 
     def _waiting_key(self, request: Request, waiting_place: WaitingPlace, now_s: float) -> _WaitingKey:
         if waiting_place is WaitingPlace.FRONT:
             return 0, -float(next(self._num_front)), request.request_id
         time_s = now_s if waiting_place is WaitingPlace.BACK else request.arrival_s
         return 1, time_s, request.request_id
+
+    def _remove_waiting(self, request: Request) -> None:
+        key = self._keys.pop(request.request_id, None)
+        if key is None:
+            return
+        index = bisect.bisect_left(self._waiting_keys, key)
+        assert self._waiting[index] is request, f"request {request.request_id} moved while queued"
+        del self._waiting[index]
+        del self._waiting_keys[index]

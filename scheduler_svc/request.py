@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from scheduler_svc.chat_template import Conversation
 from scheduler_svc.detokenizer import IncrementalDecoder
-from scheduler_svc.end_watch import EndWatch
 from scheduler_svc.interception import CallDetector, ScriptedStop
 
 if TYPE_CHECKING:  # policies import requests: a runtime import would be a cycle
@@ -76,7 +75,6 @@ class Request:
     tools: tuple[CallDetector, ...]
     script: deque[ScriptedStop]
     decoder: IncrementalDecoder
-    end_watch: EndWatch  # the tokens and characters that may end or pause it (fixed at admission)
     status: Status = Status.ACTIVE
     num_computed: int = 0  # leading positions whose KV is valid (device prefix + host segment)
     max_computed: int = 0  # positions below this were computed at least once

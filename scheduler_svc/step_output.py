@@ -51,7 +51,6 @@ class StepOutput:
         events: list[Event] = [TokenDeltas(request_ids, token_ids, texts)]
         requests, active = self._table.requests, Status.ACTIVE
         admission = self._admission if self._admission.is_enabled else None
-        after_token = self.after_token
         for request_id, token_id, position in zip(
             sampled_request_ids, sampled_token_ids, positions, strict=True
         ):
@@ -61,30 +60,22 @@ class StepOutput:
             request.token_ids.append(token_id)
             request.num_generated += 1
             if admission is not None and request.num_generated == 1:
-                admission.started(request_id, now - request.arrival_s)
+                admission.started(request.request_id, now - request.arrival_s)
             text = request.decoder.push(token_id)
-            request_ids.append(request_id)
+            request_ids.append(request.request_id)
             token_ids.append(token_id)
             texts.append(text)
-            after_token(request, token_id, text, now, events)
+            self.after_token(request, token_id, text, now, events)
         return events if request_ids else events[1:]
 
     def after_token(
         self, request: Request, token_id: int, text: str, now: float, events: list[Event]
     ) -> None:
         """Finish or intercept the request if its last token, completing `text`, says so."""
-        script = request.script
-        if not (
-            request.end_watch.may_end(token_id, text)
-            or request.num_generated >= request.sampling.max_tokens
-            or len(request.token_ids) >= self._max_model_len
-            or (script and script[0].after_tokens == len(request.token_ids) - request.segment_start)
-        ):
-            return  # the common case: nothing this token could end or pause the request with
         reason = self._finish_reason(request, token_id, text)
         if reason is not None:
             events.append(self.finish(request, reason))
-        elif script or request.tools:
+        elif request.script or request.tools:
             intercepted = self._maybe_intercept(request, text, now)
             if intercepted is not None:
                 events.append(intercepted)

@@ -51,10 +51,6 @@ class HermesToolCalls:
     expected_duration_s: float = 0.0
     stop_token_ids: tuple[int, ...] = ()
 
-    @property
-    def stop_string(self) -> str:
-        return CLOSING_TAG
-
     def detect(self, segment_text: str, segment_ids: Sequence[int], new_text: str) -> ToolCall | None:
         body = _TAGS.match(segment_text, segment_ids, new_text)
         if body is None or OPENING_TAG not in segment_text:

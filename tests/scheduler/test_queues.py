@@ -6,7 +6,6 @@ from collections import deque
 
 from scheduler_svc.block_manager import BlockLayout
 from scheduler_svc.detokenizer import IncrementalDecoder
-from scheduler_svc.end_watch import EndWatch
 from scheduler_svc.queues import ComputeQueues, WaitingPlace, is_ready
 from scheduler_svc.request import Request, Sampling
 
@@ -23,7 +22,6 @@ def request(request_id: int, arrival_s: float, num_tokens: int = 4, num_computed
         tools=(),
         script=deque(),
         decoder=IncrementalDecoder(None),
-        end_watch=EndWatch.of((), (), ()),
         num_computed=num_computed,
     )
 
