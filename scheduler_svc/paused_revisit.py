@@ -100,10 +100,10 @@ def revisit_paused(
 
 
 def discard_oldest_swapped(table: RequestTable, policy: Policy, stats: SchedulerStats) -> bool:
-    """If no request waits to compute (other than those swapping in), drop the context of the oldest returned request whose host segment is
-    still out, to be recomputed at the policy's preemption place (InferCept's authors'
-    `_active_discard`: with no prompt to run, the spare budget recomputes rather than waits for
-    swap-ins). True if one was dropped."""
+    """If no request waits to compute (other than those swapping in), drop the context of the
+    oldest returned request whose host segment is still out, to be recomputed at the policy's
+    preemption place (InferCept's authors' `_active_discard`: with no prompt to run, the spare
+    budget recomputes rather than waits for swap-ins). True if one was dropped."""
     if not table.swapping_in:
         return False
     # Their returned swapped requests sit in `swapped`, not `waiting`: only others count.

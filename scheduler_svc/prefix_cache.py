@@ -16,8 +16,9 @@ A block's hash is registered when the iteration that fills it is planned, and pu
 findable) only at the end of that iteration's planning: a request scheduled in the same iteration
 never reads a block another request writes in it. A decode planned ahead whose token (still being
 sampled) completes a block has it named when that token arrives, published at once
-(BlockManager.register_filled_ahead): the plan that fills it was sent before any that could read it. A shared block (refcount > 1) is never written:
-the writer takes a copy first (BlockManager.prepare_write). With no hash ever registered (prefix
+(BlockManager.register_filled_ahead): the plan that fills it was sent before any that could read
+it. A shared block (refcount > 1) is never written: the writer takes a copy first
+(BlockManager.prepare_write). With no hash ever registered (prefix
 caching off) the pool behaves as a plain first-freed-first free list.
 
 Eviction rank (the priority hook): a block may be released with an `evict_rank` (a policy's
